@@ -1,0 +1,64 @@
+"""The callstream exception tree.
+
+::
+
+    CallstreamError                 base of every error callstream raises on purpose
+    ├── InputError                  bad data from a peer; closes that one stream
+    │   ├── AudioFormatError        audio settings out of range (encoding, rate, channels)
+    │   ├── DecodeError             audio bytes that cannot be decoded (odd size, NaN, inf)
+    │   ├── ConfigError             a stream config message that is malformed
+    │   └── CodecError              a message that is not valid callstream JSON
+    │       └── UnsupportedVersion  a message whose schema version we do not speak
+    └── ModelError                  a model file that does not load or lacks metadata
+
+Rules: an ``InputError`` becomes an ``Error`` event for its stream and never
+kills a worker. Programmer misuse (wrong types, broken invariants) raises the
+builtin ``ValueError`` / ``TypeError`` instead and is a bug to fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AudioFormatError",
+    "CallstreamError",
+    "CodecError",
+    "ConfigError",
+    "DecodeError",
+    "InputError",
+    "ModelError",
+    "UnsupportedVersion",
+]
+
+
+class CallstreamError(Exception):
+    """Base class of all deliberate callstream errors."""
+
+
+class InputError(CallstreamError):
+    """Bad data from a peer. ``code`` is the stable machine-readable reason."""
+
+    code = "bad_input"
+
+
+class AudioFormatError(InputError):
+    code = "bad_audio_format"
+
+
+class DecodeError(InputError):
+    code = "bad_audio"
+
+
+class ConfigError(InputError):
+    code = "bad_config"
+
+
+class CodecError(InputError):
+    code = "bad_message"
+
+
+class UnsupportedVersion(CodecError):
+    code = "unsupported_version"
+
+
+class ModelError(CallstreamError):
+    """A model file that does not load or whose metadata is incomplete."""

@@ -1,0 +1,177 @@
+"""The one event schema: every message callstream sends or receives.
+
+Events are frozen dataclasses. ``stream.codec`` is the only place that turns
+them into bytes; nothing else serializes them. Times are seconds of stream
+audio (``start``/``end``) unless a field says wall clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+__all__ = [
+    "AudioChunk",
+    "ContentFlags",
+    "Control",
+    "EndOfStream",
+    "Enriched",
+    "Error",
+    "Event",
+    "Final",
+    "Hypothesis",
+    "IntentResult",
+    "Partial",
+    "RedactedSpan",
+    "StreamConfig",
+    "StreamEnd",
+    "Word",
+]
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """Raw audio from a peer. ``payload`` is interleaved frames in ``encoding``."""
+
+    stream_id: str
+    seq: int  # 0, 1, 2, ... per stream
+    sample_offset: int  # index of the first sample frame in the stream
+    sample_rate: int  # Hz
+    encoding: str  # pcm16 | f32 | mulaw | alaw
+    channels: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    start: float  # s, stream time
+    end: float  # s, stream time
+    confidence: float  # 0..1
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One n-best entry of a final."""
+
+    text: str
+    score: float  # log domain, higher is better
+
+
+@dataclass(frozen=True)
+class Partial:
+    """Interim transcript of the open utterance. The first ``stable`` words never change."""
+
+    stream_id: str
+    channel: str  # "mono", "agent", "customer", or "ch<N>"
+    utterance_id: str
+    utterance_index: int
+    text: str
+    words: tuple[Word, ...] = ()
+    stable: int = 0  # number of leading words that later partials keep
+    start: float = 0.0  # s, stream time of the utterance start
+    end: float = 0.0  # s, stream time of the audio decoded so far
+    received_at: float | None = None  # wall clock (unix s) the last audio arrived
+    emitted_at: float | None = None  # wall clock (unix s) the event left the pipeline
+
+
+@dataclass(frozen=True)
+class Final:
+    """The transcript of a finished utterance, emitted exactly once."""
+
+    stream_id: str
+    channel: str
+    utterance_id: str  # deterministic: "<stream_id>/<channel>/<utterance_index>"
+    utterance_index: int
+    text: str
+    words: tuple[Word, ...] = ()
+    nbest: tuple[Hypothesis, ...] = ()
+    start: float = 0.0  # s
+    end: float = 0.0  # s
+    endpoint: str = "silence"  # silence | max_length | end_of_stream | flush
+    received_at: float | None = None
+    emitted_at: float | None = None
+
+
+@dataclass(frozen=True)
+class IntentResult:
+    label: str  # "out_of_scope" below the threshold
+    score: float  # calibrated probability of ``label``
+    top_k: tuple[tuple[str, float], ...] = ()
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class RedactedSpan:
+    kind: str  # card | cvv | expiry | ssn | phone | email | dob | profanity
+    first_word: int  # index into the final's words
+    last_word: int  # inclusive
+    start: float  # s, so the audio can be muted
+    end: float  # s
+
+
+@dataclass(frozen=True)
+class ContentFlags:
+    profanity: float = 0.0  # score 0..1
+    toxicity: float = 0.0  # score 0..1
+    flagged: tuple[str, ...] = ()  # names of the flags that fired
+    spans: tuple[RedactedSpan, ...] = ()
+
+
+@dataclass(frozen=True)
+class Enriched:
+    """A final with intent and content filtering applied."""
+
+    transcript: Final
+    intent: IntentResult | None = None
+    flags: ContentFlags = field(default_factory=ContentFlags)
+    redacted_text: str = ""
+    emitted_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Error:
+    """A stream-level failure. ``fatal`` errors close the stream."""
+
+    stream_id: str
+    code: str  # stable reason, e.g. bad_audio, bad_config, unsupported_version
+    message: str
+    fatal: bool = True
+
+
+@dataclass(frozen=True)
+class EndOfStream:
+    stream_id: str
+    reason: str = "end"  # end | timeout | error | shutdown
+    audio_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """First message of a client stream: how to read its audio and what to return."""
+
+    sample_rate: int = 16000
+    encoding: str = "pcm16"
+    channels: int = 1
+    channel_names: tuple[str, ...] = ()  # default: mono, or agent/customer for stereo
+    language_model: bool = True
+    hotwords: tuple[tuple[str, float], ...] = ()  # (phrase, weight)
+    interim_results: bool = True
+    number_formatting: bool = False
+    mask_profanity: bool = True
+    endpoint_silence_s: float | None = None  # None: server default
+    endpoint_no_speech_s: float | None = None
+    max_utterance_s: float | None = None
+    session_id: str | None = None  # to resume a held session
+    resume_offset: int | None = None  # sample frames the client had sent
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """Client asks to flush; ``close`` False keeps the stream open (Finalize)."""
+
+    close: bool = True
+
+
+Control = Union[StreamConfig, StreamEnd]
+Event = Union[AudioChunk, Partial, Final, Enriched, Error, EndOfStream, StreamConfig, StreamEnd]

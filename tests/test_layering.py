@@ -1,0 +1,15 @@
+"""Serving code never imports torch."""
+
+import subprocess
+import sys
+
+import pytest
+
+SERVING_MODULES = ["stream", "stream.codec", "stream.events", "stream.cli", "operators.audio", "operators.features"]
+
+
+@pytest.mark.parametrize("module", SERVING_MODULES)
+def test_serving_modules_do_not_import_torch(module):
+    code = f"import sys, {module}; bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'torchaudio')]; print(bad); sys.exit(bool(bad))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, f"{module} imported {proc.stdout.strip()} {proc.stderr[-500:]}"
