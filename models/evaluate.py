@@ -1,0 +1,112 @@
+"""Streaming evaluation and file transcription (``callstream eval-asr`` / ``transcribe``). No torch.
+
+Audio goes through the same ``Pipeline`` as the servers, in 100 ms chunks, so
+the figures are those of the streaming path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import soundfile as sf
+from tqdm import tqdm
+
+from models.metrics import ErrorCounter
+from operators.audio import encode_audio
+from stream.events import Final, StreamConfig
+from stream.app import build_pipeline
+from stream.pipeline import Pipeline
+
+__all__ = ["add_eval_arguments", "add_transcribe_arguments", "evaluate_manifest", "run_eval", "run_transcribe", "transcribe_file"]
+
+CHUNK_S = 0.1
+
+
+def transcribe_file(pipeline: Pipeline, path: Path, stream_id: str = "file") -> tuple[list[Final], float]:
+    """All finals of a WAV/FLAC file (any rate; channels averaged), and the audio seconds."""
+    x, sr = sf.read(path, dtype="float32", always_2d=True)
+    mono = x.mean(axis=1)
+    state = pipeline.open(stream_id, StreamConfig(sample_rate=int(sr), encoding="f32", channels=1))
+    step = max(1, int(sr * CHUNK_S))
+    events = []
+    for i in range(0, mono.size, step):
+        events += pipeline.feed(state, encode_audio(mono[i : i + step], "f32"))
+    events += pipeline.finish(state)
+    return [e for e in events if isinstance(e, Final)], mono.size / sr
+
+
+def evaluate_manifest(pipeline: Pipeline, manifest: Path, hyps_out: Path | None = None) -> dict[str, float]:
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if not rows or "path" not in rows[0]:
+        raise SystemExit(f"{manifest}: expected a tab-separated manifest with a 'path' column")
+    scored = "text" in rows[0]
+    counter = ErrorCounter()
+    audio_s = compute_s = 0.0
+    hyps = []
+    for row in tqdm(rows, desc=f"eval {manifest.name}", unit="utt", dynamic_ncols=True):
+        t0 = time.perf_counter()
+        finals, seconds = transcribe_file(pipeline, manifest.parent / row["path"])
+        compute_s += time.perf_counter() - t0
+        audio_s += seconds
+        hyp = " ".join(f.text for f in finals if f.text)
+        hyps.append((row["path"], hyp))
+        if scored:
+            counter.add(" ".join(row["text"].lower().split()), hyp)
+    if hyps_out:
+        with open(hyps_out, "w", newline="") as f:
+            w = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
+            w.writerow(["path", "hypothesis"])
+            w.writerows(hyps)
+    result = {"utterances": len(rows), "rtf": round(compute_s / max(audio_s, 1e-9), 4),
+              "audio_seconds": round(audio_s, 2)}
+    if scored:
+        result.update(wer=round(counter.wer, 4), cer=round(counter.cer, 4))
+    return result
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", type=Path, required=True,
+                   help="TSV with a header: 'path' (relative to the manifest) and optional 'text'")
+    p.add_argument("--model", type=Path, help="ONNX acoustic model (default: the bundled int8 model)")
+    p.add_argument("--hyps", type=Path, help="write path and hypothesis per utterance to this TSV")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    pipeline = build_pipeline(model=args.model, threads=args.threads)
+    hyps = args.hyps or Path(f"{args.manifest.stem}.hyps.tsv")
+    result = evaluate_manifest(pipeline, args.manifest, hyps)
+    for k, v in result.items():
+        print(f"{k:>14}: {v}")
+    print(f"hypotheses written to {hyps}")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def add_transcribe_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", type=Path, nargs="+", help="WAV or FLAC files, any sample rate")
+    p.add_argument("--model", type=Path)
+    p.add_argument("--words", action="store_true", help="also print word timings and confidences")
+
+
+def run_transcribe(args: argparse.Namespace) -> int:
+    pipeline = build_pipeline(model=args.model)
+    for path in args.files:
+        finals, seconds = transcribe_file(pipeline, path)
+        text = " ".join(f.text for f in finals if f.text)
+        print(f"{path}\t{text}" if len(args.files) > 1 else text)
+        if args.words:
+            for f in finals:
+                for w in f.words:
+                    print(f"  {w.start:7.2f} {w.end:7.2f} {w.confidence:5.2f} {w.text}")
+        if not finals:
+            print(f"  (no speech recognised in {seconds:.1f} s of audio)")
+    return 0
+

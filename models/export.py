@@ -1,0 +1,148 @@
+"""Export a trained Conformer-CTC to ONNX (streaming step), with metadata, plus an int8 copy.
+
+``torch.onnx.export(dynamo=True)``: the legacy exporter bakes sequence
+lengths in, and the result fails in onnxruntime on other lengths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from torch import Tensor, nn
+
+from models.conformer import SUBSAMPLING, SUBSAMPLING_CONTEXT, Conformer, ConformerConfig
+from models.runtime import ASSETS, FORMAT
+from models.tokenizer import VOCAB
+from operators.features import FeatureConfig
+
+__all__ = ["add_arguments", "export_full", "export_streaming", "load_checkpoint", "quantize", "run"]
+
+
+class _Step(nn.Module):
+    def __init__(self, model: Conformer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, feats: Tensor, att_cache: Tensor, conv_cache: Tensor, cache_len: Tensor):
+        return self.model.infer(feats, att_cache, conv_cache, cache_len)
+
+
+class _Full(nn.Module):
+    def __init__(self, model: Conformer, chunk: int, left: int) -> None:
+        super().__init__()
+        self.model, self.chunk, self.left = model, chunk, left
+
+    def forward(self, feats: Tensor, lengths: Tensor):
+        return self.model(feats, lengths, chunk=self.chunk, left=self.left)
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The dynamo exporter warns about axis names it resolves itself; keep strict warnings elsewhere."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
+        yield
+
+
+def load_checkpoint(path: Path) -> Conformer:
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model = Conformer(ConformerConfig(**ckpt["config"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
+
+
+def _metadata(model: Conformer, chunk: int, left: int, extra: dict[str, str]) -> dict[str, str]:
+    cfg = model.config
+    meta = {
+        "format": FORMAT,
+        "chunk_frames": str(chunk),
+        "left_frames": str(left),
+        "subsampling": str(SUBSAMPLING),
+        "context_frames": str(SUBSAMPLING_CONTEXT),
+        "num_layers": str(cfg.num_layers),
+        "d_model": str(cfg.d_model),
+        "conv_cache": str(cfg.conv_kernel - 1),
+        "vocab": json.dumps(list(VOCAB)),
+        "model_config": json.dumps(cfg.as_dict()),
+        **FeatureConfig(num_mel_bins=cfg.num_mel_bins).as_metadata(),
+        **extra,
+    }
+    return meta
+
+
+def _write_metadata(path: Path, meta: dict[str, str]) -> None:
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        proto.metadata_props.add(key=k, value=v)
+    onnx.save(proto, str(path))
+
+
+def export_streaming(model: Conformer, out: Path, *, chunk: int = 8, left: int = 32,
+                     extra_meta: dict[str, str] | None = None) -> Path:
+    """Write the streaming step (feats, att_cache, conv_cache, cache_len) -> (log_probs, caches...)."""
+    model = model.eval()
+    feats = torch.randn(2, SUBSAMPLING * chunk + SUBSAMPLING_CONTEXT, model.config.num_mel_bins)
+    att, conv, n = model.init_cache(2, left)
+    batch, time = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("time", min=7, max=4096)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _quiet_exporter():
+        torch.onnx.export(
+            _Step(model).eval(),
+            (feats, att, conv, n),
+            str(out),
+            dynamo=True,
+            input_names=["feats", "att_cache", "conv_cache", "cache_len"],
+            output_names=["log_probs", "new_att_cache", "new_conv_cache", "new_cache_len"],
+            dynamic_shapes={"feats": {0: batch, 1: time}, "att_cache": {1: batch}, "conv_cache": {1: batch},
+                            "cache_len": {0: batch}},
+            external_data=False,
+            verbose=False,
+        )
+    _write_metadata(out, _metadata(model, chunk, left, {"quantized": "0", **(extra_meta or {})}))
+    return out
+
+
+def export_full(model: Conformer, out: Path, *, chunk: int, left: int) -> Path:
+    """Whole-utterance graph with the streaming chunk mask: the parity reference."""
+    feats = torch.randn(2, 200, model.config.num_mel_bins)
+    lengths = torch.tensor([200, 150])
+    batch, time = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("time", min=7, max=100000)
+    with _quiet_exporter():
+        torch.onnx.export(
+            _Full(model.eval(), chunk, left).eval(), (feats, lengths), str(out), dynamo=True,
+            input_names=["feats", "lengths"], output_names=["log_probs", "out_lengths"],
+            dynamic_shapes={"feats": {0: batch, 1: time}, "lengths": {0: batch}}, external_data=False, verbose=False,
+        )
+    return out
+
+
+def quantize(src: Path, dst: Path) -> Path:
+    """Dynamic int8 (weights int8, activations quantized per call) of the MatMuls."""
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    meta = {p.key: p.value for p in onnx.load(str(src)).metadata_props}
+    _write_metadata(dst, {**meta, "quantized": "1"})
+    return dst
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path, help="a train-asr checkpoint (best.pt)")
+    p.add_argument("--out-dir", type=Path, default=ASSETS)
+    p.add_argument("--chunk", type=int, default=8, help="encoder frames per chunk (x40 ms)")
+    p.add_argument("--left", type=int, default=32, help="encoder frames of attention left context")
+
+
+def run(args: argparse.Namespace) -> int:
+    model = load_checkpoint(args.checkpoint)
+    fp32 = export_streaming(model, args.out_dir / "acoustic.onnx", chunk=args.chunk, left=args.left)
+    int8 = quantize(fp32, args.out_dir / "acoustic.int8.onnx")
+    print(f"wrote {fp32} ({fp32.stat().st_size / 1e6:.1f} MB) and {int8} ({int8.stat().st_size / 1e6:.1f} MB)")
+    return 0

@@ -1,0 +1,300 @@
+"""Training recipe of the streaming Conformer-CTC (``callstream train-asr``).
+
+Resumable: every ``ckpt_every`` steps the whole training state (model,
+optimizer, schedule, data position, random generators) goes to
+``OUT/last.pt`` atomically, and a run started with the same ``--out`` picks
+up from there. The best dev checkpoint is kept as ``OUT/best.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from models.conformer import Conformer, ConformerConfig
+from models.data import Augmenter, Utterance, load_audio, load_manifest, real_speech_splits
+from models.metrics import ErrorCounter
+from models.tokenizer import VOCAB, encode_text
+
+__all__ = ["TrainConfig", "add_arguments", "greedy_decode", "run", "train"]
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_ROOT = ROOT.parent / "shared" / "data" / "speech"
+
+
+@dataclass
+class TrainConfig:
+    out: Path = ROOT / "runs" / "asr"
+    corpora: tuple[Path, ...] = (ROOT / "runs" / "corpus" / "train" / "manifest.tsv",)
+    heldout_voice: Path | None = ROOT / "runs" / "corpus" / "test_heldout_voice" / "manifest.tsv"
+    data_root: Path = DATA_ROOT
+    real_repeat: int = 3  # real utterances are few: show each this many times per epoch
+    steps: int = 30000
+    batch_seconds: float = 120.0  # audio per optimizer micro-batch
+    accumulate: int = 1
+    lr: float = 1.5e-3
+    warmup: int = 800
+    weight_decay: float = 1e-2
+    clip: float = 5.0
+    threads: int = 2
+    workers: int = 1
+    seed: int = 0
+    eval_every: int = 500
+    ckpt_every: int = 100
+    eval_max: int = 250  # utterances per dev set at each evaluation
+    chunk: int = 8  # encoder frames per streaming chunk at evaluation (320 ms)
+    left: int = 32  # encoder frames of attention left context at evaluation
+    amp: str = "auto"  # auto | off | bf16
+    model: ConformerConfig = field(default_factory=ConformerConfig)
+
+
+class SpeechDataset(Dataset):
+    def __init__(self, utts: list[Utterance], augment: bool, seed: int) -> None:
+        self.utts = utts
+        self.augment = augment
+        self.seed = seed
+        self.aug: Augmenter | None = None
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, list[int]]:
+        if self.aug is None:
+            info = torch.utils.data.get_worker_info()
+            self.aug = Augmenter(self.seed * 1000 + (info.id if info else 0) + random.randrange(1 << 30))
+        u = self.utts[i]
+        return self.aug.features_of(load_audio(u.path), self.augment), encode_text(u.text)
+
+
+def collate(items: list[tuple[np.ndarray, list[int]]]) -> tuple[torch.Tensor, ...]:
+    lengths = torch.tensor([f.shape[0] for f, _ in items])
+    feats = torch.zeros(len(items), int(lengths.max()), items[0][0].shape[1])
+    for i, (f, _) in enumerate(items):
+        feats[i, : f.shape[0]] = torch.from_numpy(f)
+    targets = torch.tensor([t for _, ids in items for t in ids], dtype=torch.int64)
+    target_lengths = torch.tensor([len(ids) for _, ids in items])
+    return feats, lengths, targets, target_lengths
+
+
+def duration_batches(utts: list[Utterance], max_seconds: float, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar-length utterances, at most ``max_seconds`` of audio each."""
+    order = sorted(range(len(utts)), key=lambda i: utts[i].duration + rng.random() * 0.3)
+    batches, cur, longest = [], [], 0.0
+    for i in order:
+        d = max(utts[i].duration, 0.3)
+        if cur and max(longest, d) * (len(cur) + 1) > max_seconds:
+            batches.append(cur)
+            cur, longest = [], 0.0
+        cur.append(i)
+        longest = max(longest, d)
+    if cur:
+        batches.append(cur)
+    rng.shuffle(batches)
+    return batches
+
+
+def greedy_decode(log_probs: torch.Tensor, length: int) -> str:
+    ids = log_probs[:length].argmax(-1).tolist()
+    out, prev = [], -1
+    for i in ids:
+        if i != prev and i != 0:
+            out.append(VOCAB[i])
+        prev = i
+    return " ".join("".join(out).split())
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return 1e-5 + (cfg.lr - 1e-5) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _use_bf16(cfg: TrainConfig) -> bool:
+    if cfg.amp == "off":
+        return False
+    if cfg.amp == "bf16":
+        return True
+    # bf16 autocast pays on CPUs with AMX or AVX512-BF16 units; elsewhere it is slower.
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def dev_sets(cfg: TrainConfig) -> dict[str, list[Utterance]]:
+    splits = real_speech_splits(cfg.data_root)
+    sets = {f"{name}_dev": s["dev"] for name, s in splits.items()}
+    if cfg.heldout_voice and Path(cfg.heldout_voice).exists():
+        sets["synthetic_heldout_voice"] = load_manifest(cfg.heldout_voice)
+    return sets
+
+
+@torch.no_grad()
+def evaluate(model: Conformer, sets: dict[str, list[Utterance]], cfg: TrainConfig) -> dict[str, float]:
+    """Greedy WER with the streaming chunk mask (equal to chunk-by-chunk streaming)."""
+    model.eval()
+    aug = Augmenter(0)
+    result = {}
+    for name, utts in sets.items():
+        counter = ErrorCounter()
+        for u in utts[: cfg.eval_max]:
+            feats = torch.from_numpy(aug.features_of(load_audio(u.path), augment=False))[None]
+            if feats.shape[1] < 7:
+                counter.add(u.text, "")
+                continue
+            lp, n = model(feats, torch.tensor([feats.shape[1]]), chunk=cfg.chunk, left=cfg.left)
+            counter.add(u.text, greedy_decode(lp[0], int(n[0])))
+        result[name] = round(counter.wer, 4)
+    model.train()
+    return result
+
+
+def _save(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train (or resume) and return the path of the best checkpoint."""
+    torch.set_num_threads(cfg.threads)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    utts: list[Utterance] = []
+    for manifest in cfg.corpora:
+        utts += load_manifest(Path(manifest))
+    real = [u for s in real_speech_splits(cfg.data_root).values() for u in s["train"]]
+    utts += real * cfg.real_repeat
+    utts = [u for u in utts if u.text]
+    sets = dev_sets(cfg)
+
+    model = Conformer(cfg.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    step, epoch, consumed, best = 0, 0, 0, float("inf")
+    last = cfg.out / "last.pt"
+    if last.exists():
+        ckpt = torch.load(last, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        step, epoch, consumed, best = ckpt["step"], ckpt["epoch"], ckpt["consumed"], ckpt["best"]
+        print(f"resumed from {last} at step {step}, epoch {epoch}, best dev WER {best:.4f}")
+    else:
+        mean, std = _cmvn(utts, cfg.seed)
+        model.set_cmvn(mean, std)
+    bf16 = _use_bf16(cfg)
+    rng = random.Random(cfg.seed)
+    log = open(cfg.out / "log.jsonl", "a")
+    bar = tqdm(total=cfg.steps, initial=step, desc="train-asr", unit="step", dynamic_ncols=True)
+    model.train()
+    while step < cfg.steps:
+        rng_epoch = random.Random(cfg.seed * 7919 + epoch)
+        batches = duration_batches(utts, cfg.batch_seconds, rng_epoch)
+        loader = DataLoader(
+            SpeechDataset(utts, augment=True, seed=cfg.seed + epoch),
+            batch_sampler=batches[consumed:],
+            collate_fn=collate,
+            num_workers=cfg.workers,
+            persistent_workers=False,
+            prefetch_factor=4 if cfg.workers else None,
+        )
+        t0 = time.time()
+        for micro, (feats, lengths, targets, target_lengths) in enumerate(loader):
+            chunk, left = _sample_chunking(rng)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                lp, out_len = model(feats, lengths, chunk=chunk, left=left)
+            loss = F.ctc_loss(
+                lp.float().transpose(0, 1), targets, out_len, target_lengths, blank=0, zero_infinity=True
+            )
+            (loss / cfg.accumulate).backward()
+            consumed += 1
+            if (micro + 1) % cfg.accumulate:
+                continue
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, cfg)
+            grad = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{_lr_at(step, cfg):.2e}", epoch=epoch)
+            log.write(json.dumps({"step": step, "loss": round(loss.item(), 4), "grad": round(float(grad), 3),
+                                  "audio_s": float(lengths.sum()) / 100, "wall_s": round(time.time() - t0, 2)}) + "\n")
+            t0 = time.time()
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                wers = evaluate(model, sets, cfg)
+                real_wer = float(np.mean([v for k, v in wers.items() if not k.startswith("synthetic")]))
+                log.write(json.dumps({"step": step, "dev": wers, "dev_real_mean": real_wer}) + "\n")
+                tqdm.write(f"step {step}: dev WER {wers} (real mean {real_wer:.4f})")
+                if real_wer < best:
+                    best = real_wer
+                    _save(cfg.out / "best.pt", {"model": model.state_dict(), "config": asdict(cfg.model),
+                                                "step": step, "dev": wers})
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                _save(last, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                             "epoch": epoch, "consumed": consumed, "best": best, "config": asdict(cfg.model)})
+            log.flush()
+            if step >= cfg.steps:
+                break
+        else:
+            epoch, consumed = epoch + 1, 0
+    bar.close()
+    return cfg.out / "best.pt"
+
+
+def _sample_chunking(rng: random.Random) -> tuple[int, int]:
+    """Dynamic chunk training (as in WeNet's U2): one model, many latencies."""
+    r = rng.random()
+    if r < 0.15:
+        return 0, -1
+    chunk = rng.choice([4, 6, 8, 8, 8, 12, 16])
+    left = rng.choice([16, 32, 32, 64, -1])
+    return chunk, left
+
+
+def _cmvn(utts: list[Utterance], seed: int, n: int = 400) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = random.Random(seed)
+    aug = Augmenter(seed)
+    feats = [aug.features_of(load_audio(u.path), augment=True) for u in rng.sample(utts, min(n, len(utts)))]
+    allf = np.concatenate(feats)
+    return torch.from_numpy(allf.mean(0)), torch.from_numpy(allf.std(0))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    p.add_argument("--out", type=Path, default=d.out, help="run folder (checkpoints, log); resumes if present")
+    p.add_argument("--corpus", type=Path, action="append", help="training manifest(s); default: the synthetic corpus")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch-seconds", type=float, default=d.batch_seconds)
+    p.add_argument("--accumulate", type=int, default=d.accumulate)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--workers", type=int, default=d.workers)
+    p.add_argument("--eval-every", type=int, default=d.eval_every)
+    p.add_argument("--amp", choices=["auto", "off", "bf16"], default=d.amp)
+    p.add_argument("--d-model", type=int, default=d.model.d_model)
+    p.add_argument("--layers", type=int, default=d.model.num_layers)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = TrainConfig(
+        out=args.out, steps=args.steps, batch_seconds=args.batch_seconds, accumulate=args.accumulate, lr=args.lr,
+        threads=args.threads, workers=args.workers, eval_every=args.eval_every, amp=args.amp,
+        model=ConformerConfig(d_model=args.d_model, num_layers=args.layers),
+    )
+    if args.corpus:
+        cfg.corpora = tuple(args.corpus)
+    print(f"best checkpoint: {train(cfg)}")
+    return 0

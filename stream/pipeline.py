@@ -1,0 +1,173 @@
+"""The per-stream pipeline: decode -> split -> resample -> features -> acoustic -> CTC -> enrich.
+
+One ``Pipeline`` holds the shared, read-only parts (model session, decoder
+tables, enrichment models) and serves any number of streams, each with its
+own ``StreamState``. Transports use it in one of two ways:
+
+* ``feed`` / ``finish``: everything for one stream, synchronously (the
+  in-process mode, Kafka workers, tests);
+* ``push`` -> ``ready_channels`` -> ``AcousticOperator.feed_batch`` over many
+  streams -> ``decode``: the micro-batched path, where the acoustic call of
+  many streams runs at once in an executor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from operators.acoustic import AcousticOperator, AcousticState
+from operators.audio import AudioDecoder, AudioFormat, DecoderState, Resampler, ResamplerState
+from operators.ctc import EndpointConfig, GreedyDecoder, GreedyState
+from operators.features import FeatureState, LogMelOperator
+from stream.errors import ConfigError
+from stream.events import EndOfStream, Enriched, Event, Final, StreamConfig
+
+__all__ = ["ChannelState", "Enricher", "Pipeline", "StreamState", "channel_names"]
+
+# (per-stream enrichment state, final) -> enriched event; the state is opaque here.
+Enricher = Callable[[object, Final, bool], Enriched]
+
+
+def channel_names(config: StreamConfig) -> tuple[str, ...]:
+    """Names of a stream's channels: explicit, or mono / agent+customer / ch<N>."""
+    if config.channel_names:
+        if len(config.channel_names) != config.channels:
+            raise ConfigError(
+                f"channel_names has {len(config.channel_names)} names for {config.channels} channel(s)"
+            )
+        if len(set(config.channel_names)) != config.channels:
+            raise ConfigError("channel_names must be distinct")
+        return config.channel_names
+    if config.channels == 1:
+        return ("mono",)
+    if config.channels == 2:
+        return ("agent", "customer")
+    return tuple(f"ch{i}" for i in range(config.channels))
+
+
+@dataclass
+class ChannelState:
+    stream: "StreamState"
+    name: str
+    resampler: ResamplerState
+    features: FeatureState
+    acoustic: AcousticState
+    decoder: GreedyState
+
+
+@dataclass
+class StreamState:
+    stream_id: str
+    config: StreamConfig
+    format: AudioFormat
+    decoder: DecoderState
+    channels: list[ChannelState] = field(default_factory=list)
+    enrich_state: object | None = None
+    closed: bool = False
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        acoustic: AcousticOperator,
+        endpoint: EndpointConfig | None = None,
+        enricher: Enricher | None = None,
+        new_enrich_state: Callable[[], object] | None = None,
+    ) -> None:
+        self.acoustic = acoustic
+        spec = acoustic.spec
+        self.features = LogMelOperator(spec.features)
+        self.ctc = GreedyDecoder(spec.vocab, spec.frame_seconds, endpoint)
+        self.enricher = enricher
+        self.new_enrich_state = new_enrich_state
+
+    @property
+    def sample_rate(self) -> int:
+        return self.features.config.sample_rate
+
+    def open(self, stream_id: str, config: StreamConfig) -> StreamState:
+        """Validate ``config`` (raises ``InputError``) and create the stream's state."""
+        fmt = AudioFormat(encoding=config.encoding, sample_rate=config.sample_rate, channels=config.channels)
+        endpoint = EndpointConfig(
+            silence_after_speech_s=_positive(config.endpoint_silence_s, self.ctc.endpoint.silence_after_speech_s,
+                                             "endpoint_silence_s"),
+            silence_no_speech_s=_positive(config.endpoint_no_speech_s, self.ctc.endpoint.silence_no_speech_s,
+                                          "endpoint_no_speech_s"),
+            max_utterance_s=_positive(config.max_utterance_s, self.ctc.endpoint.max_utterance_s, "max_utterance_s"),
+        )
+        state = StreamState(stream_id=stream_id, config=config, format=fmt, decoder=AudioDecoder(fmt).new_state())
+        resampler = Resampler(fmt.sample_rate, self.sample_rate)
+        for name in channel_names(config):
+            state.channels.append(
+                ChannelState(
+                    stream=state, name=name, resampler=resampler.new_state(), features=self.features.new_state(),
+                    acoustic=self.acoustic.new_state(),
+                    decoder=self.ctc.new_state(stream_id, name, endpoint=endpoint, interim=config.interim_results),
+                )
+            )
+        if self.new_enrich_state is not None:
+            state.enrich_state = self.new_enrich_state()
+        return state
+
+    def push(self, state: StreamState, payload: bytes) -> None:
+        """Front-end for one audio chunk: decode, split, resample, features; queue for the model."""
+        if state.closed:
+            raise ValueError(f"stream {state.stream_id} is closed")
+        frames = AudioDecoder(state.format).feed(state.decoder, payload)
+        resampler = Resampler(state.format.sample_rate, self.sample_rate)
+        for i, ch in enumerate(state.channels):
+            audio = resampler.feed(ch.resampler, np.ascontiguousarray(frames[:, i]))
+            self.acoustic.push(ch.acoustic, self.features.feed(ch.features, audio))
+
+    def ready_channels(self, state: StreamState) -> list[ChannelState]:
+        return [ch for ch in state.channels if self.acoustic.ready(ch.acoustic)]
+
+    def decode(self, channel: ChannelState, log_probs: np.ndarray) -> list[Event]:
+        """CTC decoding of one chunk's log-probs (n, vocab); finals are enriched."""
+        return self._enrich(channel.stream, self.ctc.feed(channel.decoder, log_probs))
+
+    def feed(self, state: StreamState, payload: bytes) -> list[Event]:
+        """Everything for one chunk of one stream, synchronously (channels batched together)."""
+        self.push(state, payload)
+        events: list[Event] = []
+        while ready := self.ready_channels(state):
+            for ch, lp in zip(ready, self.acoustic.feed_batch([c.acoustic for c in ready])):
+                events.extend(self.decode(ch, lp))
+        return events
+
+    def finish(self, state: StreamState, reason: str = "end") -> list[Event]:
+        """End of stream: flush every stage, emit the last finals and ``EndOfStream``."""
+        events: list[Event] = []
+        if state.closed:
+            return events
+        resampler = Resampler(state.format.sample_rate, self.sample_rate)
+        for ch in state.channels:
+            tail = resampler.flush(ch.resampler)
+            self.acoustic.push(ch.acoustic, self.features.feed(ch.features, tail))
+            for lp in self.acoustic.flush(ch.acoustic):
+                events.extend(self.decode(ch, lp))
+            events.extend(self._enrich(state, self.ctc.flush(ch.decoder)))
+        state.closed = True
+        seconds = state.decoder.samples_decoded / state.format.sample_rate
+        events.append(EndOfStream(stream_id=state.stream_id, reason=reason, audio_seconds=round(seconds, 3)))
+        return events
+
+    def _enrich(self, state: StreamState, events: Sequence[Event]) -> list[Event]:
+        out: list[Event] = []
+        for ev in events:
+            out.append(ev)
+            if isinstance(ev, Final) and self.enricher is not None:
+                out.append(self.enricher(state.enrich_state, ev, state.config.mask_profanity))
+        return out
+
+
+def _positive(value: float | None, default: float, name: str) -> float:
+    if value is None:
+        return default
+    if not value > 0:
+        raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
+    return float(value)

@@ -1,0 +1,76 @@
+"""The per-stream pipeline on a tiny random model: mechanics, channels, bad input, isolation."""
+
+import numpy as np
+import pytest
+
+from operators.audio import encode_audio
+from stream.errors import AudioFormatError, ConfigError, DecodeError
+from stream.events import EndOfStream, Final, Partial, StreamConfig
+from stream.pipeline import channel_names
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_onnx):
+    from stream.app import build_pipeline
+
+    return build_pipeline(model=tiny_onnx["step"])
+
+
+def _noise(seconds: float, rate: int, channels: int, seed: int = 0) -> np.ndarray:
+    return (0.2 * np.random.default_rng(seed).standard_normal((int(seconds * rate), channels))).astype(np.float32)
+
+
+def _run(pipeline, sid, config, audio, frame_s=0.02):
+    state = pipeline.open(sid, config)
+    step = int(config.sample_rate * frame_s)
+    events = []
+    for i in range(0, audio.shape[0], step):
+        events += pipeline.feed(state, encode_audio(audio[i : i + step], config.encoding))
+    return state, events + pipeline.finish(state)
+
+
+def test_stereo_mulaw_call_gives_per_channel_results_and_one_end(pipeline):
+    cfg = StreamConfig(sample_rate=8000, encoding="mulaw", channels=2, endpoint_silence_s=0.2)
+    state, events = _run(pipeline, "call-7", cfg, _noise(3.0, 8000, 2))
+    assert [c.name for c in state.channels] == ["agent", "customer"]
+    assert isinstance(events[-1], EndOfStream) and events[-1].audio_seconds == pytest.approx(3.0)
+    assert sum(isinstance(e, EndOfStream) for e in events) == 1
+    for e in events:
+        if isinstance(e, (Partial, Final)):
+            assert e.channel in ("agent", "customer") and e.stream_id == "call-7"
+            assert e.utterance_id == f"call-7/{e.channel}/{e.utterance_index}"
+    # 3 s of audio -> about 3 s / 40 ms encoder frames per channel.
+    for ch in state.channels:
+        assert abs(ch.acoustic.frames_out - 75) <= 2
+
+
+def test_chunking_of_the_audio_does_not_change_the_transcripts(pipeline):
+    cfg = StreamConfig(sample_rate=16000, encoding="pcm16", channels=1, endpoint_silence_s=0.2)
+    audio = _noise(2.0, 16000, 1, seed=3)
+    _, a = _run(pipeline, "a", cfg, audio, frame_s=0.02)
+    _, b = _run(pipeline, "a", cfg, audio, frame_s=0.37)
+    assert [e for e in a if isinstance(e, Final)] == [e for e in b if isinstance(e, Final)]
+
+
+def test_bad_config_is_rejected_clearly(pipeline):
+    with pytest.raises(AudioFormatError, match="unknown encoding"):
+        pipeline.open("s", StreamConfig(encoding="opus"))
+    with pytest.raises(AudioFormatError, match="outside"):
+        pipeline.open("s", StreamConfig(sample_rate=0))
+    with pytest.raises(ConfigError, match="positive"):
+        pipeline.open("s", StreamConfig(endpoint_silence_s=-1.0))
+    with pytest.raises(ConfigError, match="2 names for 1 channel"):
+        channel_names(StreamConfig(channel_names=("a", "b")))
+
+
+def test_bad_audio_in_one_stream_leaves_another_untouched(pipeline):
+    cfg = StreamConfig(sample_rate=16000, encoding="pcm16")
+    audio = _noise(1.0, 16000, 1, seed=5)
+    _, ref = _run(pipeline, "good", cfg, audio)
+    good, bad = pipeline.open("good", cfg), pipeline.open("bad", cfg)
+    events = []
+    for i in range(0, audio.shape[0], 320):
+        events += pipeline.feed(good, encode_audio(audio[i : i + 320], "pcm16"))
+        with pytest.raises(DecodeError, match="multiple of 2 bytes"):
+            pipeline.feed(bad, b"\x01\x02\x03")
+    assert events + pipeline.finish(good) == ref
