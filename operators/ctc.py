@@ -1,20 +1,54 @@
 """Streaming CTC decoding with endpointing: log-probs in, partial and final events out.
 
-``GreedyDecoder`` takes the best token per frame. Its output never rewrites
-itself, so every word but the last is stable. Silence is judged per frame
-from the CTC posteriors: a frame whose best token is blank or the word
-separator is silent. Endpoints follow three rules (``EndpointConfig``).
+Two decoders share the endpointing and event logic:
+
+* ``GreedyDecoder``: the best token per frame. Its output never rewrites
+  itself, so every word but the last is stable.
+* ``BeamDecoder``: CTC prefix beam search with KenLM and hotwords. The
+  algorithm is pyctcdecode's ``decode_beams`` (same beam tuples, merging,
+  pruning, LM and hotword scoring), run frame by frame with its state kept
+  per stream. pyctcdecode 0.5.0 (the current release) only decodes whole
+  utterances, so re-using it for partials would re-decode from the start of
+  the utterance at every chunk; the frame loop is therefore written here,
+  while the language-model scoring, hotword scorer and beam merging and
+  pruning helpers are pyctcdecode's own (pinned to 0.5.0).
+
+Silence is judged per frame from the CTC posteriors: a frame whose best
+token is blank or the word separator is silent. Endpoints follow three
+rules (``EndpointConfig``); after one the decoder resets its utterance state
+and keeps the stream.
 """
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+from pyctcdecode import decoder as _pcd
+from pyctcdecode.language_model import HotwordScorer
 
 from stream.events import Event, Final, Hypothesis, Partial, Word
 
-__all__ = ["EndpointConfig", "GreedyDecoder", "GreedyState", "words_from_tokens"]
+__all__ = [
+    "BeamConfig",
+    "BeamDecoder",
+    "BeamState",
+    "DecoderState",
+    "EndpointConfig",
+    "GreedyDecoder",
+    "GreedyState",
+    "LanguageModelConfig",
+    "words_from_tokens",
+]
+
+_NULL_FRAMES = (-1, -1)
+# pyctcdecode's beam tuple: (text, next_word, word_part, last_char, text_frames, part_frames, logit_score)
+_Beam = tuple[str, str, str, str, list[tuple[int, int]], tuple[int, int], float]
 
 
 @dataclass(frozen=True)
@@ -22,6 +56,41 @@ class EndpointConfig:
     silence_after_speech_s: float = 0.8  # trailing silence that ends an utterance with speech
     silence_no_speech_s: float = 5.0  # silence after which an utterance with no speech restarts
     max_utterance_s: float = 20.0  # an utterance ends at the first silent frame after this
+
+
+@dataclass(frozen=True)
+class BeamConfig:
+    beam_width: int = 16
+    beam_prune_logp: float = -10.0  # drop beams this far below the best
+    token_min_logp: float = -5.0  # ignore tokens below this log-prob in a frame
+    prune_history: bool = False
+    nbest: int = 3
+    hotword_weight: float = 10.0  # default weight of hotwords given without one
+
+
+@dataclass(frozen=True)
+class LanguageModelConfig:
+    path: Path  # KenLM binary or ARPA
+    unigrams: Path | None = None  # one word per line; needed with a binary LM
+    alpha: float = 0.5  # LM weight
+    beta: float = 1.0  # word insertion bonus
+    unk_score_offset: float = -10.0
+
+
+@dataclass
+class DecoderState:
+    """Per-stream state shared by both decoders."""
+
+    stream_id: str
+    channel: str
+    endpoint: EndpointConfig
+    interim: bool = True
+    utterance_index: int = 0
+    frame: int = 0  # next global encoder frame
+    utt_start: int = 0  # global frame where the open utterance began
+    silence_run: int = 0  # consecutive silent frames
+    speech: bool = False  # the open utterance has a non-silent frame
+    confidences: list[float] = field(default_factory=list)  # per utterance frame: best non-blank posterior
 
 
 @dataclass
@@ -32,22 +101,20 @@ class _Token:
 
 
 @dataclass
-class GreedyState:
-    stream_id: str
-    channel: str
-    endpoint: EndpointConfig
-    interim: bool = True
-    utterance_index: int = 0
-    frame: int = 0  # next global encoder frame
-    utt_start: int = 0  # global frame where the open utterance began
+class GreedyState(DecoderState):
     prev_id: int = 0
-    silence_run: int = 0  # consecutive silent frames
     tokens: list[_Token] = field(default_factory=list)
 
 
-def words_from_tokens(
-    tokens: list[tuple[str, int, float]], frame_seconds: float
-) -> tuple[Word, ...]:
+@dataclass
+class BeamState(DecoderState):
+    hotwords: Any = None  # _Hotwords for this stream
+    beams: list[_Beam] = field(default_factory=list)
+    lm_cache: dict[tuple[str, bool], tuple[float, float, Any]] = field(default_factory=dict)
+    partial_cache: dict[str, float] = field(default_factory=dict)
+
+
+def words_from_tokens(tokens: list[tuple[str, int, float]], frame_seconds: float) -> tuple[Word, ...]:
     """(char, frame, prob) per emitted token -> words with times and confidences."""
     words: list[Word] = []
     cur: list[tuple[str, int, float]] = []
@@ -73,8 +140,8 @@ def words_from_tokens(
     return tuple(words)
 
 
-class GreedyDecoder:
-    """Best path per frame. Shared part: vocabulary and timing; per stream: ``GreedyState``."""
+class _StreamingCtc:
+    """Endpointing and events; subclasses consume frames."""
 
     def __init__(self, vocab: tuple[str, ...], frame_seconds: float, endpoint: EndpointConfig | None = None) -> None:
         if not vocab or vocab[0] != "":
@@ -82,78 +149,262 @@ class GreedyDecoder:
         self.vocab = vocab
         self.frame_seconds = frame_seconds
         self.endpoint = endpoint or EndpointConfig()
-        self._silent_ids = np.array([0] + [i for i, t in enumerate(vocab) if t == " "])
+        self._silent = np.zeros(len(vocab), dtype=bool)
+        self._silent[0] = True
+        self._silent[[i for i, t in enumerate(vocab) if t == " "]] = True
 
-    def new_state(self, stream_id: str, channel: str, *, endpoint: EndpointConfig | None = None,
-                  interim: bool = True) -> GreedyState:
-        return GreedyState(stream_id=stream_id, channel=channel, endpoint=endpoint or self.endpoint, interim=interim)
-
-    def feed(self, state: GreedyState, log_probs: np.ndarray) -> list[Event]:
+    def feed(self, state: DecoderState, log_probs: np.ndarray) -> list[Event]:
         """Decode float32 log-probs of shape (n, vocab) that follow the previous ones."""
         if log_probs.ndim != 2 or log_probs.shape[1] != len(self.vocab):
             raise ValueError(f"expected log-probs of shape (n, {len(self.vocab)}), got {log_probs.shape}")
         events: list[Event] = []
         best = log_probs.argmax(axis=1)
-        probs = np.exp(log_probs[np.arange(best.size), best])
-        ep = state.endpoint
-        fs = self.frame_seconds
+        nonblank_best = np.exp(log_probs[:, 1:].max(axis=1))
+        ep, fs = state.endpoint, self.frame_seconds
         for k in range(best.size):
-            tok = int(best[k])
-            silent = bool(np.isin(tok, self._silent_ids))
-            if tok != 0 and tok != state.prev_id:
-                state.tokens.append(_Token(tok, state.frame, float(probs[k])))
-            state.prev_id = tok
+            silent = bool(self._silent[best[k]])
+            self._frame(state, log_probs[k], int(best[k]))
+            state.confidences.append(float(nonblank_best[k]))
+            state.speech |= not silent
             state.silence_run = state.silence_run + 1 if silent else 0
             state.frame += 1
-            has_speech = any(self.vocab[t.id] != " " for t in state.tokens)
             length_s = (state.frame - state.utt_start) * fs
-            if has_speech and state.silence_run * fs >= ep.silence_after_speech_s:
-                events.append(self._final(state, "silence"))
-            elif has_speech and silent and length_s >= ep.max_utterance_s:
-                events.append(self._final(state, "max_length"))
-            elif not has_speech and state.silence_run * fs >= ep.silence_no_speech_s:
+            if state.speech and state.silence_run * fs >= ep.silence_after_speech_s:
+                events.extend(self._end(state, "silence"))
+            elif state.speech and silent and length_s >= ep.max_utterance_s:
+                events.extend(self._end(state, "max_length"))
+            elif not state.speech and state.silence_run * fs >= ep.silence_no_speech_s:
                 self._reset(state)
-        if state.interim and any(self.vocab[t.id] != " " for t in state.tokens):
-            events.append(self._partial(state))
+        if state.interim and state.speech:
+            partial = self._partial(state)
+            if partial.text:
+                events.append(partial)
         return events
 
-    def flush(self, state: GreedyState, reason: str = "end_of_stream") -> list[Event]:
+    def flush(self, state: DecoderState, reason: str = "end_of_stream") -> list[Event]:
         """Close the open utterance: a final if it holds speech."""
-        if any(self.vocab[t.id] != " " for t in state.tokens):
-            return [self._final(state, reason)]
+        if state.speech:
+            return self._end(state, reason)
         self._reset(state)
         return []
 
-    def _words(self, state: GreedyState) -> tuple[Word, ...]:
-        return words_from_tokens([(self.vocab[t.id], t.frame, t.prob) for t in state.tokens], self.frame_seconds)
-
-    def _partial(self, state: GreedyState) -> Partial:
-        words = self._words(state)
-        ends_open = bool(state.tokens) and self.vocab[state.tokens[-1].id] != " "
-        return Partial(
-            stream_id=state.stream_id, channel=state.channel,
-            utterance_id=f"{state.stream_id}/{state.channel}/{state.utterance_index}",
-            utterance_index=state.utterance_index, text=" ".join(w.text for w in words), words=words,
-            stable=len(words) - 1 if ends_open else len(words),
-            start=round(state.utt_start * self.frame_seconds, 3), end=round(state.frame * self.frame_seconds, 3),
-        )
-
-    def _final(self, state: GreedyState, reason: str) -> Final:
-        words = self._words(state)
-        text = " ".join(w.text for w in words)
-        score = float(np.sum(np.log([max(t.prob, 1e-10) for t in state.tokens])))
-        final = Final(
-            stream_id=state.stream_id, channel=state.channel,
-            utterance_id=f"{state.stream_id}/{state.channel}/{state.utterance_index}",
-            utterance_index=state.utterance_index, text=text, words=words, nbest=(Hypothesis(text, score),),
-            start=round(state.utt_start * self.frame_seconds, 3), end=round(state.frame * self.frame_seconds, 3),
-            endpoint=reason,
-        )
-        state.utterance_index += 1
+    def _end(self, state: DecoderState, reason: str) -> list[Event]:
+        hyps, spans = self._finalize(state)
+        text = hyps[0].text if hyps else ""
+        events: list[Event] = []
+        if text:
+            events.append(
+                Final(
+                    stream_id=state.stream_id, channel=state.channel, utterance_id=self._utt_id(state),
+                    utterance_index=state.utterance_index, text=text, words=self._words(state, text, spans),
+                    nbest=tuple(hyps), start=round(state.utt_start * self.frame_seconds, 3),
+                    end=round(state.frame * self.frame_seconds, 3), endpoint=reason,
+                )
+            )
+            state.utterance_index += 1
         self._reset(state)
-        return final
+        return events
 
-    def _reset(self, state: GreedyState) -> None:
-        state.tokens = []
+    def _partial(self, state: DecoderState) -> Partial:
+        text, stable, spans = self._current(state)
+        words = self._words(state, text, spans)
+        return Partial(
+            stream_id=state.stream_id, channel=state.channel, utterance_id=self._utt_id(state),
+            utterance_index=state.utterance_index, text=text, words=words, stable=min(stable, len(words)),
+            start=round(state.utt_start * self.frame_seconds, 3), end=round(state.frame * self.frame_seconds, 3),
+        )
+
+    def _words(self, state: DecoderState, text: str, spans: list[tuple[int, int]]) -> tuple[Word, ...]:
+        """Words of ``text`` with (start, end) utterance-relative frame spans -> timed words."""
+        fs, base = self.frame_seconds, state.utt_start
+        out = []
+        for w, (a, b) in zip(text.split(), spans):
+            b = max(b, a + 1)
+            conf = float(np.mean(state.confidences[a:b])) if state.confidences[a:b] else 0.0
+            out.append(Word(w, round((base + a) * fs, 3), round((base + b) * fs, 3), round(conf, 4)))
+        return tuple(out)
+
+    @staticmethod
+    def _utt_id(state: DecoderState) -> str:
+        return f"{state.stream_id}/{state.channel}/{state.utterance_index}"
+
+    def _reset(self, state: DecoderState) -> None:
         state.utt_start = state.frame
         state.silence_run = 0
+        state.speech = False
+        state.confidences = []
+
+    # Subclass hooks.
+    def _frame(self, state: Any, log_probs: np.ndarray, best: int) -> None:
+        raise NotImplementedError
+
+    def _current(self, state: Any) -> tuple[str, int, list[tuple[int, int]]]:
+        """(text, stable word count, word frame spans) of the open utterance."""
+        raise NotImplementedError
+
+    def _finalize(self, state: Any) -> tuple[list[Hypothesis], list[tuple[int, int]]]:
+        """(n-best, word frame spans of the best) of the open utterance."""
+        raise NotImplementedError
+
+
+class GreedyDecoder(_StreamingCtc):
+    """Best path per frame. Shared part: vocabulary and timing; per stream: ``GreedyState``."""
+
+    def new_state(self, stream_id: str, channel: str, *, endpoint: EndpointConfig | None = None,
+                  interim: bool = True, hotwords: Iterable[tuple[str, float]] = ()) -> GreedyState:
+        return GreedyState(stream_id=stream_id, channel=channel, endpoint=endpoint or self.endpoint, interim=interim)
+
+    def _frame(self, state: GreedyState, log_probs: np.ndarray, best: int) -> None:
+        if best != 0 and best != state.prev_id:
+            state.tokens.append(_Token(best, state.frame - state.utt_start, float(np.exp(log_probs[best]))))
+        state.prev_id = best
+
+    def _spans(self, state: GreedyState) -> tuple[str, list[tuple[int, int]], bool]:
+        words = words_from_tokens([(self.vocab[t.id], t.frame, t.prob) for t in state.tokens], 1.0)
+        open_word = bool(state.tokens) and self.vocab[state.tokens[-1].id] != " "
+        return " ".join(w.text for w in words), [(int(w.start), int(w.end)) for w in words], open_word
+
+    def _current(self, state: GreedyState) -> tuple[str, int, list[tuple[int, int]]]:
+        text, spans, open_word = self._spans(state)
+        return text, len(spans) - 1 if open_word else len(spans), spans
+
+    def _finalize(self, state: GreedyState) -> tuple[list[Hypothesis], list[tuple[int, int]]]:
+        text, spans, _ = self._spans(state)
+        score = float(np.sum(np.log([max(t.prob, 1e-10) for t in state.tokens])))
+        return [Hypothesis(text, round(score, 4))], spans
+
+    def _reset(self, state: GreedyState) -> None:
+        super()._reset(state)
+        state.tokens = []
+        state.prev_id = 0
+
+
+class _Hotwords:
+    """pyctcdecode's HotwordScorer, one per distinct weight, behind its own interface."""
+
+    def __init__(self, hotwords: Iterable[tuple[str, float]]) -> None:
+        by_weight: dict[float, list[str]] = defaultdict(list)
+        for phrase, weight in hotwords:
+            phrase = " ".join(re.sub(r"[^a-z' ]", " ", phrase.lower()).split())
+            if phrase:
+                by_weight[float(weight)].append(phrase)
+        self._scorers = [HotwordScorer.build_scorer(p, weight=w) for w, p in sorted(by_weight.items())]
+
+    def __contains__(self, item: str) -> bool:
+        return any(item in s for s in self._scorers)
+
+    def score(self, text: str) -> float:
+        return sum(s.score(text) for s in self._scorers)
+
+    def score_partial_token(self, token: str) -> float:
+        return sum(s.score_partial_token(token) for s in self._scorers)
+
+
+class BeamDecoder(_StreamingCtc):
+    """Streaming CTC prefix beam search (pyctcdecode's algorithm) with optional KenLM and hotwords."""
+
+    def __init__(
+        self,
+        vocab: tuple[str, ...],
+        frame_seconds: float,
+        endpoint: EndpointConfig | None = None,
+        *,
+        beam: BeamConfig | None = None,
+        lm: LanguageModelConfig | None = None,
+        hotwords: Iterable[tuple[str, float]] = (),
+    ) -> None:
+        super().__init__(vocab, frame_seconds, endpoint)
+        self.beam = beam or BeamConfig()
+        self.global_hotwords = tuple(hotwords)
+        unigrams = None
+        if lm is not None and lm.unigrams is not None:
+            unigrams = [w for w in Path(lm.unigrams).read_text().split() if w]
+        # The decoder object supplies the LM scoring (its _get_lm_beams) so that scores equal
+        # decode_beams' exactly; its frame loop is not used.
+        self._reference = _pcd.build_ctcdecoder(
+            list(vocab), kenlm_model_path=str(lm.path) if lm else None, unigrams=unigrams,
+            alpha=lm.alpha if lm else 0.5, beta=lm.beta if lm else 1.0,
+            unk_score_offset=lm.unk_score_offset if lm else -10.0,
+        )
+        self._idx2vocab = self._reference._idx2vocab
+        self._lm = self._reference._language_model
+        self._lm_order = 1 if self._lm is None else self._lm.order
+
+    @property
+    def reference(self) -> Any:
+        """The pyctcdecode decoder with the same LM, for whole-utterance parity checks."""
+        return self._reference
+
+    def new_state(self, stream_id: str, channel: str, *, endpoint: EndpointConfig | None = None,
+                  interim: bool = True, hotwords: Iterable[tuple[str, float]] = ()) -> BeamState:
+        default_weight = self.beam.hotword_weight
+        merged = [(p, w if w > 0 else default_weight) for p, w in (*self.global_hotwords, *hotwords)]
+        state = BeamState(stream_id=stream_id, channel=channel, endpoint=endpoint or self.endpoint,
+                          interim=interim, hotwords=_Hotwords(merged))
+        self._reset(state)
+        return state
+
+    def _reset(self, state: BeamState) -> None:
+        super()._reset(state)
+        start = None if self._lm is None else self._lm.get_start_state()
+        state.beams = [("", "", "", "", [], _NULL_FRAMES, 0.0)]
+        state.lm_cache = {("", False): (0.0, 0.0, start)}
+        state.partial_cache = {}
+
+    def _frame(self, state: BeamState, log_probs: np.ndarray, best: int) -> None:
+        # Same preprocessing as decode_beams: log-softmax output clipped at MIN_TOKEN_CLIP_P.
+        logit_col = np.clip(log_probs, np.log(_pcd.MIN_TOKEN_CLIP_P), 0)
+        frame_idx = state.frame - state.utt_start
+        idx_list = set(np.where(logit_col >= self.beam.token_min_logp)[0]) | {int(logit_col.argmax())}
+        new_beams: list[_Beam] = []
+        for idx_char in idx_list:
+            p_char = float(logit_col[idx_char])
+            char = self._idx2vocab[idx_char]
+            for text, next_word, word_part, last_char, text_frames, part_frames, score in state.beams:
+                if char == "" or last_char == char:
+                    part = part_frames if char == "" else (part_frames[0], frame_idx + 1)
+                    new_beams.append((text, next_word, word_part, char, text_frames, part, score + p_char))
+                elif char == " ":
+                    frames = text_frames if word_part == "" else text_frames + [part_frames]
+                    new_beams.append((text, word_part, "", char, frames, _NULL_FRAMES, score + p_char))
+                else:
+                    part = (frame_idx, frame_idx + 1) if part_frames[0] < 0 else (part_frames[0], frame_idx + 1)
+                    new_beams.append((text, next_word, word_part + char, char, text_frames, part, score + p_char))
+        scored = self._reference._get_lm_beams(
+            _pcd._merge_beams(new_beams), state.hotwords, state.lm_cache, state.partial_cache
+        )
+        top = max(b[-1] for b in scored)
+        scored = [b for b in scored if b[-1] >= top + self.beam.beam_prune_logp]
+        trimmed = _pcd._sort_and_trim_beams(scored, self.beam.beam_width)
+        if self.beam.prune_history:
+            state.beams = _pcd._prune_history(trimmed, lm_order=self._lm_order)
+        else:
+            state.beams = [b[:-1] for b in trimmed]
+
+    def _current(self, state: BeamState) -> tuple[str, int, list[tuple[int, int]]]:
+        text, _, word_part, _, frames, part, _ = state.beams[0]
+        full = _pcd._normalize_whitespace(f"{text} {word_part}")
+        spans = frames + ([part] if word_part else [])
+        # Every future beam extends a live one, so words all live beams agree on cannot change.
+        words = [b[0].split() for b in state.beams]
+        stable = 0
+        for column in zip(*words):
+            if any(w != column[0] for w in column):
+                break
+            stable += 1
+        return full, stable, spans
+
+    def _finalize(self, state: BeamState) -> tuple[list[Hypothesis], list[tuple[int, int]]]:
+        """The end-of-utterance step of decode_beams: score the last word and </s>, then rank."""
+        ends: list[_Beam] = []
+        for text, _, word_part, _, frame_list, frames, score in state.beams:
+            times = frame_list if word_part == "" else frame_list + [frames]
+            ends.append((text, word_part, "", "", times, _NULL_FRAMES, score))
+        scored = self._reference._get_lm_beams(
+            _pcd._merge_beams(ends), state.hotwords, state.lm_cache, state.partial_cache, is_eos=True
+        )
+        top = max(b[-1] for b in scored)
+        scored = [b for b in scored if b[-1] >= top + self.beam.beam_prune_logp]
+        trimmed = _pcd._sort_and_trim_beams(scored, self.beam.beam_width)
+        hyps = [Hypothesis(_pcd._normalize_whitespace(b[0]), round(float(b[-1]), 4)) for b in trimmed]
+        return hyps[: self.beam.nbest], list(trimmed[0][4]) if trimmed else []

@@ -20,7 +20,7 @@ import numpy as np
 
 from operators.acoustic import AcousticOperator, AcousticState
 from operators.audio import AudioDecoder, AudioFormat, DecoderState, Resampler, ResamplerState
-from operators.ctc import EndpointConfig, GreedyDecoder, GreedyState
+from operators.ctc import BeamDecoder, DecoderState, EndpointConfig, GreedyDecoder
 from operators.features import FeatureState, LogMelOperator
 from stream.errors import ConfigError
 from stream.events import EndOfStream, Enriched, Event, Final, StreamConfig
@@ -55,7 +55,8 @@ class ChannelState:
     resampler: ResamplerState
     features: FeatureState
     acoustic: AcousticState
-    decoder: GreedyState
+    ctc: GreedyDecoder | BeamDecoder
+    decoder: DecoderState
 
 
 @dataclass
@@ -74,6 +75,8 @@ class Pipeline:
         self,
         *,
         acoustic: AcousticOperator,
+        decoder: GreedyDecoder | BeamDecoder | None = None,
+        decoder_no_lm: GreedyDecoder | BeamDecoder | None = None,
         endpoint: EndpointConfig | None = None,
         enricher: Enricher | None = None,
         new_enrich_state: Callable[[], object] | None = None,
@@ -81,7 +84,9 @@ class Pipeline:
         self.acoustic = acoustic
         spec = acoustic.spec
         self.features = LogMelOperator(spec.features)
-        self.ctc = GreedyDecoder(spec.vocab, spec.frame_seconds, endpoint)
+        self.ctc = decoder or GreedyDecoder(spec.vocab, spec.frame_seconds, endpoint)
+        # Streams that turn the language model off use this one.
+        self.ctc_no_lm = decoder_no_lm or self.ctc
         self.enricher = enricher
         self.new_enrich_state = new_enrich_state
 
@@ -101,12 +106,14 @@ class Pipeline:
         )
         state = StreamState(stream_id=stream_id, config=config, format=fmt, decoder=AudioDecoder(fmt).new_state())
         resampler = Resampler(fmt.sample_rate, self.sample_rate)
+        ctc = self.ctc if config.language_model else self.ctc_no_lm
         for name in channel_names(config):
             state.channels.append(
                 ChannelState(
                     stream=state, name=name, resampler=resampler.new_state(), features=self.features.new_state(),
-                    acoustic=self.acoustic.new_state(),
-                    decoder=self.ctc.new_state(stream_id, name, endpoint=endpoint, interim=config.interim_results),
+                    acoustic=self.acoustic.new_state(), ctc=ctc,
+                    decoder=ctc.new_state(stream_id, name, endpoint=endpoint, interim=config.interim_results,
+                                          hotwords=config.hotwords),
                 )
             )
         if self.new_enrich_state is not None:
@@ -128,7 +135,7 @@ class Pipeline:
 
     def decode(self, channel: ChannelState, log_probs: np.ndarray) -> list[Event]:
         """CTC decoding of one chunk's log-probs (n, vocab); finals are enriched."""
-        return self._enrich(channel.stream, self.ctc.feed(channel.decoder, log_probs))
+        return self._enrich(channel.stream, channel.ctc.feed(channel.decoder, log_probs))
 
     def feed(self, state: StreamState, payload: bytes) -> list[Event]:
         """Everything for one chunk of one stream, synchronously (channels batched together)."""
@@ -150,7 +157,7 @@ class Pipeline:
             self.acoustic.push(ch.acoustic, self.features.feed(ch.features, tail))
             for lp in self.acoustic.flush(ch.acoustic):
                 events.extend(self.decode(ch, lp))
-            events.extend(self._enrich(state, self.ctc.flush(ch.decoder)))
+            events.extend(self._enrich(state, ch.ctc.flush(ch.decoder)))
         state.closed = True
         seconds = state.decoder.samples_decoded / state.format.sample_rate
         events.append(EndOfStream(stream_id=state.stream_id, reason=reason, audio_seconds=round(seconds, 3)))

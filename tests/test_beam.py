@@ -1,0 +1,129 @@
+"""Streaming beam search: parity with pyctcdecode, stable partials, hotwords."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from operators.ctc import BeamConfig, BeamDecoder, EndpointConfig, LanguageModelConfig
+from stream.events import Final, Partial
+from tests.lmutil import write_arpa
+
+VOCAB = ("", " ", "'", *"abcdefghijklmnopqrstuvwxyz")
+FS = 0.04
+NO_ENDPOINT = EndpointConfig(silence_after_speech_s=1e9, silence_no_speech_s=1e9, max_utterance_s=1e9)
+SENTENCES = ["my card is lost", "i lost my card", "block my card please", "what is my balance",
+             "i want to pay my bill", "the card was stolen", "can you help me"]
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    return LanguageModelConfig(path=write_arpa(SENTENCES, tmp_path_factory.mktemp("lm") / "lm.arpa"))
+
+
+def noisy_logits(text: str, rng: np.random.Generator, noise: float = 1.5) -> np.ndarray:
+    """Log-probs for ``text``: 1-3 frames per char, blanks between, Gaussian noise on the logits."""
+    frames = []
+    for ch in text:
+        for _ in range(int(rng.integers(1, 3))):
+            frames.append(VOCAB.index(ch))
+        frames += [0] * int(rng.integers(0, 3))
+    logits = rng.normal(0, noise, size=(len(frames) + 4, len(VOCAB)))
+    for i, idx in enumerate([0, 0, *frames, 0, 0]):
+        logits[i, idx] += 6.0
+    logits -= np.log(np.exp(logits).sum(1, keepdims=True))
+    return logits.astype(np.float32)
+
+
+def stream(dec, logits, rng, hotwords=()):
+    state = dec.new_state("s", "mono", endpoint=NO_ENDPOINT, hotwords=hotwords)
+    events, i = [], 0
+    while i < len(logits):
+        k = int(rng.integers(1, 12))
+        events += dec.feed(state, logits[i : i + k])
+        i += k
+    return events + dec.flush(state)
+
+
+@pytest.mark.parametrize("with_lm", [False, True])
+def test_streaming_finals_equal_pyctcdecode_decode_beams(lm, with_lm):
+    cfg = BeamConfig(beam_width=8)
+    dec = BeamDecoder(VOCAB, FS, NO_ENDPOINT, beam=cfg, lm=lm if with_lm else None)
+    rng = np.random.default_rng(0)
+    same = total = 0
+    for n in range(60):
+        text = SENTENCES[n % len(SENTENCES)] if n % 2 else " ".join(rng.choice(["car", "lost", "pay", "bill"], 3))
+        logits = noisy_logits(text, rng)
+        ref = dec.reference.decode_beams(logits, beam_width=cfg.beam_width, beam_prune_logp=cfg.beam_prune_logp,
+                                         token_min_logp=cfg.token_min_logp)
+        finals = [e for e in stream(dec, logits, rng) if isinstance(e, Final)]
+        ours = finals[0].text if finals else ""
+        total += 1
+        same += ours == ref[0][0]
+        if finals and ours == ref[0][0]:
+            assert [w.text for w in finals[0].words] == [w for w, _ in ref[0][2]]
+            assert [(round(w.start / FS), round(w.end / FS)) for w in finals[0].words] == [f for _, f in ref[0][2]]
+    rate = same / total
+    print(f"parity with pyctcdecode ({'LM' if with_lm else 'no LM'}): {same}/{total} = {rate:.1%}")
+    assert rate >= 0.98
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.sampled_from(SENTENCES), min_size=1, max_size=3), st.integers(0, 10_000))
+def test_stable_words_never_change_and_final_extends_them(lm, sentences, seed):
+    dec = BeamDecoder(VOCAB, FS, EndpointConfig(silence_after_speech_s=0.3), beam=BeamConfig(beam_width=6), lm=lm)
+    rng = np.random.default_rng(seed)
+    logits = np.concatenate([np.concatenate([noisy_logits(s, rng, noise=2.5), _silence(12)]) for s in sentences])
+    state = dec.new_state("s", "mono")
+    events, i = [], 0
+    while i < len(logits):
+        k = int(rng.integers(1, 10))
+        events += dec.feed(state, logits[i : i + k])
+        i += k
+    events += dec.flush(state)
+    stable: dict[int, list[str]] = {}
+    finals: dict[int, int] = {}
+    for e in events:
+        words = [w.text for w in e.words] if isinstance(e, (Partial, Final)) else []
+        if isinstance(e, Partial):
+            prev = stable.get(e.utterance_index, [])
+            assert words[: len(prev)] == prev, (prev, words)
+            stable[e.utterance_index] = words[: e.stable]
+        elif isinstance(e, Final):
+            prev = stable.get(e.utterance_index, [])
+            assert words[: len(prev)] == prev
+            finals[e.utterance_index] = finals.get(e.utterance_index, 0) + 1
+    assert all(n == 1 for n in finals.values())
+    assert len(finals) == len(sentences)
+
+
+def _silence(n: int) -> np.ndarray:
+    lp = np.full((n, len(VOCAB)), -12.0, np.float32)
+    lp[:, 0] = -1e-4
+    return lp
+
+
+def test_hotword_recovers_a_word_the_lm_does_not_know(lm):
+    rng = np.random.default_rng(5)
+    dec = BeamDecoder(VOCAB, FS, NO_ENDPOINT, beam=BeamConfig(beam_width=16), lm=lm)
+    hits_plain = hits_hot = 0
+    for _ in range(20):
+        logits = noisy_logits("my card is zorvex", rng, noise=2.0)
+        # Blur the rare word: its letters get competition from neighbours.
+        plain = [e for e in stream(dec, logits, rng) if isinstance(e, Final)]
+        hot = [e for e in stream(dec, logits, rng, hotwords=(("zorvex", 12.0),)) if isinstance(e, Final)]
+        hits_plain += bool(plain) and "zorvex" in plain[0].text.split()
+        hits_hot += bool(hot) and "zorvex" in hot[0].text.split()
+    assert hits_hot >= 18 and hits_hot >= 3 * max(hits_plain, 1) or hits_plain == 0 and hits_hot >= 18
+
+
+def test_nbest_and_confidences(lm):
+    dec = BeamDecoder(VOCAB, FS, NO_ENDPOINT, beam=BeamConfig(beam_width=8, nbest=3), lm=lm)
+    rng = np.random.default_rng(2)
+    logits = noisy_logits("i lost my card", rng, noise=0.8)
+    (final,) = [e for e in stream(dec, logits, rng) if isinstance(e, Final)]
+    assert final.text == dec.reference.decode_beams(logits, beam_width=8)[0][0]
+    assert "i lost my card" in [h.text for h in final.nbest]
+    assert 1 <= len(final.nbest) <= 3 and final.nbest[0].text == final.text
+    assert all(a.score >= b.score for a, b in zip(final.nbest, final.nbest[1:]))
+    assert all(0.0 < w.confidence <= 1.0 and w.end > w.start for w in final.words)
