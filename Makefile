@@ -2,17 +2,40 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+KENLM := $(VENV)/kenlm
+# Debian packages: KenLM's lmplz build, and the TTS engines of the training recipe.
+APT_PACKAGES := cmake build-essential libboost-program-options-dev libboost-system-dev libboost-thread-dev \
+	libboost-test-dev libeigen3-dev zlib1g-dev libbz2-dev liblzma-dev espeak-ng flite festival \
+	festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k
 
-.PHONY: setup demo test test-slow
+.PHONY: setup system-packages kenlm demo test test-slow
 
-setup: $(STAMP)
+setup: $(STAMP) kenlm
+
+system-packages:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[train,dev]"
 	touch $@
+
+# lmplz and build_binary are not in the kenlm wheel: build them from its sdist, once.
+kenlm: $(KENLM)/bin/lmplz
+
+$(KENLM)/bin/lmplz: | system-packages $(STAMP)
+	rm -rf $(KENLM)/src && mkdir -p $(KENLM)/src $(KENLM)/bin
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: --no-build-isolation -d $(KENLM)/src kenlm==0.3.0
+	tar -xzf $(KENLM)/src/kenlm-0.3.0.tar.gz -C $(KENLM)/src
+	cmake -S $(KENLM)/src/kenlm-0.3.0 -B $(KENLM)/src/build -DCMAKE_BUILD_TYPE=Release >/dev/null
+	$(MAKE) -C $(KENLM)/src/build -j2 lmplz build_binary >/dev/null
+	cp $(KENLM)/src/build/bin/lmplz $(KENLM)/src/build/bin/build_binary $(KENLM)/bin/
 
 demo: setup
 	$(BIN)/callstream demo

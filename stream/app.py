@@ -2,17 +2,87 @@
 
 from __future__ import annotations
 
+import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
-from models.runtime import SessionOptions, load_acoustic
+from models.runtime import ASSETS, SessionOptions, load_acoustic
 from operators.acoustic import AcousticOperator
-from operators.ctc import EndpointConfig
+from operators.ctc import BeamConfig, BeamDecoder, EndpointConfig, GreedyDecoder, LanguageModelConfig
 from stream.pipeline import Pipeline
 
-__all__ = ["build_pipeline"]
+__all__ = ["DecodingConfig", "add_decoding_arguments", "build_pipeline", "decoding_from_args"]
+
+BUNDLED_LM = ASSETS / "lm"
 
 
-def build_pipeline(*, model: Path | None = None, threads: int = 1, endpoint: EndpointConfig | None = None) -> Pipeline:
+@dataclass(frozen=True)
+class DecodingConfig:
+    """How CTC output becomes text."""
+
+    search: str = "beam"  # beam | greedy
+    beam_width: int = 16
+    nbest: int = 3
+    lm: Path | None = BUNDLED_LM  # folder with lm.bin (or lm.arpa) and unigrams.txt; None: no LM
+    alpha: float = 0.5  # LM weight
+    beta: float = 1.0  # word insertion bonus
+    hotwords: tuple[tuple[str, float], ...] = ()  # global hotwords (phrase, weight)
+
+
+def _lm_config(cfg: DecodingConfig) -> LanguageModelConfig | None:
+    if cfg.lm is None:
+        return None
+    folder = Path(cfg.lm)
+    model = folder / "lm.bin" if (folder / "lm.bin").exists() else folder / "lm.arpa"
+    if not model.exists():
+        if folder == BUNDLED_LM:
+            return None
+        raise FileNotFoundError(f"no lm.bin or lm.arpa in {folder}")
+    unigrams = folder / "unigrams.txt"
+    return LanguageModelConfig(path=model, unigrams=unigrams if unigrams.exists() else None,
+                               alpha=cfg.alpha, beta=cfg.beta)
+
+
+def build_pipeline(
+    *,
+    model: Path | None = None,
+    threads: int = 1,
+    decoding: DecodingConfig | None = None,
+    endpoint: EndpointConfig | None = None,
+) -> Pipeline:
     """The pipeline every transport serves. ``model``: an exported ONNX file (default: bundled int8)."""
+    decoding = decoding or DecodingConfig()
     acoustic = AcousticOperator(load_acoustic(model, SessionOptions(intra_op_threads=threads)))
-    return Pipeline(acoustic=acoustic, endpoint=endpoint)
+    spec = acoustic.spec
+    if decoding.search == "greedy":
+        decoder = no_lm = GreedyDecoder(spec.vocab, spec.frame_seconds, endpoint)
+    else:
+        beam = BeamConfig(beam_width=decoding.beam_width, nbest=decoding.nbest)
+        lm = _lm_config(decoding)
+        decoder = BeamDecoder(spec.vocab, spec.frame_seconds, endpoint, beam=beam, lm=lm, hotwords=decoding.hotwords)
+        no_lm = decoder if lm is None else BeamDecoder(
+            spec.vocab, spec.frame_seconds, endpoint, beam=beam, hotwords=decoding.hotwords)
+    return Pipeline(acoustic=acoustic, decoder=decoder, decoder_no_lm=no_lm, endpoint=endpoint)
+
+
+def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
+    d = DecodingConfig()
+    p.add_argument("--greedy", action="store_true", help="greedy CTC instead of beam search")
+    p.add_argument("--beam", type=int, default=d.beam_width, help="beam width")
+    p.add_argument("--lm", type=Path, default=d.lm, help="LM folder (lm.bin, unigrams.txt); default: bundled")
+    p.add_argument("--no-lm", action="store_true", help="beam search without a language model")
+    p.add_argument("--alpha", type=float, default=d.alpha)
+    p.add_argument("--beta", type=float, default=d.beta)
+    p.add_argument("--hotword", action="append", default=[], metavar="PHRASE[:WEIGHT]",
+                   help="boost a word or phrase (repeatable)")
+
+
+def decoding_from_args(args: argparse.Namespace) -> DecodingConfig:
+    hotwords = []
+    for item in args.hotword:
+        phrase, _, weight = item.partition(":")
+        hotwords.append((phrase, float(weight) if weight else 0.0))
+    return DecodingConfig(
+        search="greedy" if args.greedy else "beam", beam_width=args.beam, lm=None if args.no_lm else args.lm,
+        alpha=args.alpha, beta=args.beta, hotwords=tuple(hotwords),
+    )

@@ -16,6 +16,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 # name -> (module, add_arguments, run, help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "serve": ("stream.websocket", "add_arguments", "run", "WebSocket server for live captions"),
     "demo": ("stream.demo", "add_arguments", "run", "transcribe and enrich the bundled sample call in-process"),
     "transcribe": ("models.evaluate", "add_transcribe_arguments", "run_transcribe",
                    "print the transcript of WAV/FLAC files (any sample rate)"),
@@ -23,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                  "streaming WER, CER and real-time factor on a manifest"),
     "train-asr": ("models.train_asr", "add_arguments", "run", "train the streaming Conformer-CTC (resumable)"),
     "export-asr": ("models.export", "add_arguments", "run", "export a checkpoint to ONNX (fp32 and int8)"),
+    "build-lm": ("models.lm", "add_arguments", "run", "build a KenLM model (binary + unigrams) from text"),
     "schema": ("stream.schema_cmd", "add_arguments", "run", "print the JSON Schema of every message"),
 }
 

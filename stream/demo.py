@@ -16,6 +16,7 @@ import soundfile as sf
 
 from models.runtime import ASSETS
 from operators.audio import encode_audio
+from stream.app import add_decoding_arguments, build_pipeline, decoding_from_args
 from stream.events import EndOfStream, Enriched, Event, Final, Partial, StreamConfig
 
 __all__ = ["add_arguments", "format_event", "run"]
@@ -53,12 +54,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, help="ONNX acoustic model (default: the bundled int8 model)")
     p.add_argument("--realtime", action="store_true", help="send audio at real-time pace")
     p.add_argument("--partials", action="store_true", help="print every partial, not just finals")
+    add_decoding_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from stream.app import build_pipeline
-
-    pipeline = build_pipeline(model=args.model)
+    pipeline = build_pipeline(model=args.model, decoding=decoding_from_args(args))
     audio, rate = sf.read(args.audio, dtype="float32", always_2d=True)
     channels = audio.shape[1]
     encoding = "mulaw" if sf.info(args.audio).subtype == "ULAW" else "pcm16"

@@ -7,8 +7,9 @@
     │   ├── AudioFormatError        audio settings out of range (encoding, rate, channels)
     │   ├── DecodeError             audio bytes that cannot be decoded (odd size, NaN, inf)
     │   ├── ConfigError             a stream config message that is malformed
-    │   └── CodecError              a message that is not valid callstream JSON
-    │       └── UnsupportedVersion  a message whose schema version we do not speak
+    │   ├── CodecError              a message that is not valid callstream JSON
+    │   │   └── UnsupportedVersion  a message whose schema version we do not speak
+    │   └── LimitExceeded           a per-connection limit (rate, session length) was passed
     └── ModelError                  a model file that does not load or lacks metadata
 
 Rules: an ``InputError`` becomes an ``Error`` event for its stream and never
@@ -25,6 +26,7 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "InputError",
+    "LimitExceeded",
     "ModelError",
     "UnsupportedVersion",
 ]
@@ -58,6 +60,10 @@ class CodecError(InputError):
 
 class UnsupportedVersion(CodecError):
     code = "unsupported_version"
+
+
+class LimitExceeded(InputError):
+    code = "limit"
 
 
 class ModelError(CallstreamError):

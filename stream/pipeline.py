@@ -146,6 +146,16 @@ class Pipeline:
                 events.extend(self.decode(ch, lp))
         return events
 
+    def finalize(self, state: StreamState) -> list[Event]:
+        """End the open utterance of every channel now and keep the stream open.
+
+        Audio still short of a whole chunk stays queued for the next utterance.
+        """
+        events: list[Event] = []
+        for ch in state.channels:
+            events.extend(self._enrich(state, ch.ctc.flush(ch.decoder, reason="flush")))
+        return events
+
     def finish(self, state: StreamState, reason: str = "end") -> list[Event]:
         """End of stream: flush every stage, emit the last finals and ``EndOfStream``."""
         events: list[Event] = []

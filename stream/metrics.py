@@ -1,0 +1,39 @@
+"""Prometheus metrics of the serving path (exported at ``/metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
+
+
+class Metrics:
+    """One registry per server, so tests and several servers in a process do not collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.active_streams = Gauge("callstream_active_streams", "Open streams", registry=self.registry)
+        self.chunks = Counter("callstream_chunks_processed", "Acoustic chunks processed (per channel)",
+                              registry=self.registry)
+        self.errors = Counter("callstream_stream_errors", "Streams closed by an error", ["code"],
+                              registry=self.registry)
+        self.first_partial = Histogram("callstream_time_to_first_partial_seconds",
+                                       "Wall time from a stream's first audio to its first partial",
+                                       buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.final_latency = Histogram("callstream_time_to_final_seconds",
+                                       "Wall time from the audio that ended an utterance to its final",
+                                       buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("callstream_acoustic_batch_size", "Channels per acoustic call",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
+        self.batch_seconds = Histogram("callstream_acoustic_batch_seconds", "Acoustic + decoding time per batch",
+                                       buckets=_LATENCY_BUCKETS, registry=self.registry)
+
+    def observe_batch(self, channels: int, seconds: float) -> None:
+        self.batch_size.observe(channels)
+        self.batch_seconds.observe(seconds)
+        self.chunks.inc(channels)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
