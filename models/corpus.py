@@ -80,7 +80,7 @@ ALPHABET = " 'abcdefghijklmnopqrstuvwxyz"
 
 SAMPLE_RATE = 16000  # Hz, the acoustic model's input rate
 MAX_WORDS = 20  # longer sentences are dropped: they cost render time and rarely occur in calls
-DEFAULT_INTENT_ROOT = Path("/work/shared/data/intent")
+DEFAULT_INTENT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "intent"
 
 # ---------------------------------------------------------------------------
 # Numbers to words

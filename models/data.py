@@ -187,3 +187,25 @@ def spec_augment(feats: np.ndarray, rng: random.Random) -> np.ndarray:
         s = rng.randint(0, max(0, t - w))
         out[s : s + w, :] = fill
     return out
+
+
+def write_dev_manifests(out_dir: Path, data_root: Path | None = None) -> list[Path]:
+    """Write the development splits as ``eval-asr`` manifests (absolute paths) under ``out_dir``."""
+    data_root = data_root or Path(__file__).resolve().parents[2] / "shared" / "data" / "speech"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, split in real_speech_splits(data_root).items():
+        path = out_dir / f"{name}_dev.tsv"
+        with open(path, "w") as f:
+            f.write("path\ttext\tspeaker\n")
+            for u in split["dev"]:
+                f.write(f"{u.path.resolve()}\t{u.text}\t{u.speaker}\n")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    import sys
+
+    for p in write_dev_manifests(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/dev")):
+        print(p)

@@ -11,7 +11,7 @@ from operators.acoustic import AcousticOperator
 from operators.ctc import BeamConfig, BeamDecoder, EndpointConfig, GreedyDecoder, LanguageModelConfig
 from stream.pipeline import Pipeline
 
-__all__ = ["DecodingConfig", "add_decoding_arguments", "build_pipeline", "decoding_from_args"]
+__all__ = ["DecodingConfig", "add_decoding_arguments", "build_pipeline", "decoding_from_args", "lm_config"]
 
 BUNDLED_LM = ASSETS / "lm"
 
@@ -29,7 +29,7 @@ class DecodingConfig:
     hotwords: tuple[tuple[str, float], ...] = ()  # global hotwords (phrase, weight)
 
 
-def _lm_config(cfg: DecodingConfig) -> LanguageModelConfig | None:
+def lm_config(cfg: DecodingConfig) -> LanguageModelConfig | None:
     if cfg.lm is None:
         return None
     folder = Path(cfg.lm)
@@ -58,7 +58,7 @@ def build_pipeline(
         decoder = no_lm = GreedyDecoder(spec.vocab, spec.frame_seconds, endpoint)
     else:
         beam = BeamConfig(beam_width=decoding.beam_width, nbest=decoding.nbest)
-        lm = _lm_config(decoding)
+        lm = lm_config(decoding)
         decoder = BeamDecoder(spec.vocab, spec.frame_seconds, endpoint, beam=beam, lm=lm, hotwords=decoding.hotwords)
         no_lm = decoder if lm is None else BeamDecoder(
             spec.vocab, spec.frame_seconds, endpoint, beam=beam, hotwords=decoding.hotwords)

@@ -5,7 +5,11 @@ import sys
 
 import pytest
 
-SERVING_MODULES = ["stream", "stream.codec", "stream.events", "stream.cli", "operators.audio", "operators.features"]
+SERVING_MODULES = [
+    "stream.codec", "stream.events", "stream.cli", "stream.pipeline", "stream.app", "stream.websocket",
+    "stream.batcher", "stream.demo", "operators.audio", "operators.features", "operators.acoustic", "operators.ctc",
+    "models.runtime", "models.evaluate", "models.lm",
+]
 
 
 @pytest.mark.parametrize("module", SERVING_MODULES)
