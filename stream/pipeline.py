@@ -22,6 +22,7 @@ from operators.acoustic import AcousticOperator, AcousticState
 from operators.audio import AudioDecoder, AudioFormat, DecoderState, Resampler, ResamplerState
 from operators.ctc import BeamDecoder, DecoderState, EndpointConfig, GreedyDecoder
 from operators.features import FeatureState, LogMelOperator
+from operators.itn import format_final
 from stream.errors import ConfigError
 from stream.events import EndOfStream, Enriched, Event, Final, StreamConfig
 
@@ -174,8 +175,11 @@ class Pipeline:
         return events
 
     def _enrich(self, state: StreamState, events: Sequence[Event]) -> list[Event]:
+        """Format numbers of finals when the stream asked, then add the enriched event."""
         out: list[Event] = []
         for ev in events:
+            if isinstance(ev, Final) and state.config.number_formatting:
+                ev = format_final(ev)
             out.append(ev)
             if isinstance(ev, Final) and self.enricher is not None:
                 out.append(self.enricher(state.enrich_state, ev, state.config.mask_profanity))
