@@ -45,7 +45,7 @@ class TrainConfig:
     batch_seconds: float = 120.0  # audio per optimizer micro-batch
     accumulate: int = 1
     lr: float = 1.5e-3
-    warmup: int = 800
+    warmup: int = 300
     weight_decay: float = 1e-2
     clip: float = 5.0
     threads: int = 2
@@ -280,6 +280,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-seconds", type=float, default=d.batch_seconds)
     p.add_argument("--accumulate", type=int, default=d.accumulate)
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--warmup", type=int, default=d.warmup, help="warm-up steps (the schedule may change on resume)")
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--workers", type=int, default=d.workers)
     p.add_argument("--eval-every", type=int, default=d.eval_every)
@@ -290,7 +291,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
-        out=args.out, steps=args.steps, batch_seconds=args.batch_seconds, accumulate=args.accumulate, lr=args.lr,
+        out=args.out, steps=args.steps, batch_seconds=args.batch_seconds, accumulate=args.accumulate, lr=args.lr, warmup=args.warmup,
         threads=args.threads, workers=args.workers, eval_every=args.eval_every, amp=args.amp,
         model=ConformerConfig(d_model=args.d_model, num_layers=args.layers),
     )

@@ -17,6 +17,8 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 # name -> (module, add_arguments, run, help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "serve": ("stream.websocket", "add_arguments", "run", "WebSocket server for live captions"),
+    "asr-worker": ("stream.kafka", "add_arguments", "run", "Kafka ASR worker: audio topic in, transcripts out"),
+    "dev-broker": ("stream.devbroker", "add_arguments", "run", "local Kafka-protocol broker (Tansu) on 127.0.0.1"),
     "demo": ("stream.demo", "add_arguments", "run", "transcribe and enrich the bundled sample call in-process"),
     "transcribe": ("models.evaluate", "add_transcribe_arguments", "run_transcribe",
                    "print the transcript of WAV/FLAC files (any sample rate)"),

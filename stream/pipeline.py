@@ -95,8 +95,13 @@ class Pipeline:
     def sample_rate(self) -> int:
         return self.features.config.sample_rate
 
-    def open(self, stream_id: str, config: StreamConfig) -> StreamState:
-        """Validate ``config`` (raises ``InputError``) and create the stream's state."""
+    def open(self, stream_id: str, config: StreamConfig, *, start_s: float = 0.0,
+             utterance_index: dict[str, int] | None = None) -> StreamState:
+        """Validate ``config`` (raises ``InputError``) and create the stream's state.
+
+        ``start_s`` is the stream time of the first audio and ``utterance_index``
+        the next utterance number per channel, for a stream resumed mid-way.
+        """
         fmt = AudioFormat(encoding=config.encoding, sample_rate=config.sample_rate, channels=config.channels)
         endpoint = EndpointConfig(
             silence_after_speech_s=_positive(config.endpoint_silence_s, self.ctc.endpoint.silence_after_speech_s,
@@ -108,13 +113,16 @@ class Pipeline:
         state = StreamState(stream_id=stream_id, config=config, format=fmt, decoder=AudioDecoder(fmt).new_state())
         resampler = Resampler(fmt.sample_rate, self.sample_rate)
         ctc = self.ctc if config.language_model else self.ctc_no_lm
+        first_frame = round(start_s / self.acoustic.spec.frame_seconds)
         for name in channel_names(config):
+            decoder = ctc.new_state(stream_id, name, endpoint=endpoint, interim=config.interim_results,
+                                    hotwords=config.hotwords)
+            decoder.frame = decoder.utt_start = first_frame
+            decoder.utterance_index = (utterance_index or {}).get(name, 0)
             state.channels.append(
                 ChannelState(
                     stream=state, name=name, resampler=resampler.new_state(), features=self.features.new_state(),
-                    acoustic=self.acoustic.new_state(), ctc=ctc,
-                    decoder=ctc.new_state(stream_id, name, endpoint=endpoint, interim=config.interim_results,
-                                          hotwords=config.hotwords),
+                    acoustic=self.acoustic.new_state(), ctc=ctc, decoder=decoder,
                 )
             )
         if self.new_enrich_state is not None:

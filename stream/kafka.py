@@ -1,0 +1,274 @@
+"""Kafka ASR worker (``callstream asr-worker``): audio topic in, transcripts topic out.
+
+Records of the audio topic are keyed by call id; headers carry the codec,
+rate, channels, seq and sample offset (``stream.codec.audio_to_record``); a
+record with header ``cs-end: 1`` ends the call. Workers form a consumer group,
+so a call's records stay in order on one partition and one worker.
+
+Delivery: finals are produced before the consumer offset moves past their
+audio. At every utterance endpoint the worker writes the call's resume point
+(the record where its open utterance began, and the next utterance index of
+each channel) to a state topic keyed by call id, then commits, per partition,
+the lowest resume point of the calls open on it. After a crash or a
+rebalance the next owner reads the state topic, replays from the committed
+offset, skips records of finished utterances, and so re-decodes exactly the
+open utterances. Every final has a deterministic id (call/channel/index), so
+the few finals a crash can repeat are dropped downstream by id. (The resume
+points live in a topic, not in the commit metadata, because Tansu, the test
+broker, does not store commit metadata.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from stream import codec
+from stream.app import add_decoding_arguments, build_pipeline, decoding_from_args
+from stream.errors import InputError
+from stream.events import AudioChunk, EndOfStream, Event, Final, Partial, StreamConfig
+from stream.pipeline import Pipeline, StreamState
+
+__all__ = ["AsrWorker", "KafkaConfig", "add_arguments", "ensure_topics", "run"]
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap: str = "127.0.0.1:9092"
+    audio_topic: str = "callstream.audio"
+    transcripts_topic: str = "callstream.transcripts"
+    enriched_topic: str = "callstream.enriched"
+    state_topic: str = "callstream.asr-state"  # compacted: resume points of open calls
+    dead_letter_topic: str = "callstream.audio.dlq"
+    group_id: str = "callstream-asr"
+    partitions: int = 8  # used when the worker creates missing topics
+    partials: bool = False  # also publish partial transcripts
+    idempotent: bool = True  # Apache Kafka: on; Tansu (dev/test broker) lacks it
+    fetch_max_wait_ms: int = 10  # the broker-side wait per fetch bounds latency
+    session_timeout_ms: int = 10000
+    rebalance_timeout_ms: int = 10000
+    heartbeat_interval_ms: int = 3000
+    producer_batch_bytes: int = 16384
+
+
+@dataclass
+class _Call:
+    state: StreamState
+    partition: int
+    resume_offset: int  # record where the oldest open utterance began
+    skip_before: int = -1  # records below this offset were already finalized
+    utterances: dict[str, int] = field(default_factory=dict)
+
+
+class AsrWorker:
+    """One consumer-group member. ``run_until`` drives it; ``stop`` ends it cleanly."""
+
+    def __init__(self, pipeline: Pipeline, config: KafkaConfig) -> None:
+        self.pipeline = pipeline
+        self.config = config
+        self.calls: dict[str, _Call] = {}
+        self._resume: dict[str, dict] = {}  # call -> last state record
+        self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        cfg = self.config
+        await ensure_topics(cfg)
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=cfg.bootstrap, enable_idempotence=cfg.idempotent, acks="all",
+            max_batch_size=cfg.producer_batch_bytes, linger_ms=0,
+        )
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=cfg.bootstrap, group_id=cfg.group_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", fetch_max_wait_ms=cfg.fetch_max_wait_ms,
+            session_timeout_ms=cfg.session_timeout_ms, rebalance_timeout_ms=cfg.rebalance_timeout_ms,
+            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+        )
+        await self._producer.start()
+        await self._consumer.start()
+        self._consumer.subscribe([cfg.audio_topic], listener=_Listener(self))
+        try:
+            while not self._stopping.is_set():
+                batches = await self._consumer.getmany(timeout_ms=100, max_records=500)
+                for tp, records in batches.items():
+                    for record in records:
+                        await self._handle(tp.partition, record)
+                    await self._commit(tp.partition)
+        finally:
+            await self._consumer.stop()
+            await self._producer.stop()
+
+    async def _handle(self, partition: int, record) -> None:
+        key = record.key.decode("utf-8", "replace") if record.key else ""
+        headers = list(record.headers or ())
+        is_end = any(k == "cs-end" and v == b"1" for k, v in headers)
+        call = self.calls.get(key)
+        if record.offset < (call.skip_before if call else self._resume.get(key, {}).get("offset", -1)):
+            return  # audio of utterances already finalized before a restart
+        try:
+            if is_end:
+                if call is None:
+                    return
+                await self._publish(call, self.pipeline.finish(call.state), record.offset)
+                del self.calls[key]
+                await self._write_state(key, None)
+                return
+            chunk = codec.audio_from_record(record.key, record.value, headers)
+            if call is None:
+                call = self._open(chunk, partition, record.offset)
+            events = self.pipeline.feed(call.state, chunk.payload)
+        except InputError as exc:
+            await self._dead_letter(record, f"{exc.code}: {exc}")
+            return
+        await self._publish(call, events, record.offset)
+
+    def _open(self, chunk: AudioChunk, partition: int, offset: int) -> _Call:
+        saved = self._resume.get(chunk.stream_id, {})
+        config = StreamConfig(sample_rate=chunk.sample_rate, encoding=chunk.encoding, channels=chunk.channels,
+                              interim_results=self.config.partials)
+        state = self.pipeline.open(chunk.stream_id, config, start_s=chunk.sample_offset / chunk.sample_rate,
+                                   utterance_index=saved.get("next", {}))
+        call = _Call(state, partition, resume_offset=offset, skip_before=saved.get("offset", -1),
+                     utterances=dict(saved.get("next", {})))
+        self.calls[chunk.stream_id] = call
+        return call
+
+    async def _publish(self, call: _Call, events: list[Event], offset: int) -> None:
+        assert self._producer is not None
+        ended = False
+        for ev in events:
+            if isinstance(ev, Partial) and not self.config.partials:
+                continue
+            if isinstance(ev, Final):
+                call.utterances[ev.channel] = ev.utterance_index + 1
+                ended = True
+            await self._producer.send(self.config.transcripts_topic, codec.encode(ev),
+                                      key=call.state.stream_id.encode())
+        if ended:
+            await self._producer.flush()
+            # The open utterances now begin inside this record: replay from it.
+            call.resume_offset = offset
+            await self._write_state(call.state.stream_id, {"offset": offset, "next": call.utterances})
+        if any(isinstance(ev, EndOfStream) for ev in events):
+            await self._producer.flush()
+
+    async def _write_state(self, call_id: str, value: dict | None) -> None:
+        assert self._producer is not None
+        payload = None if value is None else json.dumps(value).encode()
+        await self._producer.send_and_wait(self.config.state_topic, payload, key=call_id.encode())
+        if value is None:
+            self._resume.pop(call_id, None)
+        else:
+            self._resume[call_id] = value
+
+    async def _commit(self, partition: int) -> None:
+        assert self._consumer is not None
+        tp = TopicPartition(self.config.audio_topic, partition)
+        position = await self._consumer.position(tp)
+        open_offsets = [c.resume_offset for c in self.calls.values() if c.partition == partition]
+        target = min([position, *open_offsets])
+        committed = await self._consumer.committed(tp)
+        if committed is None or target > committed:
+            await self._consumer.commit({tp: target})
+
+    async def _dead_letter(self, record, reason: str) -> None:
+        assert self._producer is not None
+        _LOG.warning("dead-lettering record %s@%s: %s", record.partition, record.offset, reason)
+        headers = [*(record.headers or ()), ("cs-error", reason.encode()),
+                   ("cs-source", f"{record.topic}/{record.partition}/{record.offset}".encode())]
+        await self._producer.send_and_wait(self.config.dead_letter_topic, record.value, key=record.key,
+                                           headers=headers)
+
+    async def load_state(self) -> None:
+        """Read the state topic to its end: the resume points of calls still open."""
+        cfg = self.config
+        reader = AIOKafkaConsumer(bootstrap_servers=cfg.bootstrap, enable_auto_commit=False,
+                                  fetch_max_wait_ms=cfg.fetch_max_wait_ms)
+        await reader.start()
+        try:
+            parts = [TopicPartition(cfg.state_topic, 0)]  # ensure_topics makes it one partition
+            reader.assign(parts)
+            await reader.seek_to_beginning(*parts)
+            ends = await reader.end_offsets(parts)
+            while [tp for tp in parts if await reader.position(tp) < ends[tp]]:
+                for records in (await reader.getmany(timeout_ms=200)).values():
+                    for r in records:
+                        call = r.key.decode() if r.key else ""
+                        if r.value is None:
+                            self._resume.pop(call, None)
+                        else:
+                            self._resume[call] = json.loads(r.value)
+        finally:
+            await reader.stop()
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, worker: AsrWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        for tp in revoked:
+            await self.worker._commit(tp.partition)
+        lost = {tp.partition for tp in revoked}
+        for call_id in [c for c, call in self.worker.calls.items() if call.partition in lost]:
+            del self.worker.calls[call_id]
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        await self.worker.load_state()
+
+
+async def ensure_topics(cfg: KafkaConfig) -> None:
+    """Create the topics the flow uses, if missing, with ``cfg.partitions`` partitions."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=cfg.bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [cfg.audio_topic, cfg.transcripts_topic, cfg.enriched_topic, cfg.dead_letter_topic]
+        topics = [NewTopic(t, cfg.partitions, 1) for t in wanted if t not in existing]
+        if cfg.state_topic not in existing:
+            topics.append(NewTopic(cfg.state_topic, 1, 1, topic_configs={"cleanup.policy": "compact"}))
+        if topics:
+            try:
+                await admin.create_topics(topics)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = KafkaConfig()
+    p.add_argument("--bootstrap", default=d.bootstrap, help="Kafka bootstrap servers")
+    p.add_argument("--audio-topic", default=d.audio_topic)
+    p.add_argument("--transcripts-topic", default=d.transcripts_topic)
+    p.add_argument("--group-id", default=d.group_id)
+    p.add_argument("--partials", action="store_true", help="also publish partial transcripts")
+    p.add_argument("--no-idempotence", action="store_true", help="for brokers without it (Tansu)")
+    p.add_argument("--model", help="ONNX acoustic model (default: bundled int8)")
+    add_decoding_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = KafkaConfig(bootstrap=args.bootstrap, audio_topic=args.audio_topic,
+                      transcripts_topic=args.transcripts_topic, group_id=args.group_id, partials=args.partials,
+                      idempotent=not args.no_idempotence)
+    worker = AsrWorker(build_pipeline(model=args.model, decoding=decoding_from_args(args)), cfg)
+    logging.basicConfig(level=logging.INFO)
+    try:
+        asyncio.run(worker.run())
+    except KeyboardInterrupt:
+        pass
+    return 0
