@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[train,dev]"
+	$(BIN)/python -m models.encoder_export
 	touch $@
 
 # lmplz and build_binary are not in the kenlm wheel: build them from its sdist, once.

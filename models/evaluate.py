@@ -18,7 +18,7 @@ from tqdm import tqdm
 from models.metrics import ErrorCounter
 from operators.audio import encode_audio
 from stream.events import Final, StreamConfig
-from stream.app import build_pipeline
+from stream.app import add_decoding_arguments, build_pipeline, decoding_from_args
 from stream.pipeline import Pipeline
 
 __all__ = ["add_eval_arguments", "add_transcribe_arguments", "evaluate_manifest", "run_eval", "run_transcribe", "transcribe_file"]
@@ -76,10 +76,11 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hyps", type=Path, help="write path and hypothesis per utterance to this TSV")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    add_decoding_arguments(p)
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    pipeline = build_pipeline(model=args.model, threads=args.threads)
+    pipeline = build_pipeline(model=args.model, threads=args.threads, decoding=decoding_from_args(args))
     hyps = args.hyps or Path(f"{args.manifest.stem}.hyps.tsv")
     result = evaluate_manifest(pipeline, args.manifest, hyps)
     for k, v in result.items():
@@ -94,10 +95,11 @@ def add_transcribe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", type=Path, nargs="+", help="WAV or FLAC files, any sample rate")
     p.add_argument("--model", type=Path)
     p.add_argument("--words", action="store_true", help="also print word timings and confidences")
+    add_decoding_arguments(p)
 
 
 def run_transcribe(args: argparse.Namespace) -> int:
-    pipeline = build_pipeline(model=args.model)
+    pipeline = build_pipeline(model=args.model, decoding=decoding_from_args(args))
     for path in args.files:
         finals, seconds = transcribe_file(pipeline, path)
         text = " ".join(f.text for f in finals if f.text)

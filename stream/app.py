@@ -49,8 +49,13 @@ def build_pipeline(
     threads: int = 1,
     decoding: DecodingConfig | None = None,
     endpoint: EndpointConfig | None = None,
+    enrich: bool = False,
 ) -> Pipeline:
-    """The pipeline every transport serves. ``model``: an exported ONNX file (default: bundled int8)."""
+    """The pipeline every transport serves. ``model``: an exported ONNX file (default: bundled int8).
+
+    ``enrich`` applies intent and content filtering to finals in-process (the
+    embedded mode); with Kafka the Faust agents do it instead.
+    """
     decoding = decoding or DecodingConfig()
     acoustic = AcousticOperator(load_acoustic(model, SessionOptions(intra_op_threads=threads)))
     spec = acoustic.spec
@@ -62,7 +67,16 @@ def build_pipeline(
         decoder = BeamDecoder(spec.vocab, spec.frame_seconds, endpoint, beam=beam, lm=lm, hotwords=decoding.hotwords)
         no_lm = decoder if lm is None else BeamDecoder(
             spec.vocab, spec.frame_seconds, endpoint, beam=beam, hotwords=decoding.hotwords)
-    return Pipeline(acoustic=acoustic, decoder=decoder, decoder_no_lm=no_lm, endpoint=endpoint)
+    enricher = None
+    if enrich:
+        from operators.enrich import default_enricher
+
+        enricher = default_enricher()
+    return Pipeline(
+        acoustic=acoustic, decoder=decoder, decoder_no_lm=no_lm, endpoint=endpoint,
+        enricher=(lambda state, final, mask: enricher.enrich(state, final, mask_profanity=mask)) if enricher else None,
+        new_enrich_state=enricher.new_state if enricher else None,
+    )
 
 
 def add_decoding_arguments(p: argparse.ArgumentParser) -> None:

@@ -18,6 +18,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "serve": ("stream.websocket", "add_arguments", "run", "WebSocket server for live captions"),
     "asr-worker": ("stream.kafka", "add_arguments", "run", "Kafka ASR worker: audio topic in, transcripts out"),
+    "agents": ("stream.agents", "add_arguments", "run", "Faust agents: enrich transcripts (intent, filters)"),
     "dev-broker": ("stream.devbroker", "add_arguments", "run", "local Kafka-protocol broker (Tansu) on 127.0.0.1"),
     "demo": ("stream.demo", "add_arguments", "run", "transcribe and enrich the bundled sample call in-process"),
     "transcribe": ("models.evaluate", "add_transcribe_arguments", "run_transcribe",
@@ -27,6 +28,15 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "train-asr": ("models.train_asr", "add_arguments", "run", "train the streaming Conformer-CTC (resumable)"),
     "export-asr": ("models.export", "add_arguments", "run", "export a checkpoint to ONNX (fp32 and int8)"),
     "build-lm": ("models.lm", "add_arguments", "run", "build a KenLM model (binary + unigrams) from text"),
+    "train-intent": ("models.intent_train", "add_arguments", "run",
+                     "train the intent heads (BANKING77, CLINC150) or your own from a YAML file"),
+    "eval-intent": ("models.text_eval", "add_intent_arguments", "run_intent",
+                    "accuracy, macro-F1 and out-of-scope rate of the intent model on a CSV"),
+    "eval-filter": ("models.text_eval", "add_filter_arguments", "run_filter",
+                    "precision, recall and F1 of the toxicity filter on a CSV"),
+    "train-toxicity": ("models.toxicity_train", "add_arguments", "run", "train the toxicity filter on Davidson"),
+    "build-encoder": ("models.encoder_export", "add_arguments", "run",
+                      "export the sentence encoder to ONNX from its wheel (set-up does this once)"),
     "schema": ("stream.schema_cmd", "add_arguments", "run", "print the JSON Schema of every message"),
 }
 

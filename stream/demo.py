@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    pipeline = build_pipeline(model=args.model, decoding=decoding_from_args(args))
+    pipeline = build_pipeline(model=args.model, decoding=decoding_from_args(args), enrich=True)
     audio, rate = sf.read(args.audio, dtype="float32", always_2d=True)
     channels = audio.shape[1]
     encoding = "mulaw" if sf.info(args.audio).subtype == "ULAW" else "pcm16"

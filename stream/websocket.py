@@ -237,6 +237,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-wait-ms", type=float, default=d.batcher.max_wait_ms)
     p.add_argument("--model", type=Path, help="ONNX acoustic model (default: bundled int8)")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime threads per call (0: all cores)")
+    p.add_argument("--no-enrich", action="store_true", help="skip in-process intent and content filtering")
     add_decoding_arguments(p)
 
 
@@ -247,7 +248,8 @@ def run(args: argparse.Namespace) -> int:
         max_bytes_per_s=args.max_bytes_per_s, idle_timeout_s=args.idle_timeout_s,
         batcher=BatcherConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms),
     )
-    pipeline = build_pipeline(model=args.model, threads=args.threads, decoding=decoding_from_args(args))
+    pipeline = build_pipeline(model=args.model, threads=args.threads, decoding=decoding_from_args(args),
+                              enrich=not args.no_enrich)
     server = WebSocketServer(pipeline, config)
     scheme = "wss" if config.certfile else "ws"
     print(f"callstream serve: {scheme}://{config.host}:{config.port} (metrics at /metrics)", flush=True)

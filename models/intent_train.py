@@ -1,0 +1,379 @@
+"""Train intent heads on sentence embeddings: BANKING77, CLINC150, or a user's YAML file.
+
+The encoder is frozen all-MiniLM-L6-v2 (``models.encoder_export``) and the
+head is a multinomial logistic regression on its L2-normalised embeddings,
+followed by temperature scaling fitted on a dev split and an out-of-scope
+threshold on the top calibrated probability. Heads are saved as one .npz of
+numpy arrays (``operators.intent.IntentHead``) and served without torch or
+scikit-learn.
+
+Every text is normalised the way finals look (``models.corpus.normalize_text``:
+lowercase, no punctuation, numbers spelled out) before it is embedded, in
+training and in evaluation.
+
+Data (only train/dev material is read; BANKING77 and CLINC150 test splits never are):
+
+* BANKING77 ``train.csv``: 90% train, 10% dev (stratified, seed 0). The head
+  is fitted on train, C and the temperature are chosen on dev. The
+  out-of-scope threshold is tuned with dev as in-scope and CLINC150
+  ``oos_val`` as out-of-scope (most of it is outside banking).
+* CLINC150 ``data_full.json``: fitted on ``train`` with ``oos_train`` as an
+  ``out_of_scope`` class, temperature on ``val``, threshold tuned on
+  ``val`` + ``oos_val`` (maximum out-of-scope F1). Since that scores on the
+  data it tuned on, figures with the threshold tuned on the other half
+  (2-fold over ``val`` and ``oos_val``) are recorded too (``cross_tuned_*``).
+* A YAML file ``{intent_name: [example, ...]}``. An ``out_of_scope`` entry,
+  if present, becomes negatives: texts like those map to ``out_of_scope``.
+
+Usage::
+
+    callstream train-intent                               # BANKING77 + CLINC150 heads into models/assets
+    callstream train-intent --yaml my_intents.yaml --out my_head.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from models.corpus import normalize_text
+from operators.intent import (
+    ASSETS,
+    OUT_OF_SCOPE,
+    IntentHead,
+    SentenceEncoder,
+    softmax,
+)
+
+__all__ = [
+    "BANKING77",
+    "CLINC150",
+    "add_arguments",
+    "banking77_split",
+    "fit_head",
+    "fit_temperature",
+    "intent_metrics",
+    "load_banking77",
+    "load_clinc150",
+    "run",
+    "train_from_yaml",
+    "tune_threshold",
+]
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BANKING77 = DATA / "intent" / "banking77" / "train.csv"
+CLINC150 = DATA / "intent" / "clinc150" / "data_full.json"
+_SEED = 0
+_C_GRID = (3.0, 10.0, 30.0)
+
+
+def load_banking77(path: Path = BANKING77) -> tuple[list[str], list[str]]:
+    """Texts (normalised) and categories of a CSV with ``text`` and ``category`` columns."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [normalize_text(r["text"]) for r in rows], [r["category"] for r in rows]
+
+
+def banking77_split(labels: Sequence[str], dev_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified (train, dev) index arrays, seed 0."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    train, dev = train_test_split(idx, test_size=dev_fraction, stratify=labels, random_state=_SEED)
+    return np.sort(train), np.sort(dev)
+
+
+def load_clinc150(path: Path = CLINC150) -> dict[str, tuple[list[str], list[str]]]:
+    """CLINC150 splits other than the test ones: train, val, oos_train, oos_val (normalised texts, labels)."""
+    data = json.loads(path.read_text())
+    return {
+        split: ([normalize_text(t) for t, _ in data[split]], [lab for _, lab in data[split]])
+        for split in ("train", "val", "oos_train", "oos_val")
+    }
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The temperature T > 0 minimising the NLL of ``softmax(logits / T)``; logits (N, C), y int (N,)."""
+
+    def nll(t: float) -> float:
+        p = softmax(logits / t)
+        return float(-np.mean(np.log(p[np.arange(len(y)), y] + 1e-12)))
+
+    # NLL is unimodal in log T: golden-section search on [0.05, 20].
+    lo, hi = np.log(0.05), np.log(20.0)
+    g = (np.sqrt(5.0) - 1.0) / 2.0
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    for _ in range(60):
+        if nll(float(np.exp(a))) < nll(float(np.exp(b))):
+            hi, b = b, a
+            a = hi - g * (hi - lo)
+        else:
+            lo, a = a, b
+            b = lo + g * (hi - lo)
+    return float(np.exp((lo + hi) / 2.0))
+
+
+def fit_head(
+    x_train: np.ndarray,
+    y_train: Sequence[str],
+    *,
+    x_dev: np.ndarray | None = None,
+    y_dev: Sequence[str] | None = None,
+    encoder: str,
+    name: str,
+    c_grid: Sequence[float] = _C_GRID,
+) -> IntentHead:
+    """Logistic regression on embeddings (N, dim); C and temperature from dev when given.
+
+    Without dev data, C is the middle of ``c_grid`` and the temperature is
+    fitted by 3-fold cross-validation on train when every class has at least
+    3 examples (else 1.0).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = tuple(sorted(set(y_train)))
+    index = {lab: i for i, lab in enumerate(labels)}
+    yt = np.array([index[lab] for lab in y_train])
+
+    def fit(x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
+        clf = LogisticRegression(C=c, max_iter=5000).fit(x, y)
+        if len(labels) == 2:  # scikit-learn keeps one weight vector for two classes
+            return np.stack([-clf.coef_[0], clf.coef_[0]], 1) / 2, np.array([-1.0, 1.0]) * clf.intercept_[0] / 2
+        return clf.coef_.T, clf.intercept_
+
+    if x_dev is not None and y_dev is not None:
+        yd = np.array([index[lab] for lab in y_dev])
+        fits = []
+        for c in c_grid:
+            w, b = fit(x_train, yt, c)
+            logits = x_dev @ w + b
+            fits.append((float(np.mean(logits.argmax(1) == yd)), c, w, b, logits))
+        acc, c, w, b, logits = max(fits, key=lambda f: f[0])
+        temperature = fit_temperature(logits, yd)
+        metrics = {"dev_accuracy": acc, "C": c, "dev_nll": 0.0}
+        metrics["dev_nll"] = float(-np.mean(np.log(softmax(logits / temperature)[np.arange(len(yd)), yd] + 1e-12)))
+    else:
+        c = float(sorted(c_grid)[len(c_grid) // 2])
+        counts = np.bincount(yt, minlength=len(labels))
+        temperature = 1.0
+        if counts.min() >= 3:
+            oof = np.zeros((len(yt), len(labels)))
+            for tr, te in StratifiedKFold(3, shuffle=True, random_state=_SEED).split(x_train, yt):
+                w, b = fit(x_train[tr], yt[tr], c)
+                oof[te] = x_train[te] @ w + b
+            temperature = fit_temperature(oof, yt)
+        w, b = fit(x_train, yt, c)
+        metrics = {"C": c}
+    return IntentHead(
+        labels=labels,
+        weight=np.asarray(w, dtype=np.float32),
+        bias=np.asarray(b, dtype=np.float32),
+        temperature=temperature,
+        encoder=encoder,
+        name=name,
+        metrics=metrics,
+    )
+
+
+def tune_threshold(top_in: np.ndarray, top_out: np.ndarray) -> float:
+    """Top-probability threshold maximising out-of-scope F1 (in-scope (N,), out-of-scope (M,) top probabilities)."""
+    grid = np.round(np.arange(0.0, 1.0, 0.01), 2)
+    best_t, best_f1 = 0.0, -1.0
+    for t in grid:
+        tp = float(np.sum(top_out < t))
+        fp = float(np.sum(top_in < t))
+        fn = float(len(top_out) - tp)
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+        if f1 > best_f1:
+            best_t, best_f1 = float(t), f1
+    return best_t
+
+
+def intent_metrics(
+    head: IntentHead, x: np.ndarray, y: Sequence[str], *, threshold: float | None = None
+) -> dict[str, float]:
+    """Accuracy, macro-F1 and out-of-scope rate of ``head`` on embeddings (N, dim) with true labels ``y``.
+
+    A prediction below the threshold is ``out_of_scope``; true labels may be
+    ``out_of_scope`` (or CLINC's ``oos``) too.
+    """
+    t = head.threshold if threshold is None else threshold
+    probs = head.proba(x)
+    pred = [OUT_OF_SCOPE if p.max() < t else head.labels[int(p.argmax())] for p in probs]
+    pred = [OUT_OF_SCOPE if p == "oos" else p for p in pred]
+    true = [OUT_OF_SCOPE if lab == "oos" else lab for lab in y]
+    acc = float(np.mean([p == q for p, q in zip(pred, true)])) if true else 0.0
+    f1s = []
+    for lab in sorted(set(true)):
+        tp = sum(p == lab and q == lab for p, q in zip(pred, true))
+        fp = sum(p == lab and q != lab for p, q in zip(pred, true))
+        fn = sum(p != lab and q == lab for p, q in zip(pred, true))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return {
+        "accuracy": acc,
+        "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
+        "oos_rate": float(np.mean([p == OUT_OF_SCOPE for p in pred])) if pred else 0.0,
+        "n": len(true),
+    }
+
+
+def _top_in_scope(head: IntentHead, probs: np.ndarray) -> np.ndarray:
+    """Top probability (N,) per row of ``probs`` (N, C), 0 where the argmax is the head's own out-of-scope class."""
+    top = probs.max(1)
+    if OUT_OF_SCOPE in head.labels:
+        top = np.where(probs.argmax(1) == head.labels.index(OUT_OF_SCOPE), 0.0, top)
+    return top
+
+
+def _oos_scores(head: IntentHead, x_in: np.ndarray, y_in: Sequence[str], x_out: np.ndarray, t: float) -> dict[str, float]:
+    """In-scope accuracy, out-of-scope recall and precision at threshold ``t``."""
+    p_in = head.proba(x_in)
+    keep = _top_in_scope(head, p_in) >= t
+    flagged_in = int(np.sum(~keep))
+    flagged_out = int(np.sum(_top_in_scope(head, head.proba(x_out)) < t))
+    right = keep & (np.array(head.labels)[p_in.argmax(1)] == np.array(y_in))
+    return {
+        "threshold": t,
+        "in_scope_accuracy": float(np.mean(right)),
+        "oos_recall": flagged_out / len(x_out),
+        "oos_precision": flagged_out / (flagged_out + flagged_in) if flagged_out + flagged_in else 0.0,
+    }
+
+
+def _cross_tuned(head: IntentHead, x_in: np.ndarray, y_in: Sequence[str], x_out: np.ndarray) -> dict[str, float]:
+    """OOS figures with the threshold tuned on the other half of both sets (2-fold), averaged.
+
+    The headline figures tune and score on the same ``oos_val``; this is the
+    estimate free of that optimism.
+    """
+    rng = np.random.default_rng(_SEED)
+    halves_in = np.array_split(rng.permutation(len(x_in)), 2)
+    halves_out = np.array_split(rng.permutation(len(x_out)), 2)
+    y = np.array(y_in)
+    rows = []
+    for k in (0, 1):
+        tune_in, tune_out = halves_in[1 - k], halves_out[1 - k]
+        t = tune_threshold(
+            _top_in_scope(head, head.proba(x_in[tune_in])), _top_in_scope(head, head.proba(x_out[tune_out]))
+        )
+        rows.append(_oos_scores(head, x_in[halves_in[k]], list(y[halves_in[k]]), x_out[halves_out[k]], t))
+    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+
+
+def train_banking77(encoder: SentenceEncoder, clinc: Mapping[str, tuple[list[str], list[str]]] | None = None) -> IntentHead:
+    """The bundled head: BANKING77 train split, C and temperature on dev, threshold vs CLINC150 oos_val."""
+    texts, labels = load_banking77()
+    train, dev = banking77_split(labels)
+    x = encoder.encode(texts)
+    head = fit_head(
+        x[train], [labels[i] for i in train], x_dev=x[dev], y_dev=[labels[i] for i in dev],
+        encoder=encoder.name, name="banking77",
+    )  # fmt: skip
+    oos_texts = (clinc or load_clinc150())["oos_val"][0]
+    x_oos = encoder.encode(oos_texts)
+    t = tune_threshold(_top_in_scope(head, head.proba(x[dev])), _top_in_scope(head, head.proba(x_oos)))
+    head = replace(head, threshold=t)
+    dev_m = intent_metrics(head, x[dev], [labels[i] for i in dev], threshold=0.0)
+    oos = _oos_scores(head, x[dev], [labels[i] for i in dev], x_oos, t)
+    cross = _cross_tuned(head, x[dev], [labels[i] for i in dev], x_oos)
+    head = replace(
+        head,
+        metrics={
+            **head.metrics,
+            **{f"dev_{k}": v for k, v in dev_m.items()},
+            **{f"clinc_oos_val_{k}": v for k, v in oos.items()},
+            **{f"clinc_oos_val_cross_tuned_{k}": v for k, v in cross.items()},
+        },
+    )
+    return head
+
+
+def train_clinc150(encoder: SentenceEncoder, clinc: Mapping[str, tuple[list[str], list[str]]]) -> IntentHead:
+    """CLINC150 head: ``train`` plus ``oos_train`` as an out-of-scope class, temperature on ``val``,
+    threshold on ``val`` + ``oos_val``."""
+    texts = clinc["train"][0] + clinc["oos_train"][0]
+    labels = clinc["train"][1] + [OUT_OF_SCOPE] * len(clinc["oos_train"][0])
+    x_tr, x_val, x_oos = encoder.encode(texts), encoder.encode(clinc["val"][0]), encoder.encode(clinc["oos_val"][0])
+    head = fit_head(x_tr, labels, x_dev=x_val, y_dev=clinc["val"][1], encoder=encoder.name, name="clinc150")
+    t = tune_threshold(_top_in_scope(head, head.proba(x_val)), _top_in_scope(head, head.proba(x_oos)))
+    head = replace(head, threshold=t)
+    tuned = _oos_scores(head, x_val, clinc["val"][1], x_oos, t)
+    cross = _cross_tuned(head, x_val, clinc["val"][1], x_oos)
+    return replace(
+        head,
+        metrics={**head.metrics, **{f"val_{k}": v for k, v in tuned.items()}, **{f"cross_tuned_{k}": v for k, v in cross.items()}},
+    )
+
+
+def train_from_yaml(path: Path, encoder: SentenceEncoder, *, name: str | None = None) -> IntentHead:
+    """A head from ``{intent_name: [example, ...]}``; ``out_of_scope`` examples become negatives.
+
+    Takes seconds: a few hundred examples to embed and a small logistic regression.
+    """
+    import yaml
+
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"expected a mapping of intent names to lists of examples in {path}, got {type(data).__name__}")
+    texts, labels = [], []
+    for intent, examples in data.items():
+        if not isinstance(examples, list) or not all(isinstance(e, str) for e in examples) or not examples:
+            raise ValueError(f"expected a non-empty list of strings for intent {intent!r} in {path}")
+        for e in examples:
+            texts.append(normalize_text(e))
+            labels.append(str(intent))
+    if len(set(labels) - {OUT_OF_SCOPE}) < 1 or len(set(labels)) < 2:
+        raise ValueError(f"expected at least two intents (or one plus out_of_scope) in {path}")
+    x = encoder.encode(texts)
+    return fit_head(x, labels, encoder=encoder.name, name=name or path.stem)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--yaml", type=Path, help="train a head from {intent: [examples]} instead of the corpora")
+    parser.add_argument("--out", type=Path, help="head file (.npz); default models/assets/intent_<name>.npz")
+    parser.add_argument("--encoder-dir", type=Path, default=None, help="built encoder (default: the cache)")
+    parser.add_argument("--fp32", action="store_true", help="train for the float32 encoder instead of int8")
+    parser.add_argument("--json", action="store_true", help="last line: the heads' metrics as one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    from models.encoder_export import ensure_encoder
+
+    encoder = SentenceEncoder(ensure_encoder(args.encoder_dir), quantized=not args.fp32, threads=0)
+    t0 = time.perf_counter()
+    if args.yaml:
+        head = train_from_yaml(args.yaml, encoder)
+        out = args.out or ASSETS / f"intent_{head.name}.npz"
+        head.save(out)
+        print(f"saved {out}: {len(head.labels)} intents, temperature {head.temperature:.3f}, {time.perf_counter() - t0:.1f} s")
+        report = {head.name: head.metrics}
+    else:
+        clinc = load_clinc150()
+        report = {}
+        for head in (train_banking77(encoder, clinc), train_clinc150(encoder, clinc)):
+            out = (args.out if head.name == "banking77" and args.out else ASSETS / f"intent_{head.name}.npz")
+            head.save(out)
+            report[head.name] = head.metrics
+            print(f"saved {out} ({out.stat().st_size // 1024} KB), {len(head.labels)} intents, "
+                  f"temperature {head.temperature:.3f}, threshold {head.threshold:.2f}")  # fmt: skip
+            for k, v in head.metrics.items():
+                print(f"  {k:40s} {v:.4f}" if isinstance(v, float) else f"  {k:40s} {v}")
+        print(f"trained in {time.perf_counter() - t0:.0f} s")
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    _parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(_parser)
+    sys.exit(run(_parser.parse_args()))

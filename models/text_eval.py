@@ -1,0 +1,113 @@
+"""``callstream eval-intent`` and ``callstream eval-filter``: score the bundled text models on a user's CSV.
+
+* ``eval-intent --csv FILE [--json]``: columns ``text`` and ``category``.
+  Prints accuracy, macro-F1 and the out-of-scope rate; with ``--json`` the
+  last line is ``{"accuracy", "macro_f1", "oos_rate", "n"}``. A category
+  of ``out_of_scope`` (or CLINC's ``oos``) is right when the model abstains.
+* ``eval-filter --csv FILE [--json]``: columns ``text`` and ``label``
+  (1 offensive or toxic, 0 not). Prints precision, recall and F1 of the
+  toxicity flag; with ``--json`` the last line is
+  ``{"precision", "recall", "f1", "n"}``.
+
+Texts are normalised the way finals look (``models.corpus.normalize_text``)
+unless ``--raw`` is given, because the models run on ASR output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from models.corpus import normalize_text
+from models.intent_train import intent_metrics
+from models.toxicity_train import prf
+from operators.content import ToxicityModel
+from operators.intent import IntentConfig, load_classifier
+from stream.errors import InputError
+
+__all__ = [
+    "add_filter_arguments",
+    "add_intent_arguments",
+    "eval_filter",
+    "eval_intent",
+    "run_filter",
+    "run_intent",
+]
+
+
+def _read(csv_path: Path, columns: tuple[str, str]) -> list[dict[str, str]]:
+    with csv_path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"expected CSV columns {list(columns)} in {csv_path}, got {reader.fieldnames}")
+        return list(reader)
+
+
+def eval_intent(
+    csv_path: Path, *, head: Path | None = None, encoder_dir: Path | None = None, normalize: bool = True
+) -> dict[str, float]:
+    """Accuracy, macro-F1, out-of-scope rate and n of the intent model on a ``text,category`` CSV."""
+    rows = _read(csv_path, ("text", "category"))
+    classifier = load_classifier(IntentConfig(encoder_dir=encoder_dir, head=head, threads=0))
+    texts = [normalize_text(r["text"]) if normalize else r["text"] for r in rows]
+    x = classifier.encoder.encode(texts)
+    return intent_metrics(classifier.head, x, [r["category"] for r in rows])
+
+
+def eval_filter(csv_path: Path, *, model: Path | None = None, normalize: bool = True) -> dict[str, float]:
+    """Precision, recall, F1 and n of the toxicity flag on a ``text,label`` CSV."""
+    rows = _read(csv_path, ("text", "label"))
+    tox = ToxicityModel.load(model)
+    try:
+        y = np.array([int(r["label"]) for r in rows], dtype=np.int64)
+    except ValueError as exc:
+        raise InputError(f"expected labels 0 or 1 in {csv_path}: {exc}") from None
+    if not set(np.unique(y)) <= {0, 1}:
+        raise InputError(f"expected labels 0 or 1 in {csv_path}, got {sorted(set(y.tolist()))}")
+    texts = [normalize_text(r["text"]) if normalize else r["text"] for r in rows]
+    pred = np.array([tox.score(t) >= tox.threshold for t in texts], dtype=np.int64)
+    return prf(y, pred)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--csv", type=Path, required=True, help="the CSV file to score")
+    parser.add_argument("--json", action="store_true", help="last line: the figures as one JSON object")
+    parser.add_argument("--raw", action="store_true", help="score texts as they are, without ASR-style normalisation")
+
+
+def add_intent_arguments(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument("--head", type=Path, default=None, help="intent head .npz (default: bundled BANKING77)")
+    parser.add_argument("--encoder-dir", type=Path, default=None, help="built encoder (default: the cache)")
+
+
+def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument("--model", type=Path, default=None, help="toxicity model .npz (default: bundled)")
+
+
+def run_intent(args: argparse.Namespace) -> int:
+    m = eval_intent(args.csv, head=args.head, encoder_dir=args.encoder_dir, normalize=not args.raw)
+    print(f"n            {m['n']}")
+    print(f"accuracy     {m['accuracy']:.4f}")
+    print(f"macro-F1     {m['macro_f1']:.4f}")
+    print(f"out of scope {m['oos_rate']:.4f}")
+    if args.json:
+        print(json.dumps(m))
+    return 0
+
+
+def run_filter(args: argparse.Namespace) -> int:
+    m = eval_filter(args.csv, model=args.model, normalize=not args.raw)
+    print(f"n          {m['n']}")
+    print(f"precision  {m['precision']:.4f}")
+    print(f"recall     {m['recall']:.4f}")
+    print(f"F1         {m['f1']:.4f}")
+    if args.json:
+        print(json.dumps(m))
+    return 0

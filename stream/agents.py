@@ -1,0 +1,148 @@
+"""Faust enrichment agents (``callstream agents``): transcripts topic in, enriched topic out.
+
+Each final transcript is enriched by the same operator the in-process mode
+uses (``operators.enrich``) and published keyed by call id. A per-call table
+with a changelog keeps the utterance count, the intents seen, the flags
+raised and the ids of recent finals, so finals repeated by an ASR worker
+restart are dropped by id.
+
+Latency: faust-streaming hard-codes ``fetch_max_wait_ms=1500`` for its
+consumer, so every record could wait 1.5 s at the broker. The
+``callstream://`` transport below is Faust's aiokafka transport with that one
+setting taken from ``AgentsConfig.fetch_max_wait_ms``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.transport.drivers import TRANSPORTS
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from operators.enrich import EnrichState, Enricher, default_enricher
+from stream import codec
+from stream.errors import CodecError
+from stream.events import EndOfStream, Final
+
+__all__ = ["AgentsConfig", "LowLatencyTransport", "add_arguments", "create_app", "run"]
+
+_LOG = logging.getLogger(__name__)
+_SEEN_IDS = 64  # recent final ids kept per call for de-duplication
+_OPEN_CALLS = 10000  # per-call redaction memory kept in this worker
+
+
+@dataclass(frozen=True)
+class AgentsConfig:
+    bootstrap: str = "127.0.0.1:9092"
+    app_id: str = "callstream-agents"
+    transcripts_topic: str = "callstream.transcripts"
+    enriched_topic: str = "callstream.enriched"
+    partitions: int = 8  # must equal the transcripts topic's partitions (Faust co-partitions the table)
+    fetch_max_wait_ms: int = 10
+    session_timeout_s: float = 10.0
+    rebalance_timeout_s: float = 10.0
+    heartbeat_interval_s: float = 3.0
+    mask_profanity: bool = True
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka reads this attribute when the consumer starts its fetcher.
+        consumer._fetch_max_wait_ms = getattr(self.app, "callstream_fetch_max_wait_ms", 1500)
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> _ConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class LowLatencyTransport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
+TRANSPORTS.aliases["callstream"] = f"{__name__}:LowLatencyTransport"
+
+
+def create_app(cfg: AgentsConfig, enricher: Enricher | None = None) -> faust.App:
+    """The Faust app with its agent; ``enricher`` defaults to the bundled models."""
+    app = faust.App(
+        cfg.app_id, broker=f"callstream://{cfg.bootstrap}", key_serializer="raw", value_serializer="raw",
+        topic_partitions=cfg.partitions, web_enabled=False, producer_acks=-1,
+        broker_session_timeout=cfg.session_timeout_s, broker_rebalance_timeout=cfg.rebalance_timeout_s,
+        broker_heartbeat_interval=cfg.heartbeat_interval_s, consumer_auto_offset_reset="earliest",
+        producer_max_batch_size=16384, stream_wait_empty=False,
+    )
+    app.callstream_fetch_max_wait_ms = cfg.fetch_max_wait_ms  # read by _ConsumerThread
+    transcripts = app.topic(cfg.transcripts_topic, key_type=bytes, value_type=bytes)
+    enriched = app.topic(cfg.enriched_topic, key_type=bytes, value_type=bytes)
+    calls = app.Table("calls", default=dict, partitions=cfg.partitions, value_type=dict)
+    memory: OrderedDict[str, EnrichState] = OrderedDict()
+    models: list[Enricher] = [enricher] if enricher else []
+
+    def enrich_state(call_id: str) -> EnrichState:
+        state = memory.pop(call_id, None) or EnrichState()
+        memory[call_id] = state
+        while len(memory) > _OPEN_CALLS:
+            memory.popitem(last=False)
+        return state
+
+    @app.agent(transcripts)
+    async def enrich_transcripts(stream: Any) -> None:
+        async for key, value in stream.items():
+            try:
+                event = codec.decode(value)
+            except CodecError as exc:
+                _LOG.warning("dropping undecodable transcript record for %r: %s", key, exc)
+                continue
+            call_id = (key or b"").decode("utf-8", "replace")
+            if isinstance(event, EndOfStream):
+                memory.pop(call_id, None)
+                summary = dict(calls[call_id])
+                summary["ended"] = True
+                calls[call_id] = summary
+                continue
+            if not isinstance(event, Final):
+                continue
+            summary = dict(calls[call_id])
+            seen = list(summary.get("seen", []))
+            if event.utterance_id in seen:
+                continue
+            if not models:
+                models.append(default_enricher())
+            result = models[0].enrich(enrich_state(call_id), event, mask_profanity=cfg.mask_profanity)
+            await enriched.send(key=key, value=codec.encode(result))
+            intents = dict(summary.get("intents", {}))
+            if result.intent is not None:
+                intents[result.intent.label] = intents.get(result.intent.label, 0) + 1
+            flags = sorted(set(summary.get("flags", [])) | set(result.flags.flagged))
+            calls[call_id] = {"utterances": summary.get("utterances", 0) + 1, "intents": intents, "flags": flags,
+                              "seen": (seen + [event.utterance_id])[-_SEEN_IDS:]}
+
+    return app
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = AgentsConfig()
+    p.add_argument("--bootstrap", default=d.bootstrap)
+    p.add_argument("--app-id", default=d.app_id)
+    p.add_argument("--transcripts-topic", default=d.transcripts_topic)
+    p.add_argument("--enriched-topic", default=d.enriched_topic)
+    p.add_argument("--partitions", type=int, default=d.partitions)
+    p.add_argument("--fetch-max-wait-ms", type=int, default=d.fetch_max_wait_ms)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = AgentsConfig(bootstrap=args.bootstrap, app_id=args.app_id, transcripts_topic=args.transcripts_topic,
+                       enriched_topic=args.enriched_topic, partitions=args.partitions,
+                       fetch_max_wait_ms=args.fetch_max_wait_ms)
+    app = create_app(cfg)
+    worker = faust.Worker(app, loglevel="INFO")
+    worker.execute_from_commandline()
+    return 0
