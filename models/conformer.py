@@ -8,8 +8,10 @@ future), so it cannot stream. The blocks are written here instead, with:
   feeds encoder frame ``(t - 7) // 4 + 1`` the same way in every mode;
 * self-attention over the current chunk plus ``left`` frames of left context;
 * causal depthwise convolutions whose left padding becomes a cache;
-* LayerNorm in the convolution module (BatchNorm statistics would differ
-  between training batches and single streams);
+* BatchNorm after the depthwise convolution, as in the paper: with LayerNorm
+  there instead, a 16-utterance overfit test sat on the CTC blank plateau
+  for 100+ steps where BatchNorm fits it in 70. In eval mode it is a fixed
+  per-channel affine map, so streaming is unaffected;
 * no absolute positional encoding: positions come from the causal
   convolutions, which keeps every chunk independent of its absolute index.
 
@@ -35,7 +37,7 @@ __all__ = ["Conformer", "ConformerConfig", "chunk_mask", "subsampled_length"]
 class ConformerConfig:
     num_mel_bins: int = 80
     d_model: int = 144
-    num_layers: int = 8
+    num_layers: int = 6
     num_heads: int = 4
     ff_mult: int = 4
     conv_kernel: int = 15
@@ -143,7 +145,7 @@ class ConvModule(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.pointwise_in = nn.Linear(d, 2 * d)
         self.depthwise = nn.Conv1d(d, d, cfg.conv_kernel, groups=d)
-        self.conv_norm = nn.LayerNorm(d)
+        self.conv_norm = nn.BatchNorm1d(d)
         self.pointwise_out = nn.Linear(d, d)
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -155,8 +157,8 @@ class ConvModule(nn.Module):
         else:
             h = torch.cat([cache, h], dim=2)
         new_cache = h[:, :, h.shape[2] - (self.kernel - 1) :]
-        h = self.depthwise(h).transpose(1, 2)
-        h = self.pointwise_out(F.silu(self.conv_norm(h)))
+        h = F.silu(self.conv_norm(self.depthwise(h))).transpose(1, 2)
+        h = self.pointwise_out(h)
         return self.dropout(h), new_cache
 
 

@@ -44,7 +44,7 @@ class TrainConfig:
     steps: int = 30000
     batch_seconds: float = 120.0  # audio per optimizer micro-batch
     accumulate: int = 1
-    lr: float = 1.5e-3
+    lr: float = 2e-3
     warmup: int = 300
     weight_decay: float = 1e-2
     clip: float = 5.0
@@ -57,6 +57,7 @@ class TrainConfig:
     chunk: int = 8  # encoder frames per streaming chunk at evaluation (320 ms)
     left: int = 32  # encoder frames of attention left context at evaluation
     amp: str = "auto"  # auto | off | bf16
+    max_duration: float | None = None  # s; a curriculum stage on short utterances breaks the CTC plateau sooner
     model: ConformerConfig = field(default_factory=ConformerConfig)
 
 
@@ -178,7 +179,7 @@ def train(cfg: TrainConfig) -> Path:
         utts += load_manifest(Path(manifest))
     real = [u for s in real_speech_splits(cfg.data_root).values() for u in s["train"]]
     utts += real * cfg.real_repeat
-    utts = [u for u in utts if u.text]
+    utts = [u for u in utts if u.text and (cfg.max_duration is None or u.duration <= cfg.max_duration)]
     sets = dev_sets(cfg)
 
     model = Conformer(cfg.model)
@@ -285,6 +286,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=d.workers)
     p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--amp", choices=["auto", "off", "bf16"], default=d.amp)
+    p.add_argument("--max-duration", type=float, default=None, help="train only on utterances up to this long (s)")
     p.add_argument("--d-model", type=int, default=d.model.d_model)
     p.add_argument("--layers", type=int, default=d.model.num_layers)
 
@@ -293,6 +295,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         out=args.out, steps=args.steps, batch_seconds=args.batch_seconds, accumulate=args.accumulate, lr=args.lr, warmup=args.warmup,
         threads=args.threads, workers=args.workers, eval_every=args.eval_every, amp=args.amp,
+        max_duration=args.max_duration,
         model=ConformerConfig(d_model=args.d_model, num_layers=args.layers),
     )
     if args.corpus:
