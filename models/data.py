@@ -101,7 +101,8 @@ def load_audio(path: Path) -> np.ndarray:
 class Augmenter:
     """Random waveform augmentation, then log-mel and SpecAugment."""
 
-    def __init__(self, seed: int, noise_pool: list[np.ndarray] | None = None) -> None:
+    def __init__(self, seed: int, noise_pool: list[np.ndarray] | None = None, prob: float = 1.0) -> None:
+        self.prob = prob  # share of utterances augmented at all (a clean start shortens the CTC plateau)
         self.rng = random.Random(seed)
         self.np_rng = np.random.default_rng(seed)
         self.noise_pool = noise_pool or []
@@ -167,6 +168,7 @@ class Augmenter:
 
     def features_of(self, x: np.ndarray, augment: bool) -> np.ndarray:
         """float32 (N,) 16 kHz -> float32 (T, 80) log-mel, augmented if asked."""
+        augment = augment and self.rng.random() < self.prob
         if augment:
             x = self.waveform(x)
         feats = self.features.feed(self.features.new_state(), x)

@@ -23,7 +23,7 @@ from models.runtime import ASSETS, FORMAT
 from models.tokenizer import VOCAB
 from operators.features import FeatureConfig
 
-__all__ = ["add_arguments", "export_full", "export_streaming", "load_checkpoint", "quantize", "run"]
+__all__ = ["add_arguments", "export_full", "export_streaming", "load_checkpoint", "quantize", "run", "save_weights"]
 
 
 class _Step(nn.Module):
@@ -53,10 +53,18 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def load_checkpoint(path: Path) -> Conformer:
+    """A train-asr checkpoint (last.pt, best.pt) or bundled weights (acoustic.pt)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     model = Conformer(ConformerConfig(**ckpt["config"]))
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
     return model.eval()
+
+
+def save_weights(model: Conformer, out: Path, extra: dict | None = None) -> Path:
+    """The weights alone in float16 (half the size), to bundle and to resume training from."""
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    torch.save({"model": state, "config": model.config.as_dict(), **(extra or {})}, out)
+    return out
 
 
 def _metadata(model: Conformer, chunk: int, left: int, extra: dict[str, str]) -> dict[str, str]:
@@ -144,5 +152,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_checkpoint(args.checkpoint)
     fp32 = export_streaming(model, args.out_dir / "acoustic.onnx", chunk=args.chunk, left=args.left)
     int8 = quantize(fp32, args.out_dir / "acoustic.int8.onnx")
-    print(f"wrote {fp32} ({fp32.stat().st_size / 1e6:.1f} MB) and {int8} ({int8.stat().st_size / 1e6:.1f} MB)")
+    weights = save_weights(model, args.out_dir / "acoustic.pt")
+    for path in (fp32, int8, weights):
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0

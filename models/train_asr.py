@@ -58,13 +58,16 @@ class TrainConfig:
     left: int = 32  # encoder frames of attention left context at evaluation
     amp: str = "auto"  # auto | off | bf16
     max_duration: float | None = None  # s; a curriculum stage on short utterances breaks the CTC plateau sooner
+    init: Path | None = None  # weights to start a new run from (e.g. the bundled models/assets/acoustic.pt)
+    augment_prob: float = 1.0  # share of training utterances augmented
     model: ConformerConfig = field(default_factory=ConformerConfig)
 
 
 class SpeechDataset(Dataset):
-    def __init__(self, utts: list[Utterance], augment: bool, seed: int) -> None:
+    def __init__(self, utts: list[Utterance], augment: bool, seed: int, augment_prob: float = 1.0) -> None:
         self.utts = utts
         self.augment = augment
+        self.augment_prob = augment_prob
         self.seed = seed
         self.aug: Augmenter | None = None
 
@@ -74,7 +77,8 @@ class SpeechDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[np.ndarray, list[int]]:
         if self.aug is None:
             info = torch.utils.data.get_worker_info()
-            self.aug = Augmenter(self.seed * 1000 + (info.id if info else 0) + random.randrange(1 << 30))
+            self.aug = Augmenter(self.seed * 1000 + (info.id if info else 0) + random.randrange(1 << 30),
+                                 prob=self.augment_prob)
         u = self.utts[i]
         return self.aug.features_of(load_audio(u.path), self.augment), encode_text(u.text)
 
@@ -192,6 +196,12 @@ def train(cfg: TrainConfig) -> Path:
         opt.load_state_dict(ckpt["optimizer"])
         step, epoch, consumed, best = ckpt["step"], ckpt["epoch"], ckpt["consumed"], ckpt["best"]
         print(f"resumed from {last} at step {step}, epoch {epoch}, best dev WER {best:.4f}")
+    elif cfg.init is not None:
+        weights = torch.load(cfg.init, map_location="cpu", weights_only=False)
+        model = Conformer(ConformerConfig(**weights["config"]))
+        model.load_state_dict({k: v.float() for k, v in weights["model"].items()})
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+        print(f"starting from the weights in {cfg.init}")
     else:
         mean, std = _cmvn(utts, cfg.seed)
         model.set_cmvn(mean, std)
@@ -204,7 +214,7 @@ def train(cfg: TrainConfig) -> Path:
         rng_epoch = random.Random(cfg.seed * 7919 + epoch)
         batches = duration_batches(utts, cfg.batch_seconds, rng_epoch)
         loader = DataLoader(
-            SpeechDataset(utts, augment=True, seed=cfg.seed + epoch),
+            SpeechDataset(utts, augment=True, seed=cfg.seed + epoch, augment_prob=cfg.augment_prob),
             batch_sampler=batches[consumed:],
             collate_fn=collate,
             num_workers=cfg.workers,
@@ -287,6 +297,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--amp", choices=["auto", "off", "bf16"], default=d.amp)
     p.add_argument("--max-duration", type=float, default=None, help="train only on utterances up to this long (s)")
+    p.add_argument("--augment-prob", type=float, default=1.0, help="share of utterances augmented")
+    p.add_argument("--init", type=Path, help="start a new run from these weights (e.g. models/assets/acoustic.pt)")
     p.add_argument("--d-model", type=int, default=d.model.d_model)
     p.add_argument("--layers", type=int, default=d.model.num_layers)
 
@@ -295,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         out=args.out, steps=args.steps, batch_seconds=args.batch_seconds, accumulate=args.accumulate, lr=args.lr, warmup=args.warmup,
         threads=args.threads, workers=args.workers, eval_every=args.eval_every, amp=args.amp,
-        max_duration=args.max_duration,
+        max_duration=args.max_duration, init=args.init, augment_prob=args.augment_prob,
         model=ConformerConfig(d_model=args.d_model, num_layers=args.layers),
     )
     if args.corpus:
