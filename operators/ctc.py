@@ -182,11 +182,8 @@ class _StreamingCtc:
         return events
 
     def flush(self, state: DecoderState, reason: str = "end_of_stream") -> list[Event]:
-        """Close the open utterance: a final if it holds speech."""
-        if state.speech:
-            return self._end(state, reason)
-        self._reset(state)
-        return []
+        """Close the open utterance: a final if its best hypothesis has any text."""
+        return self._end(state, reason)
 
     def _end(self, state: DecoderState, reason: str) -> list[Event]:
         hyps, spans = self._finalize(state)
