@@ -16,8 +16,8 @@ from stream.errors import AudioFormatError, DecodeError
 
 __all__ = [
     "AudioDecoder",
+    "AudioDecoderState",
     "AudioFormat",
-    "DecoderState",
     "Encoding",
     "Resampler",
     "ResamplerState",
@@ -134,7 +134,7 @@ def encode_audio(samples: np.ndarray, encoding: str) -> bytes:
 
 
 @dataclass
-class DecoderState:
+class AudioDecoderState:
     samples_decoded: int = 0  # per channel
 
 
@@ -144,10 +144,10 @@ class AudioDecoder:
     def __init__(self, fmt: AudioFormat) -> None:
         self.format = fmt
 
-    def new_state(self) -> DecoderState:
-        return DecoderState()
+    def new_state(self) -> AudioDecoderState:
+        return AudioDecoderState()
 
-    def feed(self, state: DecoderState, payload: bytes) -> np.ndarray:
+    def feed(self, state: AudioDecoderState, payload: bytes) -> np.ndarray:
         """Decode one chunk. Every chunk must hold whole sample frames."""
         fmt = self.format
         if len(payload) % fmt.frame_bytes:

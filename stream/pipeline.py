@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from operators.acoustic import AcousticOperator, AcousticState
-from operators.audio import AudioDecoder, AudioFormat, DecoderState, Resampler, ResamplerState
+from operators.audio import AudioDecoder, AudioDecoderState, AudioFormat, Resampler, ResamplerState
 from operators.ctc import BeamDecoder, DecoderState, EndpointConfig, GreedyDecoder
 from operators.features import FeatureState, LogMelOperator
 from operators.itn import format_final
@@ -65,7 +65,7 @@ class StreamState:
     stream_id: str
     config: StreamConfig
     format: AudioFormat
-    decoder: DecoderState
+    decoder: AudioDecoderState
     channels: list[ChannelState] = field(default_factory=list)
     enrich_state: object | None = None
     closed: bool = False

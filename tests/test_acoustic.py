@@ -1,6 +1,5 @@
 """Acoustic model parity: torch vs ONNX, streaming vs whole-utterance, and the runtime operator."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """WebSocket adapter in-process (server on port 0): protocol, limits, auth, concurrency, metrics."""
 
 import asyncio
-import json
 
 import numpy as np
 import pytest
