@@ -65,6 +65,8 @@ class StreamState:
     stream_id: str
     config: StreamConfig
     format: AudioFormat
+    audio: AudioDecoder  # this stream's format; stateless
+    resampler: Resampler  # this stream's rate to the model's; stateless
     decoder: AudioDecoderState
     channels: list[ChannelState] = field(default_factory=list)
     enrich_state: object | None = None
@@ -110,8 +112,9 @@ class Pipeline:
                                           "endpoint_no_speech_s"),
             max_utterance_s=_positive(config.max_utterance_s, self.ctc.endpoint.max_utterance_s, "max_utterance_s"),
         )
-        state = StreamState(stream_id=stream_id, config=config, format=fmt, decoder=AudioDecoder(fmt).new_state())
-        resampler = Resampler(fmt.sample_rate, self.sample_rate)
+        audio, resampler = AudioDecoder(fmt), Resampler(fmt.sample_rate, self.sample_rate)
+        state = StreamState(stream_id=stream_id, config=config, format=fmt, audio=audio, resampler=resampler,
+                            decoder=audio.new_state())
         ctc = self.ctc if config.language_model else self.ctc_no_lm
         first_frame = round(start_s / self.acoustic.spec.frame_seconds)
         for name in channel_names(config):
@@ -133,10 +136,9 @@ class Pipeline:
         """Front-end for one audio chunk: decode, split, resample, features; queue for the model."""
         if state.closed:
             raise ValueError(f"stream {state.stream_id} is closed")
-        frames = AudioDecoder(state.format).feed(state.decoder, payload)
-        resampler = Resampler(state.format.sample_rate, self.sample_rate)
+        frames = state.audio.feed(state.decoder, payload)
         for i, ch in enumerate(state.channels):
-            audio = resampler.feed(ch.resampler, np.ascontiguousarray(frames[:, i]))
+            audio = state.resampler.feed(ch.resampler, np.ascontiguousarray(frames[:, i]))
             self.acoustic.push(ch.acoustic, self.features.feed(ch.features, audio))
 
     def ready_channels(self, state: StreamState) -> list[ChannelState]:
@@ -170,9 +172,8 @@ class Pipeline:
         events: list[Event] = []
         if state.closed:
             return events
-        resampler = Resampler(state.format.sample_rate, self.sample_rate)
         for ch in state.channels:
-            tail = resampler.flush(ch.resampler)
+            tail = state.resampler.flush(ch.resampler)
             self.acoustic.push(ch.acoustic, self.features.feed(ch.features, tail))
             for lp in self.acoustic.flush(ch.acoustic):
                 events.extend(self.decode(ch, lp))
