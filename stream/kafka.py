@@ -24,7 +24,7 @@ import argparse
 import asyncio
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -66,7 +66,6 @@ class _Call:
     partition: int
     resume_offset: int  # record where the oldest open utterance began
     skip_before: int = -1  # records below this offset were already finalized
-    utterances: dict[str, int] = field(default_factory=dict)
 
 
 class AsrWorker:
@@ -141,8 +140,7 @@ class AsrWorker:
                               interim_results=self.config.partials)
         state = self.pipeline.open(chunk.stream_id, config, start_s=chunk.sample_offset / chunk.sample_rate,
                                    utterance_index=saved.get("next", {}))
-        call = _Call(state, partition, resume_offset=offset, skip_before=saved.get("offset", -1),
-                     utterances=dict(saved.get("next", {})))
+        call = _Call(state, partition, resume_offset=offset, skip_before=saved.get("offset", -1))
         self.calls[chunk.stream_id] = call
         return call
 
@@ -152,16 +150,15 @@ class AsrWorker:
         for ev in events:
             if isinstance(ev, Partial) and not self.config.partials:
                 continue
-            if isinstance(ev, Final):
-                call.utterances[ev.channel] = ev.utterance_index + 1
-                ended = True
+            ended = ended or isinstance(ev, Final)
             await self._producer.send(self.config.transcripts_topic, codec.encode(ev),
                                       key=call.state.stream_id.encode())
         if ended:
             await self._producer.flush()
             # The open utterances now begin inside this record: replay from it.
             call.resume_offset = offset
-            await self._write_state(call.state.stream_id, {"offset": offset, "next": call.utterances})
+            next_index = {ch.name: ch.decoder.utterance_index for ch in call.state.channels}
+            await self._write_state(call.state.stream_id, {"offset": offset, "next": next_index})
         if any(isinstance(ev, EndOfStream) for ev in events):
             await self._producer.flush()
 
