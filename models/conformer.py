@@ -205,14 +205,21 @@ class Conformer(nn.Module):
 
         Returns CTC log-probs (B, T', vocab) and output lengths (B,).
         """
+        hidden, out_len = self.encode(feats, lengths, chunk, left)
+        return F.log_softmax(self.head(hidden[-1]), dim=-1), out_len
+
+    def encode(self, feats: Tensor, lengths: Tensor, chunk: int = 0, left: int = -1) -> tuple[list[Tensor], Tensor]:
+        """Every block's output (B, T', d_model), first to last, and the output lengths (B,)."""
         x = self.subsampling((feats - self.feat_mean) * self.feat_istd)
         out_len = subsampled_length(lengths)
         t = x.shape[1]
         valid = torch.arange(t, device=x.device)[None, :] < out_len[:, None]
         mask = chunk_mask(t, chunk, left, x.device)[None] & valid[:, None, :]
+        hidden = []
         for block in self.blocks:
             x, _, _ = block(x, mask)
-        return F.log_softmax(self.head(x), dim=-1), out_len
+            hidden.append(x)
+        return hidden, out_len
 
     def init_cache(self, batch: int, left: int) -> tuple[Tensor, Tensor, Tensor]:
         """Empty caches: attention (layers, B, left, d), conv (layers, B, d, kernel-1), valid (B,)."""

@@ -23,9 +23,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from models.conformer import Conformer, ConformerConfig
+from models.conformer import Conformer, ConformerConfig, subsampled_length
 from models.data import Augmenter, Utterance, load_audio, load_manifest, real_speech_splits
 from models.metrics import ErrorCounter
+from models.teacher import DIM as TEACHER_DIM
+from models.teacher import TeacherTargets
 from models.tokenizer import VOCAB, encode_text
 
 __all__ = ["TrainConfig", "add_arguments", "greedy_decode", "run", "train"]
@@ -60,37 +62,62 @@ class TrainConfig:
     max_duration: float | None = None  # s; a curriculum stage on short utterances breaks the CTC plateau sooner
     init: Path | None = None  # weights to start a new run from (e.g. the bundled models/assets/acoustic.pt)
     augment_prob: float = 1.0  # share of training utterances augmented
+    teacher: Path | None = ROOT / "runs" / "teacher"  # Whisper encoder targets (``distill-targets``); used if present
+    distill_weight: float = 1.0
+    distill_layer: int = 3  # block whose output regresses onto the teacher (0-based); the blocks above serve CTC
     model: ConformerConfig = field(default_factory=ConformerConfig)
 
 
+Item = tuple[np.ndarray, list[int], np.ndarray | None]
+
+
 class SpeechDataset(Dataset):
-    def __init__(self, utts: list[Utterance], augment: bool, seed: int, augment_prob: float = 1.0) -> None:
+    def __init__(self, utts: list[Utterance], augment: bool, seed: int, augment_prob: float = 1.0,
+                 teacher: TeacherTargets | None = None) -> None:
         self.utts = utts
         self.augment = augment
         self.augment_prob = augment_prob
         self.seed = seed
+        self.teacher = teacher
         self.aug: Augmenter | None = None
 
     def __len__(self) -> int:
         return len(self.utts)
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, list[int]]:
+    def __getitem__(self, i: int) -> Item:
         if self.aug is None:
             info = torch.utils.data.get_worker_info()
             self.aug = Augmenter(self.seed * 1000 + (info.id if info else 0) + random.randrange(1 << 30),
                                  prob=self.augment_prob)
         u = self.utts[i]
-        return self.aug.features_of(load_audio(u.path), self.augment), encode_text(u.text)
+        feats = self.aug.features_of(load_audio(u.path), self.augment)
+        distill = self.teacher.get(u.path, subsampled_length(feats.shape[0])) if self.teacher else None
+        return feats, encode_text(u.text), distill
 
 
-def collate(items: list[tuple[np.ndarray, list[int]]]) -> tuple[torch.Tensor, ...]:
-    lengths = torch.tensor([f.shape[0] for f, _ in items])
+def collate(items: list[Item]) -> tuple[torch.Tensor, ...]:
+    """Padded features, lengths, CTC targets, target lengths, teacher targets and their frame mask."""
+    lengths = torch.tensor([f.shape[0] for f, _, _ in items])
     feats = torch.zeros(len(items), int(lengths.max()), items[0][0].shape[1])
-    for i, (f, _) in enumerate(items):
+    frames = int(subsampled_length(int(lengths.max())))
+    distill = torch.zeros(len(items), frames, TEACHER_DIM)
+    distill_mask = torch.zeros(len(items), frames, dtype=torch.bool)
+    for i, (f, _, d) in enumerate(items):
         feats[i, : f.shape[0]] = torch.from_numpy(f)
-    targets = torch.tensor([t for _, ids in items for t in ids], dtype=torch.int64)
-    target_lengths = torch.tensor([len(ids) for _, ids in items])
-    return feats, lengths, targets, target_lengths
+        if d is not None:
+            distill[i, : d.shape[0]] = torch.from_numpy(d)
+            distill_mask[i, : d.shape[0]] = True
+    targets = torch.tensor([t for _, ids, _ in items for t in ids], dtype=torch.int64)
+    target_lengths = torch.tensor([len(ids) for _, ids, _ in items])
+    return feats, lengths, targets, target_lengths, distill, distill_mask
+
+
+def distill_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """DistilHuBERT's frame loss, L1 plus cosine distance, over the frames that have a target."""
+    if not bool(mask.any()):
+        return pred.sum() * 0.0
+    p, t = pred[mask].float(), target[mask]
+    return (p - t).abs().mean() + (1.0 - F.cosine_similarity(p, t, dim=-1)).mean()
 
 
 def duration_batches(utts: list[Utterance], max_seconds: float, rng: random.Random) -> list[list[int]]:
@@ -187,12 +214,19 @@ def train(cfg: TrainConfig) -> Path:
     sets = dev_sets(cfg)
 
     model = Conformer(cfg.model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    teacher = TeacherTargets(cfg.teacher) if cfg.teacher and (Path(cfg.teacher) / "index.json").exists() else None
+    distill_head = torch.nn.Linear(cfg.model.d_model, TEACHER_DIM)
     step, epoch, consumed, best = 0, 0, 0, float("inf")
     last = cfg.out / "last.pt"
     if last.exists():
         ckpt = torch.load(last, weights_only=False)
         model.load_state_dict(ckpt["model"])
+        if "distill_head" in ckpt:
+            distill_head.load_state_dict(ckpt["distill_head"])
+        elif teacher is not None:
+            print("this run started without distillation and goes on without it")
+            teacher = None
+        opt = _optimizer(model, distill_head if teacher else None, cfg)
         opt.load_state_dict(ckpt["optimizer"])
         step, epoch, consumed, best = ckpt["step"], ckpt["epoch"], ckpt["consumed"], ckpt["best"]
         print(f"resumed from {last} at step {step}, epoch {epoch}, best dev WER {best:.4f}")
@@ -200,11 +234,16 @@ def train(cfg: TrainConfig) -> Path:
         weights = torch.load(cfg.init, map_location="cpu", weights_only=False)
         model = Conformer(ConformerConfig(**weights["config"]))
         model.load_state_dict({k: v.float() for k, v in weights["model"].items()})
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+        distill_head = torch.nn.Linear(model.config.d_model, TEACHER_DIM)
+        opt = _optimizer(model, distill_head if teacher else None, cfg)
         print(f"starting from the weights in {cfg.init}")
     else:
         mean, std = _cmvn(utts, cfg.seed)
         model.set_cmvn(mean, std)
+        opt = _optimizer(model, distill_head if teacher else None, cfg)
+    if teacher:
+        print(f"distilling block {cfg.distill_layer} onto the teacher targets in {cfg.teacher} "
+              f"({len(teacher.index)} utterances), weight {cfg.distill_weight}")
     bf16 = _use_bf16(cfg)
     rng = random.Random(cfg.seed)
     log = open(cfg.out / "log.jsonl", "a")
@@ -214,7 +253,7 @@ def train(cfg: TrainConfig) -> Path:
         rng_epoch = random.Random(cfg.seed * 7919 + epoch)
         batches = duration_batches(utts, cfg.batch_seconds, rng_epoch)
         loader = DataLoader(
-            SpeechDataset(utts, augment=True, seed=cfg.seed + epoch, augment_prob=cfg.augment_prob),
+            SpeechDataset(utts, augment=True, seed=cfg.seed + epoch, augment_prob=cfg.augment_prob, teacher=teacher),
             batch_sampler=batches[consumed:],
             collate_fn=collate,
             num_workers=cfg.workers,
@@ -222,26 +261,31 @@ def train(cfg: TrainConfig) -> Path:
             prefetch_factor=4 if cfg.workers else None,
         )
         t0 = time.time()
-        for micro, (feats, lengths, targets, target_lengths) in enumerate(loader):
+        for micro, (feats, lengths, targets, target_lengths, distill, distill_mask) in enumerate(loader):
             chunk, left = _sample_chunking(rng)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                lp, out_len = model(feats, lengths, chunk=chunk, left=left)
+                hidden, out_len = model.encode(feats, lengths, chunk=chunk, left=left)
+                lp = F.log_softmax(model.head(hidden[-1]), dim=-1)
+                kd_pred = distill_head(hidden[cfg.distill_layer]) if teacher else None
             loss = F.ctc_loss(
                 lp.float().transpose(0, 1), targets, out_len, target_lengths, blank=0, zero_infinity=True
             )
-            (loss / cfg.accumulate).backward()
+            kd = distill_loss(kd_pred, distill, distill_mask) if kd_pred is not None else torch.zeros(())
+            ((loss + cfg.distill_weight * kd) / cfg.accumulate).backward()
             consumed += 1
             if (micro + 1) % cfg.accumulate:
                 continue
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, cfg)
-            grad = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            grad = torch.nn.utils.clip_grad_norm_([*model.parameters(), *distill_head.parameters()], cfg.clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{_lr_at(step, cfg):.2e}", epoch=epoch)
-            log.write(json.dumps({"step": step, "loss": round(loss.item(), 4), "grad": round(float(grad), 3),
+            bar.set_postfix(loss=f"{loss.item():.3f}", kd=f"{kd.item():.3f}", lr=f"{_lr_at(step, cfg):.2e}",
+                            epoch=epoch)
+            log.write(json.dumps({"step": step, "loss": round(loss.item(), 4), "distill": round(kd.item(), 4),
+                                  "grad": round(float(grad), 3),
                                   "audio_s": float(lengths.sum()) / 100, "wall_s": round(time.time() - t0, 2)}) + "\n")
             t0 = time.time()
             if step % cfg.eval_every == 0 or step == cfg.steps:
@@ -254,7 +298,8 @@ def train(cfg: TrainConfig) -> Path:
                     _save(cfg.out / "best.pt", {"model": model.state_dict(), "config": asdict(cfg.model),
                                                 "step": step, "dev": wers})
             if step % cfg.ckpt_every == 0 or step == cfg.steps:
-                _save(last, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                extra = {"distill_head": distill_head.state_dict()} if teacher else {}
+                _save(last, {"model": model.state_dict(), **extra, "optimizer": opt.state_dict(), "step": step,
                              "epoch": epoch, "consumed": consumed, "best": best, "config": asdict(cfg.model)})
             log.flush()
             if step >= cfg.steps:
@@ -262,7 +307,13 @@ def train(cfg: TrainConfig) -> Path:
         else:
             epoch, consumed = epoch + 1, 0
     bar.close()
+    log.close()
     return cfg.out / "best.pt"
+
+
+def _optimizer(model: Conformer, distill_head: torch.nn.Module | None, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [*model.parameters(), *(distill_head.parameters() if distill_head else [])]
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
 
 
 def _sample_chunking(rng: random.Random) -> tuple[int, int]:
@@ -299,6 +350,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-duration", type=float, default=None, help="train only on utterances up to this long (s)")
     p.add_argument("--augment-prob", type=float, default=1.0, help="share of utterances augmented")
     p.add_argument("--init", type=Path, help="start a new run from these weights (e.g. models/assets/acoustic.pt)")
+    p.add_argument("--teacher", type=Path, default=d.teacher,
+                   help="teacher targets from distill-targets (skipped if absent)")
+    p.add_argument("--no-distill", action="store_true", help="train on CTC alone")
+    p.add_argument("--distill-weight", type=float, default=d.distill_weight)
+    p.add_argument("--distill-layer", type=int, default=d.distill_layer)
     p.add_argument("--d-model", type=int, default=d.model.d_model)
     p.add_argument("--layers", type=int, default=d.model.num_layers)
 
@@ -308,6 +364,8 @@ def run(args: argparse.Namespace) -> int:
         out=args.out, steps=args.steps, batch_seconds=args.batch_seconds, accumulate=args.accumulate, lr=args.lr, warmup=args.warmup,
         threads=args.threads, workers=args.workers, eval_every=args.eval_every, amp=args.amp,
         max_duration=args.max_duration, init=args.init, augment_prob=args.augment_prob,
+        teacher=None if args.no_distill else args.teacher, distill_weight=args.distill_weight,
+        distill_layer=args.distill_layer,
         model=ConformerConfig(d_model=args.d_model, num_layers=args.layers),
     )
     if args.corpus:
