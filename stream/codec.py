@@ -27,6 +27,7 @@ from stream.events import (
     Event,
     Final,
     Partial,
+    SessionInfo,
     StreamConfig,
     StreamEnd,
 )
@@ -51,6 +52,7 @@ _SERVER_TYPES: dict[str, type] = {
     "enriched": Enriched,
     "error": Error,
     "end": EndOfStream,
+    "session": SessionInfo,
 }
 _SERVER_NAMES = {cls: name for name, cls in _SERVER_TYPES.items()}
 _CLIENT_TYPES: dict[str, type] = {"config": StreamConfig, "audio": AudioChunk}

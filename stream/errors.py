@@ -9,7 +9,8 @@
     │   ├── ConfigError             a stream config message that is malformed
     │   ├── CodecError              a message that is not valid callstream JSON
     │   │   └── UnsupportedVersion  a message whose schema version we do not speak
-    │   └── LimitExceeded           a per-connection limit (rate, session length) was passed
+    │   ├── LimitExceeded           a per-connection limit (rate, session length) was passed
+    │   └── ResumeError             a session resume that cannot continue (not held, gap, format)
     └── ModelError                  a model file that does not load or lacks metadata
 
 Rules: an ``InputError`` becomes an ``Error`` event for its stream and never
@@ -28,6 +29,7 @@ __all__ = [
     "InputError",
     "LimitExceeded",
     "ModelError",
+    "ResumeError",
     "UnsupportedVersion",
 ]
 
@@ -68,3 +70,15 @@ class LimitExceeded(InputError):
 
 class ModelError(CallstreamError):
     """A model file that does not load or whose metadata is incomplete."""
+
+
+class ResumeError(InputError):
+    """A WebSocket resume that cannot continue; ``code`` says why."""
+
+    codes = ("session_expired", "resume_gap", "resume_mismatch")
+
+    def __init__(self, message: str, code: str) -> None:
+        if code not in self.codes:
+            raise ValueError(f"unknown resume error code {code!r}")
+        super().__init__(message)
+        self.code = code

@@ -15,6 +15,7 @@ __all__ = [
     "ContentFlags",
     "Control",
     "EndOfStream",
+    "SessionInfo",
     "Enriched",
     "Error",
     "Event",
@@ -147,6 +148,21 @@ class EndOfStream:
 
 
 @dataclass(frozen=True)
+class SessionInfo:
+    """The server's first answer on a WebSocket: the session to resume with, and the audio it holds.
+
+    A client that reconnects with ``session_id`` sends audio from sample frame
+    ``offset`` on (or says where it resends from with ``resume_offset``).
+    """
+
+    stream_id: str
+    session_id: str
+    offset: int = 0  # sample frames (per channel) the server has received
+    resumed: bool = False
+    grace_s: float = 0.0  # how long the session is held after a disconnect; 0: not held
+
+
+@dataclass(frozen=True)
 class StreamConfig:
     """First message of a client stream: how to read its audio and what to return."""
 
@@ -163,7 +179,7 @@ class StreamConfig:
     endpoint_no_speech_s: float | None = None
     max_utterance_s: float | None = None
     session_id: str | None = None  # to resume a held session
-    resume_offset: int | None = None  # sample frames the client had sent
+    resume_offset: int | None = None  # sample frame the client's next audio starts at (None: the server's offset)
 
 
 @dataclass(frozen=True)
@@ -174,4 +190,4 @@ class StreamEnd:
 
 
 Control = Union[StreamConfig, StreamEnd]
-Event = Union[AudioChunk, Partial, Final, Enriched, Error, EndOfStream, StreamConfig, StreamEnd]
+Event = Union[AudioChunk, Partial, Final, Enriched, Error, EndOfStream, SessionInfo, StreamConfig, StreamEnd]

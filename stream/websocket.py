@@ -3,10 +3,19 @@
 Protocol (every JSON message has ``type``; see README and ``stream/events.schema.json``):
 
 1. client: ``{"type": "config", ...}`` (``StreamConfig``), first;
-2. client: binary frames of audio, any size (whole samples), as configured;
-3. client: ``{"type": "finalize"}`` ends the current utterance and keeps the
+2. server: ``{"type": "session", ...}`` (``SessionInfo``): the session id and
+   the sample frames it holds;
+3. client: binary frames of audio, any size (whole samples), as configured;
+4. client: ``{"type": "finalize"}`` ends the current utterance and keeps the
    stream; ``{"type": "end"}`` flushes everything and closes;
-4. server: ``partial``, ``final``, ``enriched``, ``error`` and ``end`` events.
+5. server: ``partial``, ``final``, ``enriched``, ``error`` and ``end`` events.
+
+Resume: a connection that drops without ``end`` leaves its session held for
+``resume_grace_s``. A client that reconnects with ``session_id`` (and
+optionally ``resume_offset``, the frame its next audio starts at) continues
+the same utterance: audio it resends before the server's offset is skipped,
+and finals produced while it was away are sent first. A session that is no
+longer held, or a gap in the audio, gets a clear error.
 
 The adapter only decodes, feeds, encodes and sends. The acoustic model and
 CTC decoding of all sockets run in the shared ``MicroBatcher``.
@@ -22,8 +31,9 @@ import http
 import os
 import ssl
 import time
+import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -34,8 +44,8 @@ from websockets.http11 import Request, Response
 from stream import codec
 from stream.app import add_decoding_arguments, build_pipeline, decoding_from_args
 from stream.batcher import BatcherConfig, MicroBatcher
-from stream.errors import InputError, LimitExceeded
-from stream.events import EndOfStream, Error, Event, Final, Partial, StreamConfig, StreamEnd
+from stream.errors import InputError, LimitExceeded, ResumeError
+from stream.events import EndOfStream, Enriched, Error, Event, Final, Partial, SessionInfo, StreamConfig, StreamEnd
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline, StreamState
 
@@ -58,6 +68,7 @@ class ServerConfig:
     max_bytes_per_s: float = 1_000_000.0  # sustained audio rate per connection
     idle_timeout_s: float = 30.0  # no message for this long closes the stream
     ping_interval_s: float = 20.0  # keepalive
+    resume_grace_s: float = 30.0  # a dropped session is held this long for a resume; 0: never held
     batcher: BatcherConfig = dataclasses.field(default_factory=BatcherConfig)
 
 
@@ -75,6 +86,25 @@ class _RateLimit:
         return self.tokens >= -self.rate  # allow a burst of one extra second, then refuse
 
 
+SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@dataclass(eq=False)
+class _Session:
+    """A stream that outlives its connection for the grace period."""
+
+    state: StreamState
+    limit: _RateLimit
+    frames: int = 0  # sample frames received
+    skip: int = 0  # frames to drop from the next audio (a resumed client resending)
+    pending: list[Event] = field(default_factory=list)  # finals the dropped connection did not get
+    conn: ServerConnection | None = None
+    expiry: asyncio.TimerHandle | None = None
+    first_audio: float | None = None
+    first_partial_seen: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one message at a time, across a takeover
+
+
 class WebSocketServer:
     def __init__(self, pipeline: Pipeline, config: ServerConfig | None = None, metrics: Metrics | None = None) -> None:
         self.pipeline = pipeline
@@ -83,6 +113,7 @@ class WebSocketServer:
         self.batcher = MicroBatcher(pipeline, self.config.batcher)
         self.batcher.on_batch = self.metrics.observe_batch
         self._server: Server | None = None
+        self._sessions: dict[str, _Session] = {}
 
     @property
     def port(self) -> int:
@@ -104,6 +135,8 @@ class WebSocketServer:
         )
 
     async def close(self) -> None:
+        for session in list(self._sessions.values()):
+            self._drop(session)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -127,17 +160,17 @@ class WebSocketServer:
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        stream_id = f"ws-{uuid.uuid4().hex[:12]}"
-        state = await self._configure(ws, stream_id)
-        if state is None:
+        session = await self._configure(ws)
+        if session is None:
             return
         self.metrics.active_streams.inc()
         try:
-            await self._stream(ws, state)
+            await self._stream(ws, session)
         finally:
             self.metrics.active_streams.dec()
 
-    async def _configure(self, ws: ServerConnection, stream_id: str) -> StreamState | None:
+    async def _configure(self, ws: ServerConnection) -> _Session | None:
+        stream_id = f"ws-{uuid.uuid4().hex[:12]}"
         try:
             first = await asyncio.wait_for(ws.recv(), self.config.idle_timeout_s)
         except (asyncio.TimeoutError, ConnectionClosed):
@@ -150,72 +183,156 @@ class WebSocketServer:
             config = codec.decode_client(first)
             if not isinstance(config, StreamConfig):
                 raise InputError(f"the first message must be a config, got {type(config).__name__}")
-            return self.pipeline.open(stream_id, config)
+            stream_id = config.session_id or stream_id
+            session, resumed = self._attach(config, stream_id)
         except InputError as exc:
             await self._fail(ws, stream_id, getattr(exc, "code", "bad_input"), str(exc))
             return None
+        old = session.conn
+        session.conn = ws
+        if old is not None:
+            await old.close(CLOSE_POLICY, "session resumed on another connection")
+        self._sessions[session.state.stream_id] = session
+        info = SessionInfo(stream_id=session.state.stream_id, session_id=session.state.stream_id,
+                           offset=session.frames, resumed=resumed, grace_s=self.config.resume_grace_s)
+        pending, session.pending = session.pending, []
+        await self._send(session, [info, *pending])
+        return session
 
-    async def _stream(self, ws: ServerConnection, state: StreamState) -> None:
+    def _attach(self, config: StreamConfig, stream_id: str) -> tuple[_Session, bool]:
+        """A new session, or the held one that ``config.session_id`` names (resume, True)."""
+        sid = config.session_id
+        if config.resume_offset is not None and config.resume_offset < 0:
+            raise InputError(f"resume_offset must be >= 0, got {config.resume_offset}")
+        if sid is not None and not SESSION_ID.fullmatch(sid):
+            raise InputError("session_id must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+        held = self._sessions.get(sid) if sid is not None else None
+        if held is None:
+            if config.resume_offset:
+                raise ResumeError(f"session {sid!r} is not held (unknown, ended or past its "
+                                 f"{self.config.resume_grace_s:g} s grace period); start a new stream", "session_expired")
+            return _Session(self.pipeline.open(stream_id, config), _RateLimit(self.config.max_bytes_per_s)), False
+        old = held.state.config
+        if (config.sample_rate, config.encoding, config.channels) != (old.sample_rate, old.encoding, old.channels):
+            raise ResumeError("a resumed session keeps its audio format: "
+                             f"{old.encoding} {old.sample_rate} Hz x{old.channels}", "resume_mismatch")
+        start = held.frames if config.resume_offset is None else config.resume_offset
+        if start > held.frames:
+            raise ResumeError(f"the server holds {held.frames} sample frames of session {sid!r}, and the audio "
+                             f"would resume at {start}; resend from frame {held.frames}", "resume_gap")
+        if held.expiry is not None:
+            held.expiry.cancel()
+            held.expiry = None
+        held.skip = held.frames - start
+        return held, True
+
+    def _hold(self, session: _Session) -> None:
+        """The connection dropped: keep the session for the grace period, or end it."""
+        session.conn = None
+        if self.config.resume_grace_s <= 0:
+            self._drop(session, reason="disconnected")
+            return
+        loop = asyncio.get_running_loop()
+        session.expiry = loop.call_later(self.config.resume_grace_s, self._drop, session, "disconnected")
+
+    def _drop(self, session: _Session, reason: str = "shutdown") -> None:
+        if session.expiry is not None:
+            session.expiry.cancel()
+        if self._sessions.get(session.state.stream_id) is session:
+            del self._sessions[session.state.stream_id]
+        self.pipeline.finish(session.state, reason=reason)
+
+    async def _stream(self, ws: ServerConnection, session: _Session) -> None:
         cfg = self.config
-        limit = _RateLimit(cfg.max_bytes_per_s)
-        first_audio: float | None = None
-        first_partial_seen = False
         while True:
             try:
                 message = await asyncio.wait_for(ws.recv(), cfg.idle_timeout_s)
             except asyncio.TimeoutError:
-                await self._send(ws, self.pipeline.finish(state, reason="timeout"))
-                await ws.close(1000, "idle timeout")
+                await self._end(session, reason="timeout", message="idle timeout")
                 return
             except ConnectionClosed:
-                self.pipeline.finish(state, reason="disconnected")
+                if session.conn is ws:
+                    self._hold(session)
                 return
             now = time.time()
-            try:
-                if isinstance(message, bytes):
-                    if not limit.take(len(message)):
-                        raise LimitExceeded("audio arrives faster than max_bytes_per_s")
-                    first_audio = first_audio or now
-                    self.pipeline.push(state, message)
-                    if state.decoder.samples_decoded / state.format.sample_rate > cfg.max_session_s:
-                        raise LimitExceeded(f"session longer than max_session_s={cfg.max_session_s:g}")
-                    events = []
-                    while ready := self.pipeline.ready_channels(state):
-                        events += await self.batcher.run(ready)
-                else:
-                    control = codec.decode_client(message)
-                    if not isinstance(control, StreamEnd):
-                        raise InputError(f"unexpected {type(control).__name__} after the config")
-                    if control.close:
-                        await self._send(ws, self.pipeline.finish(state), received=now)
-                        await ws.close(1000, "end of stream")
-                        return
-                    events = self.pipeline.finalize(state)
-            except InputError as exc:
-                await self._fail(ws, state.stream_id, getattr(exc, "code", "bad_input"), str(exc), state)
-                return
-            if not first_partial_seen and first_audio and any(isinstance(e, Partial) for e in events):
-                self.metrics.first_partial.observe(now - first_audio)
-                first_partial_seen = True
-            await self._send(ws, events, received=now)
+            async with session.lock:
+                if not await self._process(ws, session, message, now):
+                    return
 
-    async def _send(self, ws: ServerConnection, events: list[Event], received: float | None = None) -> None:
-        for event in events:
+    async def _process(self, ws: ServerConnection, session: _Session, message: str | bytes, now: float) -> bool:
+        """Handle one client message; False when the stream is over."""
+        cfg = self.config
+        state = session.state
+        frame_bytes = state.format.frame_bytes
+        try:
+            if isinstance(message, bytes):
+                if not session.limit.take(len(message)):
+                    raise LimitExceeded("audio arrives faster than max_bytes_per_s")
+                if session.skip:
+                    drop = min(session.skip, len(message) // frame_bytes)
+                    session.skip -= drop
+                    message = message[drop * frame_bytes :]
+                session.first_audio = session.first_audio or now
+                self.pipeline.push(state, message)
+                session.frames += len(message) // frame_bytes
+                if state.decoder.samples_decoded / state.format.sample_rate > cfg.max_session_s:
+                    raise LimitExceeded(f"session longer than max_session_s={cfg.max_session_s:g}")
+                events = []
+                while ready := self.pipeline.ready_channels(state):
+                    events += await self.batcher.run(ready)
+            else:
+                control = codec.decode_client(message)
+                if not isinstance(control, StreamEnd):
+                    raise InputError(f"unexpected {type(control).__name__} after the config")
+                if control.close:
+                    await self._end(session, received=now)
+                    return False
+                events = self.pipeline.finalize(state)
+        except InputError as exc:
+            await self._fail(ws, state.stream_id, getattr(exc, "code", "bad_input"), str(exc), session)
+            return False
+        if not session.first_partial_seen and session.first_audio and any(isinstance(e, Partial) for e in events):
+            self.metrics.first_partial.observe(now - session.first_audio)
+            session.first_partial_seen = True
+        await self._send(session, events, received=now)
+        return True
+
+    async def _end(self, session: _Session, reason: str = "end", message: str = "end of stream",
+                   received: float | None = None) -> None:
+        self._sessions.pop(session.state.stream_id, None)
+        ws = session.conn
+        await self._send(session, self.pipeline.finish(session.state, reason=reason), received=received)
+        if ws is not None:
+            await ws.close(1000, message)
+
+    async def _send(self, target: _Session | ServerConnection, events: list[Event],
+                    received: float | None = None) -> None:
+        """Send in order; what a dropped session's connection misses (finals, enriched) waits for its resume."""
+        session = target if isinstance(target, _Session) else None
+        ws = session.conn if session is not None else target
+        for i, event in enumerate(events):
             if isinstance(event, (Partial, Final)):
                 event = dataclasses.replace(event, received_at=received, emitted_at=time.time())
                 if isinstance(event, Final) and received is not None:
                     self.metrics.final_latency.observe(event.emitted_at - received)
             try:
+                if ws is None:
+                    raise ConnectionClosed(None, None)
                 await ws.send(codec.encode(event).decode())
             except ConnectionClosed:
+                if session is not None:
+                    session.pending += [e for e in events[i:] if isinstance(e, (Final, Enriched))]
                 return
 
     async def _fail(self, ws: ServerConnection, stream_id: str, code: str, message: str,
-                    state: StreamState | None = None) -> None:
+                    session: _Session | None = None) -> None:
         self.metrics.errors.labels(code=code).inc()
         events: list[Event] = [Error(stream_id=stream_id, code=code, message=message)]
-        if state is not None:
-            state.closed = True
+        if session is not None:
+            session.state.closed = True
+            if session.expiry is not None:
+                session.expiry.cancel()
+            self._sessions.pop(stream_id, None)
         events.append(EndOfStream(stream_id=stream_id, reason="error"))
         await self._send(ws, events)
         await ws.close(CLOSE_POLICY if code in ("protocol", LimitExceeded.code) else CLOSE_BAD_DATA, message[:120])
@@ -233,6 +350,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-session-s", type=float, default=d.max_session_s)
     p.add_argument("--max-bytes-per-s", type=float, default=d.max_bytes_per_s)
     p.add_argument("--idle-timeout-s", type=float, default=d.idle_timeout_s)
+    p.add_argument("--resume-grace-s", type=float, default=d.resume_grace_s,
+                   help="hold a dropped session this long for a resume (0: never)")
     p.add_argument("--max-batch", type=int, default=d.batcher.max_batch)
     p.add_argument("--max-wait-ms", type=float, default=d.batcher.max_wait_ms)
     p.add_argument("--model", type=Path, help="ONNX acoustic model (default: bundled int8)")
@@ -246,6 +365,7 @@ def run(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, token=args.token, certfile=args.certfile, keyfile=args.keyfile,
         max_frame_bytes=args.max_frame_bytes, max_session_s=args.max_session_s,
         max_bytes_per_s=args.max_bytes_per_s, idle_timeout_s=args.idle_timeout_s,
+        resume_grace_s=args.resume_grace_s,
         batcher=BatcherConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms),
     )
     pipeline = build_pipeline(model=args.model, threads=args.threads, decoding=decoding_from_args(args),

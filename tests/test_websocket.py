@@ -1,6 +1,7 @@
 """WebSocket adapter in-process (server on port 0): protocol, limits, auth, concurrency, metrics."""
 
 import asyncio
+import dataclasses
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from operators.audio import encode_audio
 from stream import codec
-from stream.events import EndOfStream, Error, Final, StreamConfig, StreamEnd
+from stream.events import EndOfStream, Error, Final, SessionInfo, StreamConfig, StreamEnd
 from stream.websocket import ServerConfig, WebSocketServer
 
 
@@ -104,7 +105,8 @@ def test_odd_pcm16_frame_errors_that_stream_only(pipeline):
         return bad_events, good
 
     bad_events, good = asyncio.run(_with_server(pipeline, body))
-    assert bad_events[0].code == "bad_audio" and "multiple of 2 bytes" in bad_events[0].message
+    assert isinstance(bad_events[0], SessionInfo) and bad_events[0].offset == 0 and not bad_events[0].resumed
+    assert bad_events[1].code == "bad_audio" and "multiple of 2 bytes" in bad_events[1].message
     assert isinstance(good[-1], EndOfStream) and good[-1].reason == "end"
 
 
@@ -145,3 +147,126 @@ def test_metrics_endpoint_reports_streams_and_batches(pipeline):
     assert "callstream_acoustic_batch_size_count" in text
     chunks = [line for line in text.splitlines() if line.startswith("callstream_chunks_processed_total")]
     assert chunks and float(chunks[0].split()[-1]) > 0
+
+
+async def _send_audio(ws, audio, config, start=0, finalize_at=(), frame_s=0.02):
+    """Send ``audio[start:]`` in 20 ms frames, with a finalize before each sample index in ``finalize_at``."""
+    step = int(config.sample_rate * frame_s)
+    for i in range(start, len(audio), step):
+        if i in finalize_at:
+            await ws.send(codec.encode_client(StreamEnd(close=False)).decode())
+        await ws.send(encode_audio(audio[i : i + step], config.encoding))
+
+
+async def _received_within(ws, seconds):
+    events = []
+    try:
+        while True:
+            events.append(codec.decode(await asyncio.wait_for(ws.recv(), seconds)))
+    except asyncio.TimeoutError:
+        return events
+
+
+async def _drop(ws):
+    """Cut the connection the way a network failure does (no close handshake)."""
+    ws.transport.abort()
+    await asyncio.sleep(0.05)
+
+
+def _finals(events):
+    return [(e.text, e.start, e.end, e.utterance_id) for e in events if isinstance(e, Final)]
+
+
+@pytest.mark.parametrize("overlap_s", [0.0, 0.3, None])
+def test_resume_continues_the_same_utterances(pipeline, overlap_s):
+    """Drop mid-stream, reconnect with the session id: the finals equal an unbroken stream's.
+
+    ``overlap_s`` is how much already-sent audio the client resends (skipped by
+    the server); None resumes at the server's offset from the session event.
+    """
+    cfg = StreamConfig(sample_rate=16000, encoding="pcm16", endpoint_silence_s=0.2, session_id="call-42.agent")
+    audio = _audio(3.0, seed=7)
+    cut, marks = int(1.3 * 16000), (int(0.8 * 16000), int(2.2 * 16000))  # utterance 2 spans the cut
+
+    async def body(url, server):
+        async with connect(url) as ws:
+            await ws.send(codec.encode_client(dataclasses.replace(cfg, session_id="whole")).decode())
+            await _send_audio(ws, audio, cfg, finalize_at=marks)
+            await ws.send(codec.encode_client(StreamEnd(close=True)).decode())
+            whole = await _drain(ws)
+        async with connect(url) as ws:
+            await ws.send(codec.encode_client(cfg).decode())
+            await _send_audio(ws, audio[:cut], cfg, finalize_at=marks)
+            before = await _received_within(ws, 0.3)
+            await _drop(ws)
+        start = None if overlap_s is None else cut - int(overlap_s * 16000)
+        async with connect(url) as ws:
+            await ws.send(codec.encode_client(dataclasses.replace(cfg, resume_offset=start)).decode())
+            info = codec.decode(await ws.recv())
+            await _send_audio(ws, audio, cfg, start=info.offset if start is None else start, finalize_at=marks)
+            await ws.send(codec.encode_client(StreamEnd(close=True)).decode())
+            events = await _drain(ws)
+        return whole, before, info, events
+
+    whole, before, info, events = asyncio.run(_with_server(pipeline, body))
+    assert isinstance(info, SessionInfo) and info.resumed and info.session_id == "call-42.agent"
+    assert info.offset == cut and info.grace_s > 0
+    strip = lambda finals: [(t, s, e) for t, s, e, _ in finals]  # noqa: E731
+    assert len(_finals(whole)) == 3
+    # Nothing lost, nothing twice: finals before the drop + after the resume = the unbroken stream's.
+    assert strip(_finals(before) + _finals(events)) == strip(_finals(whole))
+    assert isinstance(events[-1], EndOfStream) and events[-1].audio_seconds == pytest.approx(3.0, abs=0.01)
+
+
+def test_resume_errors_are_clear_and_keep_a_held_session(pipeline):
+    cfg = StreamConfig(sample_rate=16000, session_id="s1")
+
+    async def opening(url, config):
+        async with connect(url) as ws:
+            await ws.send(codec.encode_client(config).decode())
+            return await _drain(ws)
+
+    async def body(url, server):
+        unknown = await opening(url, dataclasses.replace(cfg, session_id="nope", resume_offset=800))
+        async with connect(url) as ws:
+            await ws.send(codec.encode_client(cfg).decode())
+            await ws.recv()
+            await _send_audio(ws, _audio(0.5), cfg)
+            await asyncio.sleep(0.2)
+            await _drop(ws)
+        gap = await opening(url, dataclasses.replace(cfg, resume_offset=9000))
+        fmt = await opening(url, dataclasses.replace(cfg, encoding="mulaw", resume_offset=0))
+        bad_id = await opening(url, dataclasses.replace(cfg, session_id="no spaces"))
+        async with connect(url) as ws:  # still held after the failed attempts
+            await ws.send(codec.encode_client(dataclasses.replace(cfg, resume_offset=8000)).decode())
+            info = codec.decode(await ws.recv())
+            await ws.send(codec.encode_client(StreamEnd(close=True)).decode())
+            rest = await _drain(ws)
+        return unknown, gap, fmt, bad_id, info, rest
+
+    unknown, gap, fmt, bad_id, info, rest = asyncio.run(_with_server(pipeline, body))
+    assert unknown[0].code == "session_expired" and "not held" in unknown[0].message
+    assert gap[0].code == "resume_gap" and "resend from frame 8000" in gap[0].message
+    assert fmt[0].code == "resume_mismatch"
+    assert bad_id[0].code == "bad_input" and "session_id" in bad_id[0].message
+    assert info.resumed and info.offset == 8000
+    assert isinstance(rest[-1], EndOfStream) and rest[-1].audio_seconds == pytest.approx(0.5)
+
+
+def test_a_dropped_session_expires_after_its_grace_period(pipeline):
+    cfg = StreamConfig(sample_rate=16000, session_id="short")
+
+    async def body(url, server):
+        async with connect(url) as ws:
+            await ws.send(codec.encode_client(cfg).decode())
+            await ws.recv()
+            await _send_audio(ws, _audio(0.3), cfg)
+            await _drop(ws)
+        held = "short" in server._sessions
+        await asyncio.sleep(0.4)
+        async with connect(url) as ws:
+            await ws.send(codec.encode_client(dataclasses.replace(cfg, resume_offset=4800)).decode())
+            return held, await _drain(ws)
+
+    held, events = asyncio.run(_with_server(pipeline, body, resume_grace_s=0.2))
+    assert held and events[0].code == "session_expired"
