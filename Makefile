@@ -9,9 +9,9 @@ APT_PACKAGES := cmake build-essential libboost-program-options-dev libboost-syst
 	libboost-test-dev libeigen3-dev zlib1g-dev libbz2-dev liblzma-dev espeak-ng flite festival \
 	festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k
 
-.PHONY: setup system-packages kenlm demo test test-slow
+.PHONY: setup system-packages kenlm general-lm demo test test-slow
 
-setup: $(STAMP) kenlm
+setup: $(STAMP) kenlm general-lm
 
 system-packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -37,6 +37,10 @@ $(KENLM)/bin/lmplz: | system-packages $(STAMP)
 	cmake -S $(KENLM)/src/kenlm-0.3.0 -B $(KENLM)/src/build -DCMAKE_BUILD_TYPE=Release >/dev/null
 	$(MAKE) -C $(KENLM)/src/build -j2 lmplz build_binary >/dev/null
 	cp $(KENLM)/src/build/bin/lmplz $(KENLM)/src/build/bin/build_binary $(KENLM)/bin/
+
+# The general-English LM (from the pocketsphinx wheel) goes to the cache directory, once.
+general-lm: kenlm
+	$(BIN)/callstream build-lm --general
 
 demo: setup
 	$(BIN)/callstream demo

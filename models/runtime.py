@@ -21,6 +21,24 @@ from stream.errors import ModelError
 __all__ = ["ASSETS", "AcousticModel", "AcousticSpec", "SessionOptions", "default_model_path", "load_acoustic"]
 
 ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def cache_root() -> Path:
+    """Where set-up builds the models too large to commit (the sentence encoder, the general LM).
+
+    ``$CALLSTREAM_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/callstream``
+    (``~/.cache/callstream``): outside the work tree, so fresh clones on one
+    machine share it.
+    """
+    root = os.environ.get("CALLSTREAM_CACHE_DIR")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "callstream"
+
+
+def default_general_lm() -> Path:
+    """The general-English LM folder that set-up builds (``callstream build-lm --general``)."""
+    return cache_root() / "lm-general-en"
 FORMAT = "callstream-conformer-ctc-stream/1"
 
 

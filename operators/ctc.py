@@ -28,9 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import kenlm
 import numpy as np
 from pyctcdecode import decoder as _pcd
-from pyctcdecode.language_model import HotwordScorer
+from pyctcdecode.alphabet import Alphabet
+from pyctcdecode.language_model import (
+    HotwordScorer,
+    LanguageModel,
+    MultiLanguageModel,
+    load_unigram_set_from_arpa,
+)
 
 from stream.events import Event, Final, Hypothesis, Partial, Word
 
@@ -75,6 +82,21 @@ class LanguageModelConfig:
     alpha: float = 0.5  # LM weight
     beta: float = 1.0  # word insertion bonus
     unk_score_offset: float = -10.0
+    # More LMs mixed in (e.g. general English beside the domain LM): pyctcdecode's
+    # MultiLanguageModel averages their scores, each with its own alpha and beta.
+    mix: tuple["LanguageModelConfig", ...] = ()
+
+    def language_model(self) -> LanguageModel | MultiLanguageModel:
+        """The pyctcdecode scorer of this LM and its mix."""
+        models = []
+        for cfg in (self, *self.mix):
+            if cfg.unigrams is not None:
+                unigrams = [w for w in Path(cfg.unigrams).read_text().split() if w]
+            else:
+                unigrams = load_unigram_set_from_arpa(str(cfg.path)) if str(cfg.path).endswith(".arpa") else None
+            models.append(LanguageModel(kenlm.Model(str(cfg.path)), unigrams, alpha=cfg.alpha, beta=cfg.beta,
+                                        unk_score_offset=cfg.unk_score_offset))
+        return models[0] if len(models) == 1 else MultiLanguageModel(models)
 
 
 @dataclass
@@ -313,15 +335,10 @@ class BeamDecoder(_StreamingCtc):
         super().__init__(vocab, frame_seconds, endpoint)
         self.beam = beam or BeamConfig()
         self.global_hotwords = tuple(hotwords)
-        unigrams = None
-        if lm is not None and lm.unigrams is not None:
-            unigrams = [w for w in Path(lm.unigrams).read_text().split() if w]
         # The decoder object supplies the LM scoring (its _get_lm_beams) so that scores equal
         # decode_beams' exactly; its frame loop is not used.
-        self._reference = _pcd.build_ctcdecoder(
-            list(vocab), kenlm_model_path=str(lm.path) if lm else None, unigrams=unigrams,
-            alpha=lm.alpha if lm else 0.5, beta=lm.beta if lm else 1.0,
-            unk_score_offset=lm.unk_score_offset if lm else -10.0,
+        self._reference = _pcd.BeamSearchDecoderCTC(
+            Alphabet.build_alphabet(list(vocab)), lm.language_model() if lm is not None else None
         )
         self._idx2vocab = self._reference._idx2vocab
         self._lm = self._reference._language_model

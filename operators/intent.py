@@ -19,7 +19,6 @@ when the top probability is below the head's threshold (tuned on CLINC150
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from models.runtime import cache_root
 from stream.errors import ModelError
 from stream.events import IntentResult
 
@@ -56,16 +56,9 @@ DEFAULT_HEAD = ASSETS / "intent_banking77.npz"
 def default_encoder_dir() -> Path:
     """Where ``models.encoder_export.ensure_encoder`` builds the encoder.
 
-    ``$CALLSTREAM_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/callstream``
-    (``~/.cache/callstream``), then ``minilm-l6-v2/`` under it. The cache is
-    outside the work tree so that fresh clones on one machine share it.
+    ``minilm-l6-v2/`` under ``models.runtime.cache_root()``.
     """
-    root = os.environ.get("CALLSTREAM_CACHE_DIR")
-    if root:
-        base = Path(root)
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "callstream"
-    return base / "minilm-l6-v2"
+    return cache_root() / "minilm-l6-v2"
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.runtime import ASSETS, SessionOptions, load_acoustic
+from models.runtime import ASSETS, SessionOptions, default_general_lm, load_acoustic
 from operators.acoustic import AcousticOperator
 from operators.ctc import BeamConfig, BeamDecoder, EndpointConfig, GreedyDecoder, LanguageModelConfig
 from stream.pipeline import Pipeline
@@ -14,6 +15,7 @@ from stream.pipeline import Pipeline
 __all__ = ["DecodingConfig", "add_decoding_arguments", "build_pipeline", "decoding_from_args", "lm_config"]
 
 BUNDLED_LM = ASSETS / "lm"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class DecodingConfig:
     beam_width: int = 16
     nbest: int = 3
     lm: Path | None = BUNDLED_LM  # folder with lm.bin (or lm.arpa) and unigrams.txt; None: no LM
+    # general-English LM mixed with ``lm`` (built at set-up); None: the domain LM alone
+    general_lm: Path | None = field(default_factory=default_general_lm)
     alpha: float = 0.5  # LM weight
     beta: float = 1.0  # word insertion bonus
     hotwords: tuple[tuple[str, float], ...] = ()  # global hotwords (phrase, weight)
@@ -39,8 +43,19 @@ def lm_config(cfg: DecodingConfig) -> LanguageModelConfig | None:
             return None
         raise FileNotFoundError(f"no lm.bin or lm.arpa in {folder}")
     unigrams = folder / "unigrams.txt"
+    mix = ()
+    if cfg.general_lm is not None:
+        general = Path(cfg.general_lm)
+        if (general / "lm.bin").is_file() and (general / "unigrams.txt").is_file():
+            mix = (LanguageModelConfig(path=general / "lm.bin", unigrams=general / "unigrams.txt",
+                                       alpha=cfg.alpha, beta=cfg.beta),)
+        elif general == default_general_lm():
+            log.warning("the general-English LM is not built (run `callstream build-lm --general`); "
+                        "decoding with the domain LM alone")
+        else:
+            raise FileNotFoundError(f"no lm.bin and unigrams.txt in {general}")
     return LanguageModelConfig(path=model, unigrams=unigrams if unigrams.exists() else None,
-                               alpha=cfg.alpha, beta=cfg.beta)
+                               alpha=cfg.alpha, beta=cfg.beta, mix=mix)
 
 
 def build_pipeline(
@@ -85,6 +100,9 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beam", type=int, default=d.beam_width, help="beam width")
     p.add_argument("--lm", type=Path, default=d.lm, help="LM folder (lm.bin, unigrams.txt); default: bundled")
     p.add_argument("--no-lm", action="store_true", help="beam search without a language model")
+    p.add_argument("--general-lm", type=Path, default=d.general_lm,
+                   help="general-English LM folder mixed with --lm (default: built at set-up)")
+    p.add_argument("--no-general-lm", action="store_true", help="the domain LM alone")
     p.add_argument("--alpha", type=float, default=d.alpha)
     p.add_argument("--beta", type=float, default=d.beta)
     p.add_argument("--hotword", action="append", default=[], metavar="PHRASE[:WEIGHT]",
@@ -98,5 +116,6 @@ def decoding_from_args(args: argparse.Namespace) -> DecodingConfig:
         hotwords.append((phrase, float(weight) if weight else 0.0))
     return DecodingConfig(
         search="greedy" if args.greedy else "beam", beam_width=args.beam, lm=None if args.no_lm else args.lm,
+        general_lm=None if args.no_general_lm else args.general_lm,
         alpha=args.alpha, beta=args.beta, hotwords=tuple(hotwords),
     )

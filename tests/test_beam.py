@@ -127,3 +127,27 @@ def test_nbest_and_confidences(lm):
     assert 1 <= len(final.nbest) <= 3 and final.nbest[0].text == final.text
     assert all(a.score >= b.score for a, b in zip(final.nbest, final.nbest[1:]))
     assert all(0.0 < w.confidence <= 1.0 and w.end > w.start for w in final.words)
+
+
+def test_general_english_lm_is_clean_and_mixes_with_the_domain_lm(lm):
+    import kenlm
+
+    from models.lm import ensure_general_lm
+
+    folder = ensure_general_lm()
+    words = (folder / "unigrams.txt").read_text().split()
+    assert len(words) > 50000 and all(w.replace("'", "").isalpha() and w.islower() for w in words)
+    general = kenlm.Model(str(folder / "lm.bin"))
+    assert general.order == 2
+    assert general.score("i lost my card", bos=True, eos=True) > general.score("card my lost i", bos=True, eos=True)
+
+    mixed = LanguageModelConfig(path=lm.path, mix=(LanguageModelConfig(folder / "lm.bin", folder / "unigrams.txt"),))
+    scorer = mixed.language_model()
+    alone = lm.language_model()
+    # pyctcdecode's MultiLanguageModel: the mean of the two scores, word by word.
+    s_mixed, _ = scorer.score(scorer.get_start_state(), "weather")
+    s_alone, _ = alone.score(alone.get_start_state(), "weather")
+    g = LanguageModelConfig(folder / "lm.bin", folder / "unigrams.txt").language_model()
+    s_general, _ = g.score(g.get_start_state(), "weather")
+    assert s_mixed == pytest.approx((s_alone + s_general) / 2)
+    assert s_general > s_alone  # a word the domain LM has never seen
