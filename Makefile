@@ -9,7 +9,7 @@ APT_PACKAGES := cmake build-essential libboost-program-options-dev libboost-syst
 	libboost-test-dev libeigen3-dev zlib1g-dev libbz2-dev liblzma-dev espeak-ng flite festival \
 	festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k
 
-.PHONY: setup system-packages kenlm general-lm demo test test-slow
+.PHONY: setup system-packages kenlm general-lm demo test test-slow bench
 
 setup: $(STAMP) kenlm general-lm
 
@@ -50,3 +50,8 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
+
+# The benchmark suite (peers need the [bench] extra); BENCH_ARGS=--quick for a 2-minute run.
+bench: setup
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/python -m bench --json $(BENCH_ARGS)

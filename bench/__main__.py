@@ -1,0 +1,92 @@
+"""The benchmark suite: ``make bench`` (or ``python -m bench [--quick] [--json]``).
+
+Prints one table per area and writes the raw numbers to ``--out``. With
+``--json`` the last line is one JSON object of the headline figures. Peers
+need the ``[bench]`` extra. Absolute times are this machine's; read the
+ratios and the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from bench.common import ROOT
+
+AREAS = ("acoustic", "streams", "websocket", "kafka", "peers")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="a smaller run (under 2 minutes)")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of headline figures")
+    p.add_argument("--only", choices=AREAS, action="append", help="run only these areas (repeatable)")
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "bench.json")
+    args = p.parse_args(argv)
+    areas = args.only or list(AREAS)
+    quick = args.quick
+    raw: dict[str, object] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                          "quick": quick, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}}
+    headline: dict[str, object] = {}
+    t_start = time.perf_counter()
+
+    if "acoustic" in areas:
+        from bench.acoustic import full_pipeline_rtf, single_stream_rtf
+
+        text, r = single_stream_rtf(8.0 if quick else 30.0)
+        r.update(full_pipeline_rtf(8.0 if quick else 30.0))
+        print(text + f"whole pipeline (features + acoustic + beam search with LM), 1 thread: "
+              f"RTF {r['pipeline_rtf']:.4f}\n", flush=True)
+        raw["acoustic"] = r
+        headline.update(rtf_int8_1thread=r["int8_t1"], rtf_fp32_1thread=r["fp32_t1"],
+                        int8_speedup=r["int8_speedup_t1"], pipeline_rtf=r["pipeline_rtf"])
+    if "streams" in areas:
+        from bench.acoustic import concurrent_streams
+
+        levels = [1, 8, 32] if quick else [1, 8, 32, 64, 128]
+        text, r = concurrent_streams(levels, 3.0 if quick else 10.0, search=not quick)
+        print(text, flush=True)
+        raw["streams"] = r
+        headline["max_realtime_streams"] = r["max_realtime_streams"]
+    if "websocket" in areas:
+        from bench.e2e import websocket_latency
+
+        text, r = websocket_latency(4 if quick else 16, 8.0 if quick else 20.0)
+        print(text, flush=True)
+        raw["websocket"] = r
+        headline.update({k: r[k] for k in ("first_partial_p50_ms", "final_after_speech_p50_ms",
+                                           "final_after_speech_p99_ms", "enrich_p50_ms")})
+    if "kafka" in areas:
+        from bench.kafka import transcript_to_enriched
+
+        text, r = transcript_to_enriched(100 if quick else 1000)
+        print(text, flush=True)
+        raw["kafka"] = r
+        headline.update(kafka_enriched_p50_ms=r["p50_ms"], kafka_enriched_p99_ms=r["p99_ms"],
+                        kafka_records_per_s=r["records_per_s"])
+    if "peers" in areas:
+        from bench.peers import compare
+
+        text, r = compare(15 if quick else 100)
+        print(text, flush=True)
+        raw["peers"] = r
+        for name, v in r["summary"].items():
+            key = name.split(" (")[0].split()[0].lower().replace(".", "")
+            key = {"whisper": "whisper_tiny_en"}.get(key, key)
+            headline.setdefault(f"{key}_mean_wer", round(v["mean_wer"], 4))
+            headline.setdefault(f"{key}_median_rtf", round(v["median_rtf"], 4))
+    raw["wall_s"] = time.perf_counter() - t_start
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(raw, indent=1, default=float))
+    print(f"raw figures: {args.out} ({raw['wall_s']:.0f} s)")
+    if args.json:
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in headline.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

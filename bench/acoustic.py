@@ -1,0 +1,137 @@
+"""Acoustic-model speed: RTF per stream (fp32/int8, 1/2 threads) and concurrent real-time streams.
+
+The concurrency run is the serving path without sockets: N streams each
+receive 320 ms of PCM16 every 320 ms (phases spread over the chunk), push it
+through decode/resample/log-mel on the event loop, and await the shared
+``MicroBatcher``, which runs one acoustic call for all ready streams and the
+CTC beam search (with the LM) in its executor thread. Chunk latency is from
+the moment a chunk's last sample arrived to the moment its events are back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+
+import numpy as np
+
+from bench.common import percentile, speech_clip, table
+from models.runtime import SessionOptions, default_model_path, load_acoustic
+from operators.acoustic import AcousticOperator
+from operators.audio import encode_audio
+from operators.features import LogMelOperator
+from stream.app import DecodingConfig, build_pipeline
+from stream.batcher import BatcherConfig, MicroBatcher
+from stream.events import StreamConfig
+from stream.pipeline import Pipeline
+
+CHUNK_S = 0.32
+
+
+def single_stream_rtf(seconds: float, repeats: int = 3) -> tuple[str, dict]:
+    """Acoustic-model RTF for one stream, chunk by chunk, per precision and thread count."""
+    feats = LogMelOperator().feed(LogMelOperator().new_state(), speech_clip(seconds, seed=1))
+    rows, raw = [], {}
+    for name, quantized in (("fp32", False), ("int8", True)):
+        for threads in (1, 2):
+            model = load_acoustic(default_model_path(quantized), SessionOptions(intra_op_threads=threads))
+            op = AcousticOperator(model)
+            times = []
+            for _ in range(repeats):
+                state = op.new_state()
+                t0 = time.perf_counter()
+                op.feed(state, feats)
+                times.append(time.perf_counter() - t0)
+            rtf = statistics.median(times) / seconds
+            raw[f"{name}_t{threads}"] = rtf
+            rows.append((name, threads, model.provider, rtf, 1 / rtf))
+    for threads in (1, 2):
+        raw[f"int8_speedup_t{threads}"] = raw[f"fp32_t{threads}"] / raw[f"int8_t{threads}"]
+    rows.append(("int8/fp32 speed-up", "1 / 2", "", raw["int8_speedup_t1"], raw["int8_speedup_t2"]))
+    text = table(f"Acoustic model, one stream, {seconds:g} s of speech in 320 ms chunks (median of {repeats})",
+                 ["model", "threads", "provider", "RTF", "x real time"], rows)
+    return text, raw
+
+
+def full_pipeline_rtf(seconds: float, threads: int = 1) -> dict:
+    """Whole-pipeline RTF of one stream (features, acoustic, beam search with the LM), 100 ms chunks."""
+    pipeline = build_pipeline(threads=threads, decoding=DecodingConfig())
+    audio = encode_audio(speech_clip(seconds, seed=2), "pcm16")
+    state = pipeline.open("rtf", StreamConfig(sample_rate=16000, encoding="pcm16"))
+    step = 3200
+    t0 = time.perf_counter()
+    for i in range(0, len(audio), step):
+        pipeline.feed(state, audio[i : i + step])
+    pipeline.finish(state)
+    return {"pipeline_rtf": (time.perf_counter() - t0) / seconds}
+
+
+async def _drive(pipeline: Pipeline, n: int, seconds: float, audio: bytes, batcher: BatcherConfig) -> dict:
+    mb = MicroBatcher(pipeline, batcher)
+    sizes: list[int] = []
+    mb.on_batch = lambda channels, _s: sizes.append(channels)
+    await mb.start()
+    loop = asyncio.get_running_loop()
+    chunk_bytes = int(CHUNK_S * 16000) * 2
+    n_chunks = max(1, int(seconds / CHUNK_S))
+    span = n_chunks * chunk_bytes
+    latencies: list[float] = []
+    start = loop.time() + 0.1
+
+    async def stream(i: int) -> None:
+        state = pipeline.open(f"bench-{i}", StreamConfig(sample_rate=16000, encoding="pcm16"))
+        base = (i * 44_100 * 2) % max(2, len(audio) - span) // 2 * 2
+        phase = CHUNK_S * i / n
+        for k in range(n_chunks):
+            due = start + phase + (k + 1) * CHUNK_S
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            pipeline.push(state, audio[base + k * chunk_bytes : base + (k + 1) * chunk_bytes])
+            while ready := pipeline.ready_channels(state):
+                await mb.run(ready)
+            latencies.append(loop.time() - due)
+
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(stream(i) for i in range(n)))
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    await mb.close()
+    audio_s = n * n_chunks * CHUNK_S
+    return {
+        "streams": n,
+        "p50_ms": 1000 * percentile(latencies, 50),
+        "p99_ms": 1000 * percentile(latencies, 99),
+        "rtf_per_stream": cpu / audio_s,
+        "cpu_cores": cpu / wall,
+        "mean_batch": float(np.mean(sizes)) if sizes else 0.0,
+        "realtime": percentile(latencies, 99) < CHUNK_S,
+    }
+
+
+def concurrent_streams(levels: list[int], seconds: float, search: bool, threads: int = 2,
+                       max_batch: int = 128) -> tuple[str, dict]:
+    """Chunk latency over concurrent real-time streams, LM on; then the largest real-time count."""
+    pipeline = build_pipeline(threads=threads, decoding=DecodingConfig())
+    audio = encode_audio(speech_clip(60.0, seed=3), "pcm16")
+    cfg = BatcherConfig(max_batch=max_batch, max_wait_ms=5.0)
+    results = [asyncio.run(_drive(pipeline, n, seconds, audio, cfg)) for n in levels]
+    passing = [r["streams"] for r in results if r["realtime"]]
+    best = max(passing, default=0)
+    if search:
+        failing = min((r["streams"] for r in results if not r["realtime"]), default=None)
+        while failing is None and best < 1024:
+            r = asyncio.run(_drive(pipeline, best * 2, seconds, audio, cfg))
+            results.append(r)
+            best, failing = (r["streams"], None) if r["realtime"] else (best, r["streams"])
+        lo, hi = best, failing
+        while hi is not None and hi - lo > max(4, lo // 8):
+            mid = (lo + hi) // 2
+            r = asyncio.run(_drive(pipeline, mid, seconds, audio, cfg))
+            results.append(r)
+            lo, hi = (mid, hi) if r["realtime"] else (lo, mid)
+        best = lo
+    rows = [(r["streams"], r["p50_ms"], r["p99_ms"], r["rtf_per_stream"], r["cpu_cores"], r["mean_batch"],
+             "yes" if r["realtime"] else "no") for r in sorted(results, key=lambda r: r["streams"])]
+    text = table(f"Concurrent real-time streams (int8, LM on, {threads} threads, chunk 320 ms, {seconds:g} s each)",
+                 ["streams", "p50 ms", "p99 ms", "RTF/stream", "CPU cores", "batch", "p99<320ms"], rows)
+    text += f"max real-time streams (p99 chunk latency < 320 ms): {best}\n"
+    return text, {"levels": results, "max_realtime_streams": best}

@@ -1,0 +1,96 @@
+"""End to end over WebSocket on loopback: N clients stream real speech at real-time pace.
+
+The server is ``callstream serve``'s ``WebSocketServer`` with the bundled
+models and in-process enrichment, in this process; each client sends 20 ms
+PCM16 frames on a real-time clock (dev utterances with 1.2 s silences, so
+the 0.8 s silence rule ends utterances). Audio second ``s`` of a stream is
+sent at ``t0 + s``, so:
+
+* time to first partial: first partial with text minus the send time of the
+  audio where the first utterance starts;
+* time to final beyond the endpoint: a final's arrival minus the send time of
+  the audio at its ``end`` (where the endpoint rule fired);
+* enrichment: the ``enriched`` event's arrival minus its final's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from websockets.asyncio.client import connect
+
+from bench.common import percentile, speech_clip, table
+from operators.audio import encode_audio
+from stream import codec
+from stream.app import DecodingConfig, build_pipeline
+from stream.events import Enriched, Final, Partial, StreamConfig, StreamEnd
+from stream.websocket import ServerConfig, WebSocketServer
+
+FRAME_S = 0.02
+
+
+async def _client(url: str, audio: bytes, seed: int, out: dict[str, list[float]]) -> None:
+    cfg = StreamConfig(sample_rate=16000, encoding="pcm16")
+    frame = int(16000 * FRAME_S) * 2
+    async with connect(url, max_size=None) as ws:
+        await ws.send(codec.encode_client(cfg).decode())
+        await ws.recv()  # the session event
+        loop = asyncio.get_running_loop()
+        t0 = loop.time() + 0.05 + (seed % 16) * FRAME_S / 16
+        finals: dict[str, float] = {}
+
+        async def send() -> None:
+            for k, i in enumerate(range(0, len(audio), frame)):
+                await asyncio.sleep(max(0.0, t0 + (k + 1) * FRAME_S - loop.time()))
+                await ws.send(audio[i : i + frame])
+            await ws.send(codec.encode_client(StreamEnd(close=True)).decode())
+
+        sender = asyncio.create_task(send())
+        first_partial = None
+        async for message in ws:
+            now = loop.time()
+            event = codec.decode(message)
+            if isinstance(event, Partial) and event.text and first_partial is None:
+                first_partial = now - (t0 + event.start)
+                out["first_partial"].append(first_partial)
+            elif isinstance(event, Final) and event.endpoint == "silence":
+                out["final"].append(now - (t0 + event.end))
+                finals[event.utterance_id] = now
+            elif isinstance(event, Enriched) and event.transcript.utterance_id in finals:
+                out["enrich"].append(now - finals[event.transcript.utterance_id])
+        await sender
+
+
+async def _run(n: int, seconds: float) -> tuple[dict[str, list[float]], float]:
+    pipeline = build_pipeline(threads=2, decoding=DecodingConfig(), enrich=True)
+    server = WebSocketServer(pipeline, ServerConfig(port=0))
+    await server.start()
+    out: dict[str, list[float]] = {"first_partial": [], "final": [], "enrich": []}
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    try:
+        url = f"ws://127.0.0.1:{server.port}"
+        clips = [encode_audio(speech_clip(seconds, gap_s=1.2, seed=10 + i), "pcm16") for i in range(n)]
+        await asyncio.gather(*(_client(url, clips[i], i, out) for i in range(n)))
+    finally:
+        await server.close()
+    return out, (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+
+
+def websocket_latency(n: int, seconds: float) -> tuple[str, dict]:
+    out, cores = asyncio.run(_run(n, seconds))
+    ms = {k: [1000 * v for v in vals] for k, vals in out.items()}
+    rows = [(name, len(ms[key]), percentile(ms[key], 50), percentile(ms[key], 99))
+            for name, key in (("time to first partial", "first_partial"),
+                              ("time to final beyond the endpoint rule", "final"),
+                              ("enriched after its final", "enrich"))]
+    text = table(f"WebSocket end to end, {n} real-time clients on loopback, {seconds:g} s each "
+                 f"(server used {cores:.2f} cores)", ["measure", "n", "p50 ms", "p99 ms"], rows)
+    return text, {
+        "clients": n, "cpu_cores": cores,
+        "first_partial_p50_ms": percentile(ms["first_partial"], 50),
+        "final_after_speech_p50_ms": percentile(ms["final"], 50),
+        "final_after_speech_p99_ms": percentile(ms["final"], 99),
+        "enrich_p50_ms": percentile(ms["enrich"], 50),
+        "samples": ms,
+    }
