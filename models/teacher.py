@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,14 +62,22 @@ def _windows(utts: list[Utterance]) -> list[list[tuple[Utterance, np.ndarray]]]:
 
 
 def compute_targets(utts: list[Utterance], out: Path, threads: int = 1) -> Path:
-    """Encode ``utts`` with the teacher and write ``out/targets.npy`` + ``out/index.json``."""
+    """Encode ``utts`` with the teacher into ``out/targets.npy`` + ``out/index.json``.
+
+    Utterances already in an existing index are kept and not encoded again,
+    so a grown corpus only costs its new part.
+    """
     import ctranslate2
 
     model, extractor = _whisper(threads)
     out.mkdir(parents=True, exist_ok=True)
     index: dict[str, list[int]] = {}
     parts: list[np.ndarray] = []
-    offset = 0
+    if (out / "index.json").exists():
+        index = json.loads((out / "index.json").read_text())
+        parts.append(np.load(out / "targets.npy"))
+    offset = sum(p.shape[0] for p in parts)
+    utts = list({str(u.path.resolve()): u for u in utts if str(u.path.resolve()) not in index}.values())
     windows = _windows(utts)
     for window in tqdm(windows, desc="teacher", unit="window", dynamic_ncols=True):
         audio = np.zeros(WINDOW, dtype=np.float32)
@@ -87,10 +96,13 @@ def compute_targets(utts: list[Utterance], out: Path, threads: int = 1) -> Path:
             parts.append(frames.astype(np.float16))
             index[str(u.path.resolve())] = [offset, frames.shape[0]]
             offset += frames.shape[0]
+    if not parts:
+        raise ValueError("no utterances to encode")
     targets = np.concatenate(parts)
-    np.save(out / "targets.npy", targets)
+    np.save(out / "targets.tmp.npy", targets)
     stats = targets.astype(np.float32)
     np.savez(out / "stats.npz", mean=stats.mean(0), std=stats.std(0))
+    os.replace(out / "targets.tmp.npy", out / "targets.npy")
     (out / "index.json").write_text(json.dumps(index))
     return out
 

@@ -78,3 +78,21 @@ def test_two_steps_with_distillation_then_resume(data, tmp_path):
     train(cfg)
     steps = [json.loads(x) for x in (cfg.out / "log.jsonl").read_text().splitlines() if '"loss"' in x]
     assert [x["step"] for x in steps] == [1, 2, 3]  # resumed at step 2, not from scratch
+
+
+def test_teacher_targets_grow_incrementally(data, tmp_path):
+    from models.data import Utterance, load_manifest
+    from models.teacher import TeacherTargets, compute_targets
+
+    _, corpus = data
+    first = load_manifest(corpus)
+    compute_targets(first, tmp_path / "t")
+    before = TeacherTargets(tmp_path / "t")
+    n = before.index[str(FIXTURE.resolve())][1]
+    other = tmp_path / "copy.flac"
+    other.write_bytes(FIXTURE.read_bytes())
+    compute_targets([*first, Utterance(other, "hello")], tmp_path / "t")
+    after = TeacherTargets(tmp_path / "t")
+    assert after.index[str(FIXTURE.resolve())] == before.index[str(FIXTURE.resolve())]
+    assert after.index[str(other.resolve())][0] == n  # appended after the one existing utterance
+    np.testing.assert_allclose(after.get(other, n), after.get(FIXTURE, n), atol=0.05)
