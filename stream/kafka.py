@@ -114,6 +114,7 @@ class AsrWorker:
         key = record.key.decode("utf-8", "replace") if record.key else ""
         headers = list(record.headers or ())
         is_end = any(k == "cs-end" and v == b"1" for k, v in headers)
+        is_finalize = any(k == "cs-finalize" and v == b"1" for k, v in headers)
         call = self.calls.get(key)
         if record.offset < (call.skip_before if call else self._resume.get(key, {}).get("offset", -1)):
             return  # audio of utterances already finalized before a restart
@@ -124,6 +125,10 @@ class AsrWorker:
                 await self._publish(call, self.pipeline.finish(call.state), record.offset)
                 del self.calls[key]
                 await self._write_state(key, None)
+                return
+            if is_finalize:  # the producer knows an utterance ended (e.g. the telephony turn): flush it
+                if call is not None:
+                    await self._publish(call, self.pipeline.finalize(call.state), record.offset)
                 return
             chunk = codec.audio_from_record(record.key, record.value, headers)
             if call is None:
@@ -251,7 +256,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", default=d.bootstrap, help="Kafka bootstrap servers")
     p.add_argument("--audio-topic", default=d.audio_topic)
     p.add_argument("--transcripts-topic", default=d.transcripts_topic)
+    p.add_argument("--state-topic", default=d.state_topic, help="compacted topic of resume points")
+    p.add_argument("--dead-letter-topic", default=d.dead_letter_topic)
     p.add_argument("--group-id", default=d.group_id)
+    p.add_argument("--partitions", type=int, default=d.partitions, help="for topics the worker creates")
+    p.add_argument("--session-timeout-ms", type=int, default=d.session_timeout_ms,
+                   help="how soon the group notices a dead worker")
+    p.add_argument("--heartbeat-interval-ms", type=int, default=d.heartbeat_interval_ms)
     p.add_argument("--partials", action="store_true", help="also publish partial transcripts")
     p.add_argument("--no-idempotence", action="store_true", help="for brokers without it (Tansu)")
     p.add_argument("--model", help="ONNX acoustic model (default: bundled int8)")
@@ -260,8 +271,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = KafkaConfig(bootstrap=args.bootstrap, audio_topic=args.audio_topic,
-                      transcripts_topic=args.transcripts_topic, group_id=args.group_id, partials=args.partials,
-                      idempotent=not args.no_idempotence)
+                      transcripts_topic=args.transcripts_topic, state_topic=args.state_topic,
+                      dead_letter_topic=args.dead_letter_topic, group_id=args.group_id, partitions=args.partitions,
+                      partials=args.partials, idempotent=not args.no_idempotence,
+                      session_timeout_ms=args.session_timeout_ms, rebalance_timeout_ms=args.session_timeout_ms,
+                      heartbeat_interval_ms=args.heartbeat_interval_ms)
     worker = AsrWorker(build_pipeline(model=args.model, decoding=decoding_from_args(args)), cfg)
     logging.basicConfig(level=logging.INFO)
     try:
