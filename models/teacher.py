@@ -12,6 +12,13 @@ Utterances are packed into 30 s windows (the encoder's fixed input) with a
 short gap, each window is encoded once, and every utterance's slice is
 average-pooled from Whisper's 50 Hz to our encoder's 25 Hz. The targets are
 stored in one float16 array with an index, read by memory map in training.
+
+Hidden features alone leave CTC on its blank plateau for thousands of
+steps here, so a small CTC head is also trained on the frozen teacher
+features (minutes on one core: the features are precomputed) and its
+per-frame character log-posteriors are stored beside them, on the same
+25 Hz frames as our encoder: the student matches them with a frame-level KL
+term, which gives its CTC output a dense target from the first step.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from tqdm import tqdm
 
 from models.data import SAMPLE_RATE, Utterance, load_audio, load_manifest, real_speech_splits
 
-__all__ = ["TeacherTargets", "add_arguments", "compute_targets", "run"]
+__all__ = ["TeacherTargets", "add_arguments", "compute_targets", "run", "train_teacher_head"]
 
 WINDOW = 30 * SAMPLE_RATE  # Whisper's fixed input
 GAP = SAMPLE_RATE // 10
@@ -120,8 +127,11 @@ class TeacherTargets:
         self.istd = 1.0 / np.maximum(stats["std"].astype(np.float32), 1e-3)
         self._array: np.ndarray | None = None
 
+        self._posteriors: np.ndarray | None = None
+        self.has_posteriors = (self.root / "posteriors.npy").exists()
+
     def get(self, path: Path, frames: int) -> np.ndarray | None:
-        """Targets for ``path`` stretched to ``frames`` encoder frames (None if not computed).
+        """Standardized hidden targets for ``path`` stretched to ``frames`` encoder frames (None if absent).
 
         Linear interpolation over time also undoes speed perturbation, which
         scales the whole utterance uniformly.
@@ -132,20 +142,110 @@ class TeacherTargets:
         if self._array is None:
             self._array = np.load(self.root / "targets.npy", mmap_mode="r")
         start, n = entry
-        t = (np.asarray(self._array[start : start + n], dtype=np.float32) - self.mean) * self.istd
-        if n == frames:
-            return t
-        src = np.linspace(0.0, n - 1, frames)
-        lo = np.floor(src).astype(np.int64)
-        hi = np.minimum(lo + 1, n - 1)
-        w = (src - lo)[:, None].astype(np.float32)
-        return t[lo] * (1 - w) + t[hi] * w
+        return _stretch((np.asarray(self._array[start : start + n], dtype=np.float32) - self.mean) * self.istd,
+                        frames)
+
+    def posteriors(self, path: Path, frames: int) -> np.ndarray | None:
+        """The teacher CTC head's character probabilities (frames, vocab), stretched like ``get``."""
+        entry = self.index.get(str(Path(path).resolve()))
+        if entry is None or frames <= 0 or not self.has_posteriors:
+            return None
+        if self._posteriors is None:
+            self._posteriors = np.load(self.root / "posteriors.npy", mmap_mode="r")
+        start, n = entry
+        probs = _stretch(np.exp(np.asarray(self._posteriors[start : start + n], dtype=np.float32)), frames)
+        return probs / probs.sum(axis=1, keepdims=True)
+
+
+def _stretch(t: np.ndarray, frames: int) -> np.ndarray:
+    n = t.shape[0]
+    if n == frames:
+        return t
+    src = np.linspace(0.0, n - 1, frames)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    w = (src - lo)[:, None].astype(np.float32)
+    return t[lo] * (1 - w) + t[hi] * w
+
+
+def train_teacher_head(root: Path, utts: list[Utterance], epochs: int = 12, threads: int = 1, seed: int = 0) -> dict:
+    """Fit a CTC head on the frozen teacher features; write ``root/posteriors.npy``; return its held-out WER."""
+    import torch
+    import torch.nn.functional as F
+
+    from models.metrics import ErrorCounter
+    from models.tokenizer import VOCAB, encode_text
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    targets = TeacherTargets(root)
+    array = np.load(root / "targets.npy", mmap_mode="r")
+    texts = {str(u.path.resolve()): u.text for u in utts if u.text}
+    keys = [k for k in targets.index if k in texts]
+    rng = np.random.default_rng(seed)
+    rng.shuffle(keys)
+    held = keys[: max(1, len(keys) // 20)]
+    train = keys[len(held) :]
+
+    def feats(key: str) -> torch.Tensor:
+        start, n = targets.index[key]
+        return torch.from_numpy((np.asarray(array[start : start + n], dtype=np.float32) - targets.mean) * targets.istd)
+
+    head = torch.nn.Sequential(
+        torch.nn.Conv1d(DIM, 384, 5, padding=2), torch.nn.GELU(), torch.nn.Dropout(0.1),
+        torch.nn.Conv1d(384, 384, 5, padding=2), torch.nn.GELU(), torch.nn.Conv1d(384, len(VOCAB), 1),
+    )
+    opt = torch.optim.AdamW(head.parameters(), lr=2e-3, weight_decay=1e-2)
+    batch = 32
+    steps = epochs * (len(train) // batch + 1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
+
+    def run(keys_: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        xs = [feats(k) for k in keys_]
+        lengths = torch.tensor([x.shape[0] for x in xs])
+        x = torch.zeros(len(xs), int(lengths.max()), DIM)
+        for i, f in enumerate(xs):
+            x[i, : f.shape[0]] = f
+        return F.log_softmax(head(x.transpose(1, 2)).transpose(1, 2), dim=-1), lengths
+
+    bar = tqdm(total=steps, desc="teacher head", unit="step", dynamic_ncols=True)
+    for _ in range(epochs):
+        order = rng.permutation(len(train))
+        for b in range(0, len(order), batch):
+            keys_b = [train[i] for i in order[b : b + batch]]
+            lp, lengths = run(keys_b)
+            ids = [encode_text(texts[k]) for k in keys_b]
+            loss = F.ctc_loss(lp.transpose(0, 1), torch.tensor([t for i in ids for t in i]), lengths,
+                              torch.tensor([len(i) for i in ids]), zero_infinity=True)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(head.parameters(), 5.0)
+            opt.step()
+            sched.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    head.eval()
+    counter = ErrorCounter()
+    with torch.no_grad():
+        for k in held:
+            lp, _ = run([k])
+            best = lp[0].argmax(-1).tolist()
+            chars = [VOCAB[c] for j, c in enumerate(best) if c != 0 and (j == 0 or c != best[j - 1])]
+            counter.add(texts[k], " ".join("".join(chars).split()))
+        out = np.zeros((array.shape[0], len(VOCAB)), dtype=np.float16)
+        for k, (start, n) in targets.index.items():
+            lp, _ = run([k])
+            out[start : start + n] = lp[0].numpy()
+    np.save(root / "posteriors.npy", out)
+    return {"held_out_wer": counter.wer, "held_out_cer": counter.cer, "held_out": len(held)}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/teacher"))
     p.add_argument("--corpus", type=Path, action="append", help="manifest(s); default: the synthetic corpus")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--head-epochs", type=int, default=12, help="epochs of the teacher CTC head (0: no head)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -156,4 +256,6 @@ def run(args: argparse.Namespace) -> int:
     utts += [u for s in real_speech_splits(DATA_ROOT).values() for u in s["train"]]
     compute_targets(utts, args.out, args.threads)
     print(f"teacher targets for {len(utts)} utterances in {args.out}")
+    if args.head_epochs:
+        print(f"teacher CTC head: {train_teacher_head(args.out, utts, args.head_epochs, args.threads)}")
     return 0

@@ -65,10 +65,11 @@ class TrainConfig:
     teacher: Path | None = ROOT / "runs" / "teacher"  # Whisper encoder targets (``distill-targets``); used if present
     distill_weight: float = 1.0
     distill_layer: int = 3  # block whose output regresses onto the teacher (0-based); the blocks above serve CTC
+    posterior_weight: float = 1.0  # KL from the teacher CTC head's frame posteriors, when they exist
     model: ConformerConfig = field(default_factory=ConformerConfig)
 
 
-Item = tuple[np.ndarray, list[int], np.ndarray | None]
+Item = tuple[np.ndarray, list[int], np.ndarray | None, np.ndarray | None]
 
 
 class SpeechDataset(Dataset):
@@ -91,25 +92,39 @@ class SpeechDataset(Dataset):
                                  prob=self.augment_prob)
         u = self.utts[i]
         feats = self.aug.features_of(load_audio(u.path), self.augment)
-        distill = self.teacher.get(u.path, subsampled_length(feats.shape[0])) if self.teacher else None
-        return feats, encode_text(u.text), distill
+        frames = subsampled_length(feats.shape[0])
+        distill = self.teacher.get(u.path, frames) if self.teacher else None
+        posteriors = self.teacher.posteriors(u.path, frames) if self.teacher else None
+        return feats, encode_text(u.text), distill, posteriors
 
 
 def collate(items: list[Item]) -> tuple[torch.Tensor, ...]:
-    """Padded features, lengths, CTC targets, target lengths, teacher targets and their frame mask."""
-    lengths = torch.tensor([f.shape[0] for f, _, _ in items])
+    """Padded features, lengths, CTC targets, target lengths, and the teacher's targets with frame masks."""
+    lengths = torch.tensor([it[0].shape[0] for it in items])
     feats = torch.zeros(len(items), int(lengths.max()), items[0][0].shape[1])
     frames = int(subsampled_length(int(lengths.max())))
     distill = torch.zeros(len(items), frames, TEACHER_DIM)
     distill_mask = torch.zeros(len(items), frames, dtype=torch.bool)
-    for i, (f, _, d) in enumerate(items):
+    posteriors = torch.zeros(len(items), frames, len(VOCAB))
+    posterior_mask = torch.zeros(len(items), frames, dtype=torch.bool)
+    for i, (f, _, d, p) in enumerate(items):
         feats[i, : f.shape[0]] = torch.from_numpy(f)
         if d is not None:
             distill[i, : d.shape[0]] = torch.from_numpy(d)
             distill_mask[i, : d.shape[0]] = True
-    targets = torch.tensor([t for _, ids, _ in items for t in ids], dtype=torch.int64)
-    target_lengths = torch.tensor([len(ids) for _, ids, _ in items])
-    return feats, lengths, targets, target_lengths, distill, distill_mask
+        if p is not None:
+            posteriors[i, : p.shape[0]] = torch.from_numpy(p)
+            posterior_mask[i, : p.shape[0]] = True
+    targets = torch.tensor([t for it in items for t in it[1]], dtype=torch.int64)
+    target_lengths = torch.tensor([len(it[1]) for it in items])
+    return feats, lengths, targets, target_lengths, distill, distill_mask, posteriors, posterior_mask
+
+
+def posterior_loss(log_probs: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) per frame, averaged over the frames that have teacher posteriors."""
+    if not bool(mask.any()):
+        return log_probs.sum() * 0.0
+    return F.kl_div(log_probs[mask].float(), teacher[mask], reduction="batchmean")
 
 
 def distill_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -261,7 +276,9 @@ def train(cfg: TrainConfig) -> Path:
             prefetch_factor=4 if cfg.workers else None,
         )
         t0 = time.time()
-        for micro, (feats, lengths, targets, target_lengths, distill, distill_mask) in enumerate(loader):
+        for micro, (feats, lengths, targets, target_lengths, distill, distill_mask, post, post_mask) in enumerate(
+            loader
+        ):
             chunk, left = _sample_chunking(rng)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 hidden, out_len = model.encode(feats, lengths, chunk=chunk, left=left)
@@ -271,7 +288,9 @@ def train(cfg: TrainConfig) -> Path:
                 lp.float().transpose(0, 1), targets, out_len, target_lengths, blank=0, zero_infinity=True
             )
             kd = distill_loss(kd_pred, distill, distill_mask) if kd_pred is not None else torch.zeros(())
-            ((loss + cfg.distill_weight * kd) / cfg.accumulate).backward()
+            kl = posterior_loss(lp, post, post_mask) if teacher else torch.zeros(())
+            total = loss + cfg.distill_weight * kd + cfg.posterior_weight * kl
+            (total / cfg.accumulate).backward()
             consumed += 1
             if (micro + 1) % cfg.accumulate:
                 continue
@@ -282,9 +301,11 @@ def train(cfg: TrainConfig) -> Path:
             opt.zero_grad(set_to_none=True)
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", kd=f"{kd.item():.3f}", lr=f"{_lr_at(step, cfg):.2e}",
+            bar.set_postfix(loss=f"{loss.item():.3f}", kd=f"{kd.item():.3f}", kl=f"{kl.item():.3f}",
+                            lr=f"{_lr_at(step, cfg):.2e}",
                             epoch=epoch)
             log.write(json.dumps({"step": step, "loss": round(loss.item(), 4), "distill": round(kd.item(), 4),
+                                  "kl": round(kl.item(), 4),
                                   "grad": round(float(grad), 3),
                                   "audio_s": float(lengths.sum()) / 100, "wall_s": round(time.time() - t0, 2)}) + "\n")
             t0 = time.time()
@@ -355,6 +376,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-distill", action="store_true", help="train on CTC alone")
     p.add_argument("--distill-weight", type=float, default=d.distill_weight)
     p.add_argument("--distill-layer", type=int, default=d.distill_layer)
+    p.add_argument("--posterior-weight", type=float, default=d.posterior_weight)
     p.add_argument("--d-model", type=int, default=d.model.d_model)
     p.add_argument("--layers", type=int, default=d.model.num_layers)
 
@@ -365,7 +387,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads, workers=args.workers, eval_every=args.eval_every, amp=args.amp,
         max_duration=args.max_duration, init=args.init, augment_prob=args.augment_prob,
         teacher=None if args.no_distill else args.teacher, distill_weight=args.distill_weight,
-        distill_layer=args.distill_layer,
+        distill_layer=args.distill_layer, posterior_weight=args.posterior_weight,
         model=ConformerConfig(d_model=args.d_model, num_layers=args.layers),
     )
     if args.corpus:

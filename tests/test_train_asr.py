@@ -45,6 +45,7 @@ def test_teacher_targets_cover_every_utterance_and_stretch(data, tmp_path):
     same = t.get(FIXTURE, n)
     assert same.shape == (n, DIM) and np.isfinite(same).all()
     assert abs(float(same.mean())) < 1.0  # standardized
+    assert t.posteriors(FIXTURE, n) is None  # no CTC head trained yet
     stretched = t.get(FIXTURE, int(n * 1.15))
     assert stretched.shape == (int(n * 1.15), DIM)
     np.testing.assert_allclose(stretched[0], same[0], atol=1e-5)
@@ -55,11 +56,13 @@ def test_teacher_targets_cover_every_utterance_and_stretch(data, tmp_path):
 def test_two_steps_with_distillation_then_resume(data, tmp_path):
     from models.conformer import ConformerConfig
     from models.data import load_manifest
-    from models.teacher import compute_targets
+    from models.teacher import compute_targets, train_teacher_head
     from models.train_asr import TrainConfig, train
 
     root, corpus = data
     compute_targets(load_manifest(corpus), tmp_path / "teacher")
+    head = train_teacher_head(tmp_path / "teacher", load_manifest(corpus), epochs=1)
+    assert 0.0 <= head["held_out_wer"] and head["held_out"] == 1
     cfg = TrainConfig(
         out=tmp_path / "run", corpora=(corpus,), heldout_voice=None, data_root=root, steps=2, warmup=1,
         batch_seconds=6.0, threads=1, workers=0, eval_every=2, ckpt_every=1, teacher=tmp_path / "teacher",
@@ -71,7 +74,7 @@ def test_two_steps_with_distillation_then_resume(data, tmp_path):
     lines = [json.loads(x) for x in (cfg.out / "log.jsonl").read_text().splitlines()]
     steps = [x for x in lines if "loss" in x]
     assert [x["step"] for x in steps] == [1, 2]
-    assert all(x["distill"] > 0 and np.isfinite(x["loss"]) for x in steps)
+    assert all(x["distill"] > 0 and x["kl"] > 0 and np.isfinite(x["loss"]) for x in steps)
     assert any("dev" in x and set(x["dev"]) == {"fsdd_dev", "speechcommands_dev", "an4_dev"} for x in lines)
 
     cfg.steps = 3
