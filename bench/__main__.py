@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.common import ROOT
 
-AREAS = ("acoustic", "streams", "websocket", "kafka", "peers")
+AREAS = ("acoustic", "decoder", "streams", "websocket", "kafka", "peers")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         raw["acoustic"] = r
         headline.update(rtf_int8_1thread=r["int8_t1"], rtf_fp32_1thread=r["fp32_t1"],
                         int8_speedup=r["int8_speedup_t1"], pipeline_rtf=r["pipeline_rtf"])
+    if "decoder" in areas:
+        from bench.decoder import compare as compare_decoders
+
+        text, r = compare_decoders(10 if quick else 60, (4, 16) if quick else (4, 8, 16, 32))
+        print(text, flush=True)
+        raw["decoder"] = r
+        headline["beam16_lm_ms_per_audio_s"] = r["ours_b16_lm"]["ms_per_audio_s"]
     if "streams" in areas:
         from bench.acoustic import concurrent_streams
 
