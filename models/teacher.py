@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from models.data import SAMPLE_RATE, Utterance, load_audio, load_manifest, real_speech_splits
 
-__all__ = ["TeacherTargets", "add_arguments", "compute_targets", "run", "train_teacher_head"]
+__all__ = ["TeacherTargets", "add_arguments", "compute_targets", "run", "train_teacher_head", "write_posteriors"]
 
 WINDOW = 30 * SAMPLE_RATE  # Whisper's fixed input
 GAP = SAMPLE_RATE // 10
@@ -191,10 +191,7 @@ def train_teacher_head(root: Path, utts: list[Utterance], epochs: int = 12, thre
         start, n = targets.index[key]
         return torch.from_numpy((np.asarray(array[start : start + n], dtype=np.float32) - targets.mean) * targets.istd)
 
-    head = torch.nn.Sequential(
-        torch.nn.Conv1d(DIM, 384, 5, padding=2), torch.nn.GELU(), torch.nn.Dropout(0.1),
-        torch.nn.Conv1d(384, 384, 5, padding=2), torch.nn.GELU(), torch.nn.Conv1d(384, len(VOCAB), 1),
-    )
+    head = _head()
     opt = torch.optim.AdamW(head.parameters(), lr=2e-3, weight_decay=1e-2)
     batch = 32
     steps = epochs * (len(train) // batch + 1)
@@ -233,19 +230,50 @@ def train_teacher_head(root: Path, utts: list[Utterance], epochs: int = 12, thre
             best = lp[0].argmax(-1).tolist()
             chars = [VOCAB[c] for j, c in enumerate(best) if c != 0 and (j == 0 or c != best[j - 1])]
             counter.add(texts[k], " ".join("".join(chars).split()))
-        out = np.zeros((array.shape[0], len(VOCAB)), dtype=np.float16)
-        for k, (start, n) in targets.index.items():
-            lp, _ = run([k])
-            out[start : start + n] = lp[0].numpy()
-    np.save(root / "posteriors.npy", out)
+    torch.save(head.state_dict(), root / "head.pt")
+    write_posteriors(root)
     return {"held_out_wer": counter.wer, "held_out_cer": counter.cer, "held_out": len(held)}
+
+
+def _head():
+    import torch
+
+    from models.tokenizer import VOCAB
+
+    return torch.nn.Sequential(
+        torch.nn.Conv1d(DIM, 384, 5, padding=2), torch.nn.GELU(), torch.nn.Dropout(0.1),
+        torch.nn.Conv1d(384, 384, 5, padding=2), torch.nn.GELU(), torch.nn.Conv1d(384, len(VOCAB), 1),
+    )
+
+
+def write_posteriors(root: Path) -> Path:
+    """Run the saved teacher head (``root/head.pt``) over every utterance: ``root/posteriors.npy``."""
+    import torch
+
+    from models.tokenizer import VOCAB
+
+    head = _head()
+    head.load_state_dict(torch.load(root / "head.pt"))
+    head.eval()
+    targets = TeacherTargets(root)
+    array = np.load(root / "targets.npy", mmap_mode="r")
+    out = np.zeros((array.shape[0], len(VOCAB)), dtype=np.float16)
+    with torch.no_grad():
+        for start, n in targets.index.values():
+            x = (np.asarray(array[start : start + n], dtype=np.float32) - targets.mean) * targets.istd
+            logits = head(torch.from_numpy(x).T[None])[0].T
+            out[start : start + n] = torch.log_softmax(logits, dim=-1).numpy()
+    np.save(root / "posteriors.tmp.npy", out)
+    os.replace(root / "posteriors.tmp.npy", root / "posteriors.npy")
+    return root / "posteriors.npy"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/teacher"))
     p.add_argument("--corpus", type=Path, action="append", help="manifest(s); default: the synthetic corpus")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--head-epochs", type=int, default=12, help="epochs of the teacher CTC head (0: no head)")
+    p.add_argument("--head-epochs", type=int, default=3,
+                   help="train the teacher CTC head this long (0: reuse the saved head.pt if there is one)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -258,4 +286,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"teacher targets for {len(utts)} utterances in {args.out}")
     if args.head_epochs:
         print(f"teacher CTC head: {train_teacher_head(args.out, utts, args.head_epochs, args.threads)}")
+    elif (args.out / "head.pt").exists():
+        print(f"teacher posteriors from the saved head: {write_posteriors(args.out)}")
     return 0

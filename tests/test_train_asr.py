@@ -63,6 +63,10 @@ def test_two_steps_with_distillation_then_resume(data, tmp_path):
     compute_targets(load_manifest(corpus), tmp_path / "teacher")
     head = train_teacher_head(tmp_path / "teacher", load_manifest(corpus), epochs=1)
     assert 0.0 <= head["held_out_wer"] and head["held_out"] == 1
+    from models.teacher import TeacherTargets
+
+    post = TeacherTargets(tmp_path / "teacher").posteriors(FIXTURE, 40)
+    assert post.shape == (40, 29) and np.allclose(post.sum(axis=1), 1.0, atol=1e-3)
     cfg = TrainConfig(
         out=tmp_path / "run", corpora=(corpus,), heldout_voice=None, data_root=root, steps=2, warmup=1,
         batch_seconds=6.0, threads=1, workers=0, eval_every=2, ckpt_every=1, teacher=tmp_path / "teacher",
