@@ -8,9 +8,12 @@ ratios and the medians.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the callstream command does (stream/cli.py)
+
 import argparse
 import json
-import os
 import platform
 import time
 from pathlib import Path

@@ -16,9 +16,12 @@ inflate every figure.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the callstream command does (stream/cli.py)
+
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path

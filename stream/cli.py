@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+
+# numpy's BLAS only ever multiplies small matrices here (intent heads, features); a second
+# BLAS thread then costs more in hand-offs than it saves, and on a loaded machine it doubled
+# the intent latency (bench/text.py). Set before any command imports numpy.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
