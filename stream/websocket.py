@@ -29,11 +29,11 @@ import dataclasses
 import hmac
 import http
 import os
+import re
 import ssl
 import time
-import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -97,12 +97,12 @@ class _Session:
     limit: _RateLimit
     frames: int = 0  # sample frames received
     skip: int = 0  # frames to drop from the next audio (a resumed client resending)
-    pending: list[Event] = field(default_factory=list)  # finals the dropped connection did not get
+    pending: list[Event] = dataclasses.field(default_factory=list)  # finals the dropped connection did not get
     conn: ServerConnection | None = None
     expiry: asyncio.TimerHandle | None = None
     first_audio: float | None = None
     first_partial_seen: bool = False
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one message at a time, across a takeover
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)  # one message at a time, across a takeover
 
 
 class WebSocketServer:
@@ -210,16 +210,17 @@ class WebSocketServer:
         if held is None:
             if config.resume_offset:
                 raise ResumeError(f"session {sid!r} is not held (unknown, ended or past its "
-                                 f"{self.config.resume_grace_s:g} s grace period); start a new stream", "session_expired")
+                                  f"{self.config.resume_grace_s:g} s grace period); start a new stream",
+                                  "session_expired")
             return _Session(self.pipeline.open(stream_id, config), _RateLimit(self.config.max_bytes_per_s)), False
         old = held.state.config
         if (config.sample_rate, config.encoding, config.channels) != (old.sample_rate, old.encoding, old.channels):
             raise ResumeError("a resumed session keeps its audio format: "
-                             f"{old.encoding} {old.sample_rate} Hz x{old.channels}", "resume_mismatch")
+                              f"{old.encoding} {old.sample_rate} Hz x{old.channels}", "resume_mismatch")
         start = held.frames if config.resume_offset is None else config.resume_offset
         if start > held.frames:
             raise ResumeError(f"the server holds {held.frames} sample frames of session {sid!r}, and the audio "
-                             f"would resume at {start}; resend from frame {held.frames}", "resume_gap")
+                              f"would resume at {start}; resend from frame {held.frames}", "resume_gap")
         if held.expiry is not None:
             held.expiry.cancel()
             held.expiry = None
@@ -315,14 +316,15 @@ class WebSocketServer:
                 event = dataclasses.replace(event, received_at=received, emitted_at=time.time())
                 if isinstance(event, Final) and received is not None:
                     self.metrics.final_latency.observe(event.emitted_at - received)
-            try:
-                if ws is None:
-                    raise ConnectionClosed(None, None)
-                await ws.send(codec.encode(event).decode())
-            except ConnectionClosed:
-                if session is not None:
-                    session.pending += [e for e in events[i:] if isinstance(e, (Final, Enriched))]
-                return
+            if ws is not None:
+                try:
+                    await ws.send(codec.encode(event).decode())
+                    continue
+                except ConnectionClosed:
+                    pass
+            if session is not None:
+                session.pending += [e for e in events[i:] if isinstance(e, (Final, Enriched))]
+            return
 
     async def _fail(self, ws: ServerConnection, stream_id: str, code: str, message: str,
                     session: _Session | None = None) -> None:
