@@ -4,6 +4,12 @@ Resumable: every ``ckpt_every`` steps the whole training state (model,
 optimizer, schedule, data position, random generators) goes to
 ``OUT/last.pt`` atomically, and a run started with the same ``--out`` picks
 up from there. The best dev checkpoint is kept as ``OUT/best.pt``.
+
+When ``distill-targets`` has written teacher targets (``runs/teacher``), the
+loss adds two dense terms to CTC (``models/teacher.py`` says why): block
+``distill_layer`` regresses onto Whisper tiny.en's encoder features through a
+linear head dropped at export, and the CTC output matches the teacher CTC
+head's per-frame posteriors (KL). Utterances without targets get CTC alone.
 """
 
 from __future__ import annotations
