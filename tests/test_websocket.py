@@ -270,3 +270,55 @@ def test_a_dropped_session_expires_after_its_grace_period(pipeline):
 
     held, events = asyncio.run(_with_server(pipeline, body, resume_grace_s=0.2))
     assert held and events[0].code == "session_expired"
+
+
+def test_bundled_sample_call_end_to_end_with_enrichment(tiny_onnx):
+    """The bundled stereo call in 20 ms frames: partials, then finals with timed words, then enriched events.
+
+    Utterances are cut by the client's ``finalize`` every 2 s (the tiny random
+    model here never predicts the silence the endpoint rules wait for). Two
+    clients at once get the same events as one alone.
+    """
+    import soundfile as sf
+
+    from models.runtime import ASSETS
+    from operators.intent import default_encoder_dir
+    from stream.app import DecodingConfig, build_pipeline
+    from stream.events import Enriched, Partial
+
+    if not (default_encoder_dir() / "encoder.onnx").exists():
+        pytest.skip("the sentence encoder is not built (make setup builds it)")
+    pipeline = build_pipeline(model=tiny_onnx["step"], decoding=DecodingConfig(lm=None, beam_width=4), enrich=True)
+    audio, rate = sf.read(ASSETS / "sample_call.wav", dtype="float32", always_2d=True)
+    audio = audio[: 8 * rate]
+    cfg = StreamConfig(sample_rate=rate, encoding="mulaw", channels=2)
+    step = int(rate * 0.02)
+
+    async def client(url):
+        async with connect(url) as ws:
+            await ws.send(codec.encode_client(cfg).decode())
+            for i in range(0, len(audio), step):
+                if i and i % (2 * rate) == 0:
+                    await ws.send(codec.encode_client(StreamEnd(close=False)).decode())
+                await ws.send(encode_audio(audio[i : i + step], "mulaw"))
+            await ws.send(codec.encode_client(StreamEnd(close=True)).decode())
+            return await _drain(ws), ws.close_code
+
+    async def body(url, server):
+        alone = await client(url)
+        together = await asyncio.gather(client(url), client(url))
+        return alone, together
+
+    (events, code), together = asyncio.run(_with_server(pipeline, body))
+    assert code == 1000 and isinstance(events[0], SessionInfo) and isinstance(events[-1], EndOfStream)
+    finals = [e for e in events if isinstance(e, Final)]
+    assert {f.channel for f in finals} == {"agent", "customer"} and len(finals) >= 8
+    for f in finals:
+        i = events.index(f)
+        assert any(isinstance(e, Partial) and e.utterance_id == f.utterance_id for e in events[:i])
+        assert isinstance(events[i + 1], Enriched) and events[i + 1].transcript.utterance_id == f.utterance_id
+        assert f.words and [w.text for w in f.words] == f.text.split()
+        assert all(f.start <= w.start <= w.end <= f.end + 1e-6 for w in f.words)
+    strip = lambda evs: [(e.channel, e.text, e.start, e.end) for e in evs if isinstance(e, Final)]  # noqa: E731
+    for evs, close in together:
+        assert close == 1000 and strip(evs) == strip(events)
