@@ -2,10 +2,14 @@
 
 Streams submit their ready channels and await the events. A single
 collector task gathers submissions for up to ``max_wait_ms`` (or until
-``max_batch`` channels), then runs the acoustic model and the CTC decoding
-of the whole batch in an executor thread, so the event loop never runs
-inference. onnxruntime releases the GIL, so the loop keeps serving sockets
-meanwhile.
+``max_batch`` channels) and runs the acoustic model of the whole batch on
+the inference thread; the CTC decoding of that batch then runs on a second
+thread while the collector goes on to the next batch. The event loop never
+runs inference, and since onnxruntime releases the GIL, batch N+1's model
+call overlaps batch N's beam search (pure Python) on another core.
+
+Per stream, order holds: a stream has at most one chunk in flight (it awaits
+its events before submitting again), and decoding runs batches in order.
 """
 
 from __future__ import annotations
@@ -40,10 +44,12 @@ class MicroBatcher:
         self.config = config or BatcherConfig()
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         # One inference thread: onnxruntime parallelises inside a call; two calls at once
-        # would only fight over the same cores.
+        # would only fight over the same cores. One decoding thread: beam search holds the GIL.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstream-infer")
+        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstream-decode")
         self._task: asyncio.Task[None] | None = None
-        self.on_batch: Callable[[int, float], None] | None = None  # (channels, seconds) per batch
+        self._decoding: set[asyncio.Task[None]] = set()
+        self.on_batch: Callable[[int, float], None] | None = None  # (channels, acoustic seconds) per batch
 
     async def start(self) -> None:
         if self._task is None:
@@ -57,7 +63,10 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        if self._decoding:
+            await asyncio.gather(*self._decoding, return_exceptions=True)
         self._executor.shutdown(wait=True)
+        self._decoder.shutdown(wait=True)
 
     async def run(self, channels: list[ChannelState]) -> list[Event]:
         """Run one chunk for each of ``channels`` (all ready) and return the decoded events."""
@@ -84,20 +93,33 @@ class MicroBatcher:
                 jobs.append(job)
                 size += len(job.channels)
             try:
-                results = await loop.run_in_executor(self._executor, self._infer, jobs)
+                log_probs = await loop.run_in_executor(self._executor, self._acoustic, jobs)
             except Exception as exc:  # a failed batch fails its submitters, never the collector
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+                _fail(jobs, exc)
                 continue
-            for job, events in zip(jobs, results):
-                if not job.future.done():
-                    job.future.set_result(events)
+            task = asyncio.create_task(self._decode(jobs, log_probs))
+            self._decoding.add(task)
+            task.add_done_callback(self._decoding.discard)
 
-    def _infer(self, jobs: list[_Job]) -> list[list[Event]]:
+    async def _decode(self, jobs: list[_Job], log_probs: list) -> None:
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self._decoder, self._ctc, jobs, log_probs)
+        except Exception as exc:
+            _fail(jobs, exc)
+            return
+        for job, events in zip(jobs, results):
+            if not job.future.done():
+                job.future.set_result(events)
+
+    def _acoustic(self, jobs: list[_Job]) -> list:
         t0 = time.perf_counter()
         channels = [ch for job in jobs for ch in job.channels]
         log_probs = self.pipeline.acoustic.feed_batch([ch.acoustic for ch in channels])
+        if self.on_batch is not None:
+            self.on_batch(len(channels), time.perf_counter() - t0)
+        return log_probs
+
+    def _ctc(self, jobs: list[_Job], log_probs: list) -> list[list[Event]]:
         out: list[list[Event]] = []
         i = 0
         for job in jobs:
@@ -106,6 +128,10 @@ class MicroBatcher:
                 events.extend(self.pipeline.decode(ch, log_probs[i]))
                 i += 1
             out.append(events)
-        if self.on_batch is not None:
-            self.on_batch(len(channels), time.perf_counter() - t0)
         return out
+
+
+def _fail(jobs: list[_Job], exc: Exception) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_exception(exc)

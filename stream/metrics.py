@@ -27,7 +27,7 @@ class Metrics:
                                        buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.batch_size = Histogram("callstream_acoustic_batch_size", "Channels per acoustic call",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
-        self.batch_seconds = Histogram("callstream_acoustic_batch_seconds", "Acoustic + decoding time per batch",
+        self.batch_seconds = Histogram("callstream_acoustic_batch_seconds", "Acoustic-model time per batch",
                                        buckets=_LATENCY_BUCKETS, registry=self.registry)
 
     def observe_batch(self, channels: int, seconds: float) -> None:
