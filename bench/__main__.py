@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="end with one JSON line of headline figures")
     p.add_argument("--only", choices=AREAS, action="append", help="run only these areas (repeatable)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "bench.json")
+    p.add_argument("--serve-threads", type=int, default=1,
+                   help="onnxruntime threads of the serving runs (streams, websocket); the CTC decoding "
+                        "thread takes another core")
     args = p.parse_args(argv)
     areas = args.only or list(AREAS)
     quick = args.quick
@@ -58,14 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         from bench.acoustic import concurrent_streams
 
         levels = [1, 8, 32] if quick else [1, 8, 32, 64, 128]
-        text, r = concurrent_streams(levels, 3.0 if quick else 10.0, search=not quick)
+        text, r = concurrent_streams(levels, 3.0 if quick else 10.0, search=not quick, threads=args.serve_threads)
         print(text, flush=True)
         raw["streams"] = r
         headline["max_realtime_streams"] = r["max_realtime_streams"]
     if "websocket" in areas:
         from bench.e2e import websocket_latency
 
-        text, r = websocket_latency(4 if quick else 16, 8.0 if quick else 20.0)
+        text, r = websocket_latency(4 if quick else 16, 8.0 if quick else 20.0, threads=args.serve_threads)
         print(text, flush=True)
         raw["websocket"] = r
         headline.update({k: r[k] for k in ("first_partial_p50_ms", "final_after_speech_p50_ms",

@@ -62,8 +62,8 @@ async def _client(url: str, audio: bytes, seed: int, out: dict[str, list[float]]
         await sender
 
 
-async def _run(n: int, seconds: float) -> tuple[dict[str, list[float]], float]:
-    pipeline = build_pipeline(threads=2, decoding=DecodingConfig(), enrich=True)
+async def _run(n: int, seconds: float, threads: int) -> tuple[dict[str, list[float]], float]:
+    pipeline = build_pipeline(threads=threads, decoding=DecodingConfig(), enrich=True)
     server = WebSocketServer(pipeline, ServerConfig(port=0))
     await server.start()
     out: dict[str, list[float]] = {"first_partial": [], "final": [], "enrich": []}
@@ -77,8 +77,8 @@ async def _run(n: int, seconds: float) -> tuple[dict[str, list[float]], float]:
     return out, (time.process_time() - cpu0) / (time.perf_counter() - wall0)
 
 
-def websocket_latency(n: int, seconds: float) -> tuple[str, dict]:
-    out, cores = asyncio.run(_run(n, seconds))
+def websocket_latency(n: int, seconds: float, threads: int = 1) -> tuple[str, dict]:
+    out, cores = asyncio.run(_run(n, seconds, threads))
     ms = {k: [1000 * v for v in vals] for k, vals in out.items()}
     rows = [(name, len(ms[key]), percentile(ms[key], 50), percentile(ms[key], 99))
             for name, key in (("time to first partial", "first_partial"),
