@@ -153,6 +153,8 @@ class TeacherTargets:
         if self._posteriors is None:
             self._posteriors = np.load(self.root / "posteriors.npy", mmap_mode="r")
         start, n = entry
+        if start + n > self._posteriors.shape[0]:
+            return None  # encoded after the head last ran: no posteriors until write_posteriors
         probs = _stretch(np.exp(np.asarray(self._posteriors[start : start + n], dtype=np.float32)), frames)
         return probs / probs.sum(axis=1, keepdims=True)
 
