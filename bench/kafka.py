@@ -1,7 +1,7 @@
 """Kafka and Faust: transcript produced -> enriched consumed, on the local broker.
 
 Starts Tansu (``callstream dev-broker``'s broker) on loopback and
-``callstream agents`` as a child process, produces finals to the
+``callstream agents`` as a child process (``stream.devbroker.running_agents``), produces finals to the
 transcripts topic and consumes the enriched topic. Latency phase: one final
 every 20 ms (each timed from its send to the arrival of its enriched event).
 Throughput phase: a burst of finals, records per second from the first send
@@ -11,10 +11,6 @@ to the last enriched record.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 
@@ -23,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.common import ROOT, percentile, table
 from stream import codec
-from stream.devbroker import running_broker
+from stream.devbroker import running_agents, running_broker
 from stream.events import Final, Word
 
 TEXTS = ["i lost my card yesterday", "what is my balance", "my card number is four one one one one one one one",
@@ -91,21 +87,8 @@ async def _measure(bootstrap: str, topics: list[str], n: int) -> dict:
 def transcript_to_enriched(n: int) -> tuple[str, dict]:
     tag = uuid.uuid4().hex[:8]
     topics = [f"bench-tr-{tag}", f"bench-en-{tag}"]
-    with running_broker() as broker:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "agents", "--bootstrap", broker.bootstrap, "--app-id",
-             f"bench-{tag}", "--transcripts-topic", topics[0], "--enriched-topic", topics[1], "--partitions", "2"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT / "runs",
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        try:
-            r = asyncio.run(_measure(broker.bootstrap, topics, n))
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with running_broker() as broker, running_agents(broker.bootstrap, f"bench-{tag}", *topics, cwd=ROOT / "runs"):
+        r = asyncio.run(_measure(broker.bootstrap, topics, n))
     text = table(f"Kafka -> Faust agents -> Kafka on the local broker (Tansu), {n} finals",
                  ["measure", "value"],
                  [("transcript -> enriched p50 ms", r["p50_ms"]), ("transcript -> enriched p99 ms", r["p99_ms"]),

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["DevBroker", "add_arguments", "free_port", "run", "start_broker"]
+__all__ = ["AgentsLog", "DevBroker", "add_arguments", "free_port", "run", "running_agents", "start_broker"]
 
 
 def free_port() -> int:
@@ -62,6 +67,41 @@ def start_broker(port: int = 0, timeout_s: float = 10.0) -> DevBroker:
         time.sleep(0.02)
     proc.kill()
     raise RuntimeError(f"tansu did not listen on port {port} within {timeout_s} s")
+
+
+@dataclass
+class AgentsLog:
+    text: str = ""  # the agents' output, filled when they stop
+
+
+@contextlib.contextmanager
+def running_agents(bootstrap: str, app_id: str, transcripts_topic: str, enriched_topic: str, *,
+                   partitions: int = 2, cwd: Path | None = None) -> Iterator[AgentsLog]:
+    """``callstream agents`` as a child process (Faust keeps its tables under ``cwd``), stopped on exit.
+
+    Its output goes to a file, not a pipe, so a chatty run never blocks on a full pipe.
+    """
+    root = Path(__file__).resolve().parents[1]
+    log = AgentsLog()
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "agents", "--bootstrap", bootstrap, "--app-id", app_id,
+             "--transcripts-topic", transcripts_topic, "--enriched-topic", enriched_topic,
+             "--partitions", str(partitions)],
+            stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))},
+        )
+        try:
+            yield log
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            out.seek(0)
+            log.text = out.read().decode(errors="replace")
 
 
 @contextlib.contextmanager

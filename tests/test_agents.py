@@ -1,10 +1,6 @@
 """Faust enrichment agents against a real Kafka-protocol broker (Tansu on loopback)."""
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import uuid
 
 import pytest
@@ -12,6 +8,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from stream import codec
+from stream.devbroker import running_agents
 from stream.events import EndOfStream, Enriched, Final, Word
 
 
@@ -57,12 +54,7 @@ def test_agents_enrich_finals_and_drop_duplicates_by_id(broker, tmp_path):
         pytest.skip("the sentence encoder is not built (make setup builds it)")
     tag = uuid.uuid4().hex[:8]
     topics = [f"tr-{tag}", f"en-{tag}"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stream.cli", "agents", "--bootstrap", broker.bootstrap, "--app-id", f"agents-{tag}",
-         "--transcripts-topic", topics[0], "--enriched-topic", topics[1], "--partitions", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path, env={**os.environ, "PYTHONPATH": os.getcwd()},
-    )
-    try:
+    with running_agents(broker.bootstrap, f"agents-{tag}", topics[0], topics[1], cwd=tmp_path) as agents:
         card = _final("call-9", 1, "my card number is four one one one one one one one one one one one one one one one")
         records = [
             (b"call-9", codec.encode(_final("call-9", 0, "i lost my card yesterday"))),
@@ -71,13 +63,7 @@ def test_agents_enrich_finals_and_drop_duplicates_by_id(broker, tmp_path):
             (b"call-9", codec.encode(EndOfStream("call-9"))),
         ]
         out = asyncio.run(_exchange(broker.bootstrap, topics, records, want=2))
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            log = proc.communicate(timeout=20)[0].decode(errors="replace")
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            log = proc.communicate()[0].decode(errors="replace")
+    log = agents.text
     events = [codec.decode(r.value) for r in out]
     assert len(events) == 2, log[-3000:]
     assert all(isinstance(e, Enriched) and r.key == b"call-9" for e, r in zip(events, out))

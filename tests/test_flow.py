@@ -1,15 +1,12 @@
 """The whole Kafka flow against a real broker: audio topic -> ASR worker -> transcripts -> Faust agents -> enriched."""
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from stream import codec
+from stream.devbroker import running_agents
 from stream.events import EndOfStream, Enriched, Final
 from stream.kafka import AsrWorker
 from tests.test_kafka import _config, _produce, _read, _utterance_records
@@ -34,13 +31,6 @@ def test_audio_in_enriched_out(broker, pipeline, tmp_path):
         audio = (0.2 * rng.standard_normal((8000, 1))).astype(np.float32)
         records += _utterance_records("call-5", audio, k * 8000)
     records.append((b"call-5", b"", [("cs-end", b"1")]))
-    agents = subprocess.Popen(
-        [sys.executable, "-m", "stream.cli", "agents", "--bootstrap", broker.bootstrap, "--app-id",
-         f"agents-{cfg.group_id}", "--transcripts-topic", cfg.transcripts_topic, "--enriched-topic",
-         cfg.enriched_topic, "--partitions", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
-    )
 
     async def body():
         worker = AsrWorker(pipeline, cfg)
@@ -57,15 +47,10 @@ def test_audio_in_enriched_out(broker, pipeline, tmp_path):
             await task
         return transcripts, enriched
 
-    try:
+    with running_agents(broker.bootstrap, f"agents-{cfg.group_id}", cfg.transcripts_topic, cfg.enriched_topic,
+                        cwd=tmp_path) as agents:
         transcripts, enriched = asyncio.run(body())
-    finally:
-        agents.send_signal(signal.SIGTERM)
-        try:
-            log = agents.communicate(timeout=20)[1].decode(errors="replace")
-        except subprocess.TimeoutExpired:
-            agents.kill()
-            log = agents.communicate()[1].decode(errors="replace")
+    log = agents.text
     finals = [e for e in (codec.decode(r.value) for r in transcripts) if isinstance(e, Final)]
     assert [f.utterance_index for f in finals] == list(range(len(finals))) and len(finals) >= 2
     events = [codec.decode(r.value) for r in enriched]
