@@ -256,6 +256,8 @@ def train(cfg: TrainConfig) -> Path:
         model = Conformer(ConformerConfig(**weights["config"]))
         model.load_state_dict({k: v.float() for k, v in weights["model"].items()})
         distill_head = torch.nn.Linear(model.config.d_model, TEACHER_DIM)
+        if "distill_head" in weights:
+            distill_head.load_state_dict(weights["distill_head"])
         opt = _optimizer(model, distill_head if teacher else None, cfg)
         print(f"starting from the weights in {cfg.init}")
     else:
@@ -375,6 +377,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--amp", choices=["auto", "off", "bf16"], default=d.amp)
     p.add_argument("--max-duration", type=float, default=None, help="train only on utterances up to this long (s)")
+    p.add_argument("--real-repeat", type=int, default=d.real_repeat,
+                   help="times each real training utterance is shown per epoch")
     p.add_argument("--augment-prob", type=float, default=1.0, help="share of utterances augmented")
     p.add_argument("--init", type=Path, help="start a new run from these weights (e.g. models/assets/acoustic.pt)")
     p.add_argument("--teacher", type=Path, default=d.teacher,
@@ -391,7 +395,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         out=args.out, steps=args.steps, batch_seconds=args.batch_seconds, accumulate=args.accumulate, lr=args.lr, warmup=args.warmup,
         threads=args.threads, workers=args.workers, eval_every=args.eval_every, amp=args.amp,
-        max_duration=args.max_duration, init=args.init, augment_prob=args.augment_prob,
+        max_duration=args.max_duration, init=args.init, real_repeat=args.real_repeat, augment_prob=args.augment_prob,
         teacher=None if args.no_distill else args.teacher, distill_weight=args.distill_weight,
         distill_layer=args.distill_layer, posterior_weight=args.posterior_weight,
         model=ConformerConfig(d_model=args.d_model, num_layers=args.layers),
