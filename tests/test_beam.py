@@ -45,6 +45,24 @@ def stream(dec, logits, rng, hotwords=()):
     return events + dec.flush(state)
 
 
+
+@pytest.mark.parametrize("with_lm", [False, True])
+def test_blank_frames_take_the_short_step_with_the_same_nbest_and_scores(lm, with_lm):
+    cfg = BeamConfig(beam_width=8, nbest=4)
+    dec = BeamDecoder(VOCAB, FS, NO_ENDPOINT, beam=cfg, lm=lm if with_lm else None)
+    rng = np.random.default_rng(1)
+    blank_only = frames = 0
+    for n in range(30):
+        logits = noisy_logits(SENTENCES[n % len(SENTENCES)], rng, noise=0.7)
+        above = (logits >= cfg.token_min_logp).sum(1)
+        blank_only += int(((above == 1) & (logits.argmax(1) == 0)).sum())
+        frames += len(logits)
+        ref = dec.reference.decode_beams(logits, beam_width=cfg.beam_width, beam_prune_logp=cfg.beam_prune_logp,
+                                         token_min_logp=cfg.token_min_logp)
+        (final,) = [e for e in stream(dec, logits, rng) if isinstance(e, Final)]
+        assert [(h.text, h.score) for h in final.nbest] == [(b[0], round(float(b[4]), 4)) for b in ref[:4]]
+    assert blank_only / frames > 0.1  # the short step ran on a good share of frames
+
 @pytest.mark.parametrize("with_lm", [False, True])
 def test_streaming_finals_equal_pyctcdecode_decode_beams(lm, with_lm):
     cfg = BeamConfig(beam_width=8)
