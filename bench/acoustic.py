@@ -93,8 +93,12 @@ async def _drive(pipeline: Pipeline, streams: range, n: int, seconds: float, aud
             due = start + phase + (k + 1) * CHUNK_S
             await asyncio.sleep(max(0.0, due - loop.time()))
             pipeline.push(state, audio[base + k * chunk_bytes : base + (k + 1) * chunk_bytes])
-            while ready := pipeline.ready_channels(state):
-                await mb.run(ready)
+            while True:
+                while ready := pipeline.ready_channels(state):
+                    await mb.run(ready)
+                if not pipeline.at_checkpoint(state):
+                    break
+                pipeline.endpoint(state)
             latencies.append(loop.time() - due)
 
     cpu0, wall0 = time.process_time(), time.perf_counter()

@@ -8,8 +8,11 @@ sent at ``t0 + s``, so:
 
 * time to first partial: first partial with text minus the send time of the
   audio where the first utterance starts;
-* time to final beyond the endpoint: a final's arrival minus the send time of
-  the audio at its ``end`` (where the endpoint rule fired);
+* time to final beyond the endpoint rule: a final's arrival minus the send
+  time of the audio where the rule's silence (0.8 s) after its last word ends.
+  The word's end is the model's (the frame of its last character); the rule
+  runs on the model's blank frames, which come a 320 ms chunk at a time, and
+  on the audio's energy at 10 ms (``Pipeline.endpoint``), whichever is first;
 * enrichment: the ``enriched`` event's arrival minus its final's.
 """
 
@@ -23,11 +26,13 @@ from websockets.asyncio.client import connect
 from bench.common import percentile, speech_clip, table
 from operators.audio import encode_audio
 from stream import codec
+from operators.ctc import EndpointConfig
 from stream.app import DecodingConfig, build_pipeline
 from stream.events import Enriched, Final, Partial, StreamConfig, StreamEnd
 from stream.websocket import ServerConfig, WebSocketServer
 
 FRAME_S = 0.02
+ENDPOINT_SILENCE_S = EndpointConfig().silence_after_speech_s
 
 
 async def _client(url: str, audio: bytes, seed: int, out: dict[str, list[float]]) -> None:
@@ -54,8 +59,8 @@ async def _client(url: str, audio: bytes, seed: int, out: dict[str, list[float]]
             if isinstance(event, Partial) and event.text and first_partial is None:
                 first_partial = now - (t0 + event.start)
                 out["first_partial"].append(first_partial)
-            elif isinstance(event, Final) and event.endpoint == "silence":
-                out["final"].append(now - (t0 + event.end))
+            elif isinstance(event, Final) and event.endpoint == "silence" and event.words:
+                out["final"].append(now - (t0 + event.words[-1].end + ENDPOINT_SILENCE_S))
                 finals[event.utterance_id] = now
             elif isinstance(event, Enriched) and event.transcript.utterance_id in finals:
                 out["enrich"].append(now - finals[event.transcript.utterance_id])

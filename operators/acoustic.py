@@ -57,6 +57,11 @@ class AcousticOperator:
             state.pending = np.concatenate([state.pending, *state._buffered])
             state._buffered.clear()
 
+    def frames_to_chunk(self, state: AcousticState) -> int:
+        """Feature frames still missing for the next whole chunk (0 when ``ready``)."""
+        self._gather(state)
+        return max(0, self.spec.chunk_feature_frames - state.pending.shape[0])
+
     def ready(self, state: AcousticState) -> bool:
         """True when a whole chunk is queued."""
         self._gather(state)

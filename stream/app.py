@@ -31,6 +31,7 @@ class DecodingConfig:
     alpha: float = 0.5  # LM weight
     beta: float = 1.0  # word insertion bonus
     hotwords: tuple[tuple[str, float], ...] = ()  # global hotwords (phrase, weight)
+    vad_endpoint: bool = True  # also end utterances on the audio's energy (Pipeline.endpoint)
 
 
 def lm_config(cfg: DecodingConfig) -> LanguageModelConfig | None:
@@ -90,7 +91,7 @@ def build_pipeline(
     return Pipeline(
         acoustic=acoustic, decoder=decoder, decoder_no_lm=no_lm, endpoint=endpoint,
         enricher=(lambda state, final, mask: enricher.enrich(state, final, mask_profanity=mask)) if enricher else None,
-        new_enrich_state=enricher.new_state if enricher else None,
+        new_enrich_state=enricher.new_state if enricher else None, vad_endpoint=decoding.vad_endpoint,
     )
 
 
@@ -107,6 +108,8 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beta", type=float, default=d.beta)
     p.add_argument("--hotword", action="append", default=[], metavar="PHRASE[:WEIGHT]",
                    help="boost a word or phrase (repeatable)")
+    p.add_argument("--no-vad-endpoint", action="store_true",
+                   help="end utterances on the model's blank frames alone, not also on the audio's energy")
 
 
 def decoding_from_args(args: argparse.Namespace) -> DecodingConfig:
@@ -117,5 +120,5 @@ def decoding_from_args(args: argparse.Namespace) -> DecodingConfig:
     return DecodingConfig(
         search="greedy" if args.greedy else "beam", beam_width=args.beam, lm=None if args.no_lm else args.lm,
         general_lm=None if args.no_general_lm else args.general_lm,
-        alpha=args.alpha, beta=args.beta, hotwords=tuple(hotwords),
+        alpha=args.alpha, beta=args.beta, hotwords=tuple(hotwords), vad_endpoint=not args.no_vad_endpoint,
     )

@@ -23,10 +23,12 @@ from operators.audio import AudioDecoder, AudioDecoderState, AudioFormat, Resamp
 from operators.ctc import BeamDecoder, DecoderState, EndpointConfig, GreedyDecoder
 from operators.features import FeatureState, LogMelOperator
 from operators.itn import format_final
+from operators.vad import EnergyVad, VadConfig, VadState
 from stream.errors import ConfigError
 from stream.events import EndOfStream, Enriched, Event, Final, StreamConfig
 
 __all__ = ["ChannelState", "Enricher", "Pipeline", "StreamState", "channel_names"]
+
 
 # (per-stream enrichment state, final) -> enriched event; the state is opaque here.
 Enricher = Callable[[object, Final, bool], Enriched]
@@ -58,6 +60,9 @@ class ChannelState:
     acoustic: AcousticState
     ctc: GreedyDecoder | BeamDecoder
     decoder: DecoderState
+    vad: VadState
+    held: np.ndarray | None = None  # model-rate audio after a checkpoint, until endpoint() runs
+    end_here: bool = False  # the checkpoint ends the open utterance
 
 
 @dataclass
@@ -83,10 +88,13 @@ class Pipeline:
         endpoint: EndpointConfig | None = None,
         enricher: Enricher | None = None,
         new_enrich_state: Callable[[], object] | None = None,
+        vad_endpoint: bool = True,
     ) -> None:
         self.acoustic = acoustic
         spec = acoustic.spec
         self.features = LogMelOperator(spec.features)
+        # Ends utterances at 10 ms resolution when the audio's energy and the model agree (endpoint()).
+        self.vad = EnergyVad(VadConfig(sample_rate=self.features.config.sample_rate)) if vad_endpoint else None
         self.ctc = decoder or GreedyDecoder(spec.vocab, spec.frame_seconds, endpoint)
         # Streams that turn the language model off use this one.
         self.ctc_no_lm = decoder_no_lm or self.ctc
@@ -126,6 +134,7 @@ class Pipeline:
                 ChannelState(
                     stream=state, name=name, resampler=resampler.new_state(), features=self.features.new_state(),
                     acoustic=self.acoustic.new_state(), ctc=ctc, decoder=decoder,
+                    vad=VadState(start_s=first_frame * self.acoustic.spec.frame_seconds),
                 )
             )
         if self.new_enrich_state is not None:
@@ -133,13 +142,59 @@ class Pipeline:
         return state
 
     def push(self, state: StreamState, payload: bytes) -> None:
-        """Front-end for one audio chunk: decode, split, resample, features; queue for the model."""
+        """Front-end for one audio chunk: decode, split, resample, features; queue for the model.
+
+        A channel may stop at a checkpoint (``_front``): decode the ready chunks, then call
+        ``endpoint``, which goes on with the rest. ``drain`` does all of it synchronously.
+        """
         if state.closed:
             raise ValueError(f"stream {state.stream_id} is closed")
         frames = state.audio.feed(state.decoder, payload)
         for i, ch in enumerate(state.channels):
             audio = state.resampler.feed(ch.resampler, np.ascontiguousarray(frames[:, i]))
+            if ch.held is not None:
+                ch.held = np.concatenate([ch.held, audio])
+            else:
+                self._front(ch, audio)
+
+    def _front(self, ch: ChannelState, audio: np.ndarray) -> None:
+        """Features of model-rate audio into the acoustic queue, up to the channel's next checkpoint.
+
+        With the energy endpoint on, the audio stops (the rest is held) where a chunk becomes
+        ready, so the decoder is up to date before any later audio, and where the utterance
+        ends: when the model's blank frames since its last character, followed by audio the
+        model has not seen yet but whose energy is quiet, make the endpoint silence. The model
+        alone can only tell at the end of a chunk, up to 320 ms later. Checkpoints sit at fixed
+        points of the audio, so finals do not depend on how the audio was cut into messages.
+        """
+        if self.vad is None:
             self.acoustic.push(ch.acoustic, self.features.feed(ch.features, audio))
+            return
+        dec, fs, frame_s = ch.decoder, self.acoustic.spec.frame_seconds, self.vad.config.frame_s
+        silence = dec.endpoint.silence_after_speech_s - 1e-6
+        seen = dec.frame * fs  # stream time the decoder has seen up to
+        last_speech = (dec.frame - dec.silence_run) * fs
+
+        def ends_here(end_s: float, quiet_frames: int) -> bool:
+            return dec.speech and end_s - last_speech >= silence and quiet_frames * frame_s >= end_s - seen - 1e-6
+
+        while audio.size:
+            piece = audio[: self._samples_to_chunk(ch)]
+            cut = self.vad.feed(ch.vad, piece, ends_here)
+            if cut is not None:
+                piece, ch.end_here = piece[:cut], True
+            self.acoustic.push(ch.acoustic, self.features.feed(ch.features, piece))
+            audio = audio[piece.size :]
+            if ch.end_here or self.acoustic.ready(ch.acoustic):
+                if audio.size:
+                    ch.held = audio
+                return
+
+    def _samples_to_chunk(self, ch: ChannelState) -> int:
+        """Model-rate samples that complete the channel's next acoustic chunk (at least 1)."""
+        cfg = self.features.config
+        frames = self.acoustic.frames_to_chunk(ch.acoustic)
+        return max(1, (frames - 1) * cfg.window_shift + cfg.window_size - ch.features.pending.size)
 
     def ready_channels(self, state: StreamState) -> list[ChannelState]:
         return [ch for ch in state.channels if self.acoustic.ready(ch.acoustic)]
@@ -148,14 +203,41 @@ class Pipeline:
         """CTC decoding of one chunk's log-probs (n, vocab); finals are enriched."""
         return self._enrich(channel.stream, channel.ctc.feed(channel.decoder, log_probs))
 
+    def at_checkpoint(self, state: StreamState) -> bool:
+        """Whether a channel waits at a checkpoint: decode the ready chunks, then call ``endpoint``."""
+        return any(ch.held is not None or ch.end_here for ch in state.channels)
+
+    def endpoint(self, state: StreamState) -> list[Event]:
+        """Pass each channel's checkpoint (see ``_front``), once the chunks before it are decoded.
+
+        Returns the finals of the utterances that end there. The audio after the checkpoint is
+        quiet, so it holds none of their words; it starts the next utterance.
+        """
+        events: list[Event] = []
+        for ch in state.channels:
+            if ch.end_here:
+                ch.end_here = False
+                events.extend(self._enrich(state, ch.ctc.flush(ch.decoder, reason="silence")))
+            held, ch.held = ch.held, None
+            if held is not None:
+                self._front(ch, held)
+        return events
+
+    def drain(self, state: StreamState) -> list[Event]:
+        """Decode every ready chunk of the stream and pass its checkpoints, synchronously."""
+        events: list[Event] = []
+        while True:
+            while ready := self.ready_channels(state):
+                for ch, lp in zip(ready, self.acoustic.feed_batch([c.acoustic for c in ready])):
+                    events.extend(self.decode(ch, lp))
+            if not self.at_checkpoint(state):
+                return events
+            events.extend(self.endpoint(state))
+
     def feed(self, state: StreamState, payload: bytes) -> list[Event]:
         """Everything for one chunk of one stream, synchronously (channels batched together)."""
         self.push(state, payload)
-        events: list[Event] = []
-        while ready := self.ready_channels(state):
-            for ch, lp in zip(ready, self.acoustic.feed_batch([c.acoustic for c in ready])):
-                events.extend(self.decode(ch, lp))
-        return events
+        return self.drain(state)
 
     def finalize(self, state: StreamState) -> list[Event]:
         """End the open utterance of every channel now and keep the stream open.
@@ -169,9 +251,9 @@ class Pipeline:
 
     def finish(self, state: StreamState, reason: str = "end") -> list[Event]:
         """End of stream: flush every stage, emit the last finals and ``EndOfStream``."""
-        events: list[Event] = []
         if state.closed:
-            return events
+            return []
+        events = self.drain(state)
         for ch in state.channels:
             tail = state.resampler.flush(ch.resampler)
             self.acoustic.push(ch.acoustic, self.features.feed(ch.features, tail))

@@ -279,8 +279,12 @@ class WebSocketServer:
                 if state.decoder.samples_decoded / state.format.sample_rate > cfg.max_session_s:
                     raise LimitExceeded(f"session longer than max_session_s={cfg.max_session_s:g}")
                 events = []
-                while ready := self.pipeline.ready_channels(state):
-                    events += await self.batcher.run(ready)
+                while True:
+                    while ready := self.pipeline.ready_channels(state):
+                        events += await self.batcher.run(ready)
+                    if not self.pipeline.at_checkpoint(state):
+                        break
+                    events += self.pipeline.endpoint(state)
             else:
                 control = codec.decode_client(message)
                 if not isinstance(control, StreamEnd):
