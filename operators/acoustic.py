@@ -57,6 +57,13 @@ class AcousticOperator:
             state.pending = np.concatenate([state.pending, *state._buffered])
             state._buffered.clear()
 
+    def reset_context(self, state: AcousticState, template: AcousticState) -> None:
+        """Give ``state`` the left context (attention and convolution caches) of ``template``.
+
+        Queued features stay. The arrays are shared, never written in place.
+        """
+        state.att_cache, state.conv_cache, state.cache_len = template.att_cache, template.conv_cache, template.cache_len
+
     def frames_to_chunk(self, state: AcousticState) -> int:
         """Feature frames still missing for the next whole chunk (0 when ``ready``)."""
         self._gather(state)

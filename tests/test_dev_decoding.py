@@ -56,3 +56,40 @@ def test_streaming_beam_equals_pyctcdecode_on_dev_utterances(dev_log_probs):
     rate = same / len(utterances)
     print(f"parity with pyctcdecode on {len(utterances)} dev utterances: {rate:.1%}")
     assert rate >= 0.98
+
+
+def _stream_finals(pipeline, audio: np.ndarray) -> list[Final]:
+    from operators.audio import encode_audio
+    from stream.events import StreamConfig
+
+    state = pipeline.open("long", StreamConfig())
+    events = []
+    for i in range(0, audio.size, 320):
+        events += pipeline.feed(state, encode_audio(audio[i : i + 320], "pcm16"))
+    return [e for e in events + pipeline.finish(state) if isinstance(e, Final)]
+
+
+def test_long_multi_utterance_audio_gives_one_final_per_utterance_and_keeps_the_words():
+    from models.metrics import ErrorCounter
+    from stream.app import build_pipeline
+
+    pipeline = build_pipeline(decoding=DecodingConfig())
+    utterances = [u for split in real_speech_splits(DATA).values() for u in split["dev"][:: max(1, len(split["dev"]) // 15)][:15]]
+    gap = np.zeros(int(1.2 * 16000), np.float32)
+    clips = [load_audio(u.path) for u in utterances]
+    audio = np.concatenate([part for clip in clips for part in (clip, gap)])
+    audio += 3e-4 * np.random.default_rng(0).standard_normal(audio.size).astype(np.float32)
+    finals = _stream_finals(pipeline, audio)
+    alone = [" ".join(f.text for f in _stream_finals(pipeline, np.concatenate([clip, gap]))) for clip in clips]
+    long_counter, alone_counter = ErrorCounter(), ErrorCounter()
+    long_counter.add(" ".join(u.text for u in utterances), " ".join(f.text for f in finals))
+    for u, text in zip(utterances, alone):
+        alone_counter.add(u.text, text)
+    print(f"{len(utterances)} utterances in one stream of {audio.size / 16000:.0f} s: {len(finals)} finals; "
+          f"WER {long_counter.wer:.3f}, CER {long_counter.cer:.3f} "
+          f"(each utterance alone: {alone_counter.wer:.3f}, {alone_counter.cer:.3f})")
+    assert abs(len(finals) - len(utterances)) <= 0.05 * len(utterances)
+    assert all(f.endpoint == "silence" for f in finals[:-1])
+    # Boundaries cost few words: the stream scores within 0.1 of its utterances decoded one by one.
+    assert long_counter.wer <= alone_counter.wer + 0.1
+    assert long_counter.cer <= alone_counter.cer + 0.1
