@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.common import ROOT
 
-AREAS = ("acoustic", "decoder", "streams", "websocket", "kafka", "peers")
+AREAS = ("acoustic", "decoder", "hotwords", "streams", "websocket", "kafka", "peers")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         print(text, flush=True)
         raw["decoder"] = r
         headline["beam16_lm_ms_per_audio_s"] = r["ours_b16_lm"]["ms_per_audio_s"]
+    if "hotwords" in areas:
+        from bench.hotwords import compare as compare_hotwords
+
+        text, r = compare_hotwords(10 if quick else 40)
+        print(text, flush=True)
+        raw["hotwords"] = r
+        headline.update(hotword_recall_ratio=r["recall_ratio"], hotword_dev_wer_change_points=r["dev_wer_change_points"])
     if "streams" in areas:
         from bench.acoustic import concurrent_streams
 
