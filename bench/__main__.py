@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.common import ROOT
 
-AREAS = ("acoustic", "decoder", "hotwords", "streams", "websocket", "kafka", "peers")
+AREAS = ("acoustic", "decoder", "hotwords", "streams", "websocket", "kafka", "spoken-intent", "peers")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         raw["kafka"] = r
         headline.update(kafka_enriched_p50_ms=r["p50_ms"], kafka_enriched_p99_ms=r["p99_ms"],
                         kafka_records_per_s=r["records_per_s"])
+    if "spoken-intent" in areas:
+        from bench.spoken_intent import compare as spoken_intent
+
+        text, r = spoken_intent(20 if quick else 200)
+        print(text, flush=True)
+        raw["spoken_intent"] = r
+        headline.update(intent_accuracy_typed=r["typed"]["accuracy"], intent_accuracy_spoken=r["spoken"]["accuracy"],
+                        spoken_intent_asr_wer=r["asr_wer"])
     if "peers" in areas:
         from bench.peers import compare
 
