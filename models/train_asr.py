@@ -15,6 +15,7 @@ head's per-frame posteriors (KL). Utterances without targets get CTC alone.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -68,6 +69,7 @@ class TrainConfig:
     max_duration: float | None = None  # s; a curriculum stage on short utterances breaks the CTC plateau sooner
     init: Path | None = None  # weights to start a new run from (e.g. the bundled models/assets/acoustic.pt)
     augment_prob: float = 1.0  # share of training utterances augmented
+    pack_prob: float = 0.0  # share of batches whose utterances are joined in pairs (pack_pairs)
     teacher: Path | None = ROOT / "runs" / "teacher"  # Whisper encoder targets (``distill-targets``); used if present
     distill_weight: float = 1.0
     distill_layer: int = 3  # block whose output regresses onto the teacher (0-based); the blocks above serve CTC
@@ -104,8 +106,28 @@ class SpeechDataset(Dataset):
         return feats, encode_text(u.text), distill, posteriors
 
 
-def collate(items: list[Item]) -> tuple[torch.Tensor, ...]:
-    """Padded features, lengths, CTC targets, target lengths, and the teacher's targets with frame masks."""
+def pack_pairs(items: list[Item], gap: np.ndarray, rng: random.Random) -> list[Item]:
+    """Join the items two by two with a quiet gap between: one longer utterance of two sentences.
+
+    Each training utterance otherwise starts the model from an empty context, and a model
+    trained only so decodes worse after other speech, as every utterance of a call but the
+    first is. The gap is 0.3-1.5 s of quiet features; the transcript gets a space between the
+    sentences. The teacher has no targets for the joined audio, so the pairs train on CTC only.
+    """
+    out = []
+    for a, b in zip(items[0::2], items[1::2]):
+        g = gap[: rng.randint(30, min(150, gap.shape[0]))]
+        out.append((np.concatenate([a[0], g, b[0]]), [*a[1], VOCAB.index(" "), *b[1]], None, None))
+    return out + items[len(out) * 2 :]
+
+
+def collate(items: list[Item], pack_prob: float = 0.0, gap: np.ndarray | None = None) -> tuple[torch.Tensor, ...]:
+    """Padded features, lengths, CTC targets, target lengths, and the teacher's targets with frame masks.
+
+    With ``pack_prob`` (and ``gap``, quiet feature frames), that share of batches is packed in pairs.
+    """
+    if gap is not None and len(items) > 1 and random.random() < pack_prob:
+        items = pack_pairs(items, gap, random.Random(random.getrandbits(64)))
     lengths = torch.tensor([it[0].shape[0] for it in items])
     feats = torch.zeros(len(items), int(lengths.max()), items[0][0].shape[1])
     frames = int(subsampled_length(int(lengths.max())))
@@ -269,6 +291,8 @@ def train(cfg: TrainConfig) -> Path:
               f"({len(teacher.index)} utterances), weight {cfg.distill_weight}")
     bf16 = _use_bf16(cfg)
     rng = random.Random(cfg.seed)
+    quiet = (10 ** (-70 / 20) * np.random.default_rng(cfg.seed).standard_normal(16000 * 2)).astype(np.float32)
+    gap = Augmenter(cfg.seed).features_of(quiet, augment=False) if cfg.pack_prob > 0 else None
     log = open(cfg.out / "log.jsonl", "a")
     bar = tqdm(total=cfg.steps, initial=step, desc="train-asr", unit="step", dynamic_ncols=True)
     model.train()
@@ -278,7 +302,7 @@ def train(cfg: TrainConfig) -> Path:
         loader = DataLoader(
             SpeechDataset(utts, augment=True, seed=cfg.seed + epoch, augment_prob=cfg.augment_prob, teacher=teacher),
             batch_sampler=batches[consumed:],
-            collate_fn=collate,
+            collate_fn=functools.partial(collate, pack_prob=cfg.pack_prob, gap=gap),
             num_workers=cfg.workers,
             persistent_workers=False,
             prefetch_factor=4 if cfg.workers else None,
@@ -379,6 +403,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-duration", type=float, default=None, help="train only on utterances up to this long (s)")
     p.add_argument("--real-repeat", type=int, default=d.real_repeat,
                    help="times each real training utterance is shown per epoch")
+    p.add_argument("--pack-prob", type=float, default=d.pack_prob,
+                   help="share of batches whose utterances are joined in pairs with a quiet gap")
     p.add_argument("--augment-prob", type=float, default=1.0, help="share of utterances augmented")
     p.add_argument("--init", type=Path, help="start a new run from these weights (e.g. models/assets/acoustic.pt)")
     p.add_argument("--teacher", type=Path, default=d.teacher,
@@ -395,7 +421,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         out=args.out, steps=args.steps, batch_seconds=args.batch_seconds, accumulate=args.accumulate, lr=args.lr, warmup=args.warmup,
         threads=args.threads, workers=args.workers, eval_every=args.eval_every, amp=args.amp,
-        max_duration=args.max_duration, init=args.init, real_repeat=args.real_repeat, augment_prob=args.augment_prob,
+        max_duration=args.max_duration, init=args.init, real_repeat=args.real_repeat, pack_prob=args.pack_prob, augment_prob=args.augment_prob,
         teacher=None if args.no_distill else args.teacher, distill_weight=args.distill_weight,
         distill_layer=args.distill_layer, posterior_weight=args.posterior_weight,
         model=ConformerConfig(d_model=args.d_model, num_layers=args.layers),

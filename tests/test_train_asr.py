@@ -81,7 +81,7 @@ def test_two_steps_with_distillation_then_resume(data, tmp_path):
     assert all(x["distill"] > 0 and x["kl"] > 0 and np.isfinite(x["loss"]) for x in steps)
     assert any("dev" in x and set(x["dev"]) == {"fsdd_dev", "speechcommands_dev", "an4_dev"} for x in lines)
 
-    cfg.steps = 3
+    cfg.steps, cfg.pack_prob = 3, 1.0  # the resumed step packs its batch in pairs
     train(cfg)
     steps = [json.loads(x) for x in (cfg.out / "log.jsonl").read_text().splitlines() if '"loss"' in x]
     assert [x["step"] for x in steps] == [1, 2, 3]  # resumed at step 2, not from scratch
@@ -103,3 +103,32 @@ def test_teacher_targets_grow_incrementally(data, tmp_path):
     assert after.index[str(FIXTURE.resolve())] == before.index[str(FIXTURE.resolve())]
     assert after.index[str(other.resolve())][0] == n  # appended after the one existing utterance
     np.testing.assert_allclose(after.get(other, n), after.get(FIXTURE, n), atol=0.05)
+
+
+def test_packed_batches_join_pairs_with_a_quiet_gap_and_a_space():
+    import random
+
+    from models.teacher import DIM
+    from models.tokenizer import encode_text
+    from models.train_asr import collate, pack_pairs
+
+    def frames(n, value, dim=80):
+        return np.full((n, dim), value, np.float32)
+
+    items = [(frames(50, 1.0), encode_text("one two"), frames(10, 0.5, DIM), None),
+             (frames(40, 2.0), encode_text("three"), None, None),
+             (frames(30, 3.0), encode_text("go"), frames(5, 0.5, DIM), None)]
+    gap = frames(200, -5.0)
+    packed = pack_pairs(items, gap, random.Random(0))
+    assert len(packed) == 2 and packed[1] is items[2]
+    joined, ids, distill, posteriors = packed[0]
+    g = joined.shape[0] - 90
+    assert 30 <= g <= 150
+    assert (joined[:50] == 1.0).all() and (joined[50 : 50 + g] == -5.0).all() and (joined[50 + g :] == 2.0).all()
+    assert ids == encode_text("one two three") and distill is None and posteriors is None
+
+    feats, lengths, targets, target_lengths, distill, distill_mask, _, _ = collate(items, pack_prob=1.0, gap=gap)
+    assert 120 <= int(lengths[0]) <= 240 and int(lengths[1]) == 30
+    assert target_lengths.tolist() == [len(encode_text("one two three")), len(encode_text("go"))]
+    assert not distill_mask[0].any() and int(distill_mask[1].sum()) == 5
+    assert collate(items)[1].tolist() == [50, 40, 30]  # packing is off by default
