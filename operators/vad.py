@@ -7,9 +7,10 @@ pipeline lets it vouch for the audio the model has not seen yet
 (``Pipeline._front``).
 
 A frame is quiet when its level is below an absolute floor, or within
-``margin_db`` of the noise floor. The noise floor follows the quietest frames
-at once and a louder background slowly (minimum tracking), so a steady line
-hum or hiss counts as quiet after a few seconds. Written here rather than
+``margin_db`` of the noise floor. The noise floor starts at that absolute
+level, follows the quietest frames at once and a louder background slowly
+(minimum tracking), so a steady line hum or hiss counts as quiet after a few
+seconds, and a stream that starts mid-speech does not take speech for the floor. Written here rather than
 taken from a library: webrtcvad needs a C build and fixed 10/20/30 ms frames
 at 8-48 kHz, and decides speech versus not per frame; we need the trailing
 quiet duration on arbitrary chunks, in a few lines of numpy.
@@ -72,9 +73,10 @@ class EnergyVad:
         n = x.size // self._frame
         frames = np.asarray(x[: n * self._frame], np.float32).reshape(n, self._frame)
         levels = 10.0 * np.log10(np.einsum("ij,ij->i", frames, frames) / self._frame + 1e-12)
-        cfg, floor, quiet = self.config, state.floor_db, state.quiet_frames
+        cfg, quiet = self.config, state.quiet_frames
+        floor = cfg.quiet_dbfs if state.floor_db is None else state.floor_db
         for k, level in enumerate(levels.tolist()):
-            floor = level if floor is None else min(floor + self._rise, level)
+            floor = min(floor + self._rise, level)
             quiet = quiet + 1 if level < cfg.quiet_dbfs or level < floor + cfg.margin_db else 0
             if stop is not None and stop(state.start_s + (state.frames + k + 1) * cfg.frame_s, quiet):
                 state.floor_db, state.quiet_frames = floor, quiet

@@ -38,8 +38,10 @@ def test_quiet_run_counts_trailing_quiet_frames_whatever_the_chunking():
 def test_a_steady_background_becomes_quiet_and_speech_over_it_does_not():
     vad = EnergyVad(VadConfig(floor_rise_db_per_s=2.0))
     state = vad.new_state()
-    vad.feed(state, _noise(1.0, -35))  # louder than the absolute quiet level: quiet by the floor alone
-    assert state.quiet_frames == 100
+    vad.feed(state, _tone(1.0, -15))  # a stream that starts mid-speech
+    assert state.quiet_frames == 0
+    vad.feed(state, _noise(8.0, -35))  # louder than the absolute quiet level: quiet once the floor has risen
+    assert 300 <= state.quiet_frames < 800
     vad.feed(state, _tone(0.2, -15) + _noise(0.2, -35, seed=2))
     assert state.quiet_frames == 0
     vad.feed(state, _noise(0.3, -35, seed=3))
