@@ -104,7 +104,7 @@ class Pipeline:
         self.new_enrich_state = new_enrich_state
         # At each endpoint the model's left context becomes that of near-silence. The model
         # learned every utterance from the start of its clip: after other speech it decodes
-        # worse (45 dev utterances in one stream: WER 0.79 against 0.66 with the reset), and
+        # worse (45 dev utterances in one stream: WER 0.79, and 0.68 with the reset), and
         # from an empty context it makes up characters on silence.
         self.quiet_context = self.acoustic.new_state()
         quiet = (10 ** (_QUIET_DBFS / 20) * np.random.default_rng(0).standard_normal(round(self.sample_rate * 1.6)))
