@@ -20,7 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from bench.common import ROOT, percentile, table
 from stream import codec
 from stream.devbroker import running_agents, running_broker
-from stream.events import Final, Word
+from stream.events import Enriched, Final, Word
 
 TEXTS = ["i lost my card yesterday", "what is my balance", "my card number is four one one one one one one one",
          "i want to dispute a charge from the store", "can you block my card please"]
@@ -69,6 +69,16 @@ async def _measure(bootstrap: str, topics: list[str], n: int) -> dict:
             await asyncio.sleep(0.02)
         await reader
         latency = [1000 * (arrived[i] - sent[i]) for i in ids if i in arrived]
+        # The broker alone: the same records straight to the enriched topic, no agents between.
+        direct = []
+        for i in range(n // 2):
+            f = _final(f"rtt-{i % 8}", i)
+            t0 = time.perf_counter()
+            await producer.send_and_wait(topics[1], codec.encode(Enriched(transcript=f, redacted_text=f.text)), key=f.stream_id.encode())
+            await consume({f.utterance_id}, 5.0)
+            if f.utterance_id in arrived:
+                direct.append(1000 * (arrived[f.utterance_id] - t0))
+            await asyncio.sleep(0.02)
         burst = [_final(f"burst-{i % 16}", i) for i in range(n)]
         t0 = time.perf_counter()
         for f in burst:
@@ -81,6 +91,7 @@ async def _measure(bootstrap: str, topics: list[str], n: int) -> dict:
         await producer.stop()
         await consumer.stop()
     return {"n": n, "received": len(latency), "p50_ms": percentile(latency, 50), "p99_ms": percentile(latency, 99),
+            "broker_hop_p50_ms": percentile(direct, 50), "broker_hop_p99_ms": percentile(direct, 99),
             "records_per_s": rate, "burst_received": len(done)}
 
 
@@ -92,6 +103,8 @@ def transcript_to_enriched(n: int) -> tuple[str, dict]:
     text = table(f"Kafka -> Faust agents -> Kafka on the local broker (Tansu), {n} finals",
                  ["measure", "value"],
                  [("transcript -> enriched p50 ms", r["p50_ms"]), ("transcript -> enriched p99 ms", r["p99_ms"]),
+                  ("one broker hop (produce -> consume, no agents) p50 / p99 ms",
+                   f"{r['broker_hop_p50_ms']:.2f} / {r['broker_hop_p99_ms']:.2f}"),
                   ("records per second (burst)", r["records_per_s"]),
                   ("received (paced / burst)", f"{r['received']} / {r['burst_received']}")])
     return text, r
