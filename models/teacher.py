@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,8 @@ from tqdm import tqdm
 
 from models.data import SAMPLE_RATE, Utterance, load_audio, load_manifest, real_speech_splits
 
-__all__ = ["TeacherTargets", "add_arguments", "compute_targets", "run", "train_teacher_head", "write_posteriors"]
+__all__ = ["CharUnits", "TeacherTargets", "add_arguments", "compute_targets", "fit_ctc_head", "run", "train_teacher_head",
+           "write_posteriors"]
 
 WINDOW = 30 * SAMPLE_RATE  # Whisper's fixed input
 GAP = SAMPLE_RATE // 10
@@ -170,13 +172,36 @@ def _stretch(t: np.ndarray, frames: int) -> np.ndarray:
     return t[lo] * (1 - w) + t[hi] * w
 
 
-def train_teacher_head(root: Path, utts: list[Utterance], epochs: int = 12, threads: int = 1, seed: int = 0) -> dict:
-    """Fit a CTC head on the frozen teacher features; write ``root/posteriors.npy``; return its held-out WER."""
+class CharUnits:
+    """The acoustic model's own output units: blank, space, apostrophe, a-z."""
+
+    def __init__(self) -> None:
+        from models.tokenizer import VOCAB
+
+        self.size = len(VOCAB)
+
+    def encode(self, text: str) -> list[int]:
+        from models.tokenizer import encode_text
+
+        return encode_text(text)
+
+    def decode(self, ids: list[int]) -> str:
+        from models.tokenizer import VOCAB
+
+        return " ".join("".join(VOCAB[i] for i in ids).split())
+
+
+def fit_ctc_head(root: Path, utts: list[Utterance], units: Any, epochs: int, threads: int = 1,
+                 seed: int = 0) -> tuple[Any, dict]:
+    """Fit a CTC head over ``units`` (``size``, ``encode``, ``decode``) on the frozen teacher features.
+
+    A twentieth of the utterances (by seed) is held out; returns the head and its held-out
+    greedy WER and CER.
+    """
     import torch
     import torch.nn.functional as F
 
     from models.metrics import ErrorCounter
-    from models.tokenizer import VOCAB, encode_text
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -193,7 +218,7 @@ def train_teacher_head(root: Path, utts: list[Utterance], epochs: int = 12, thre
         start, n = targets.index[key]
         return torch.from_numpy((np.asarray(array[start : start + n], dtype=np.float32) - targets.mean) * targets.istd)
 
-    head = _head()
+    head = _head(units.size)
     opt = torch.optim.AdamW(head.parameters(), lr=2e-3, weight_decay=1e-2)
     batch = 32
     steps = epochs * (len(train) // batch + 1)
@@ -207,13 +232,13 @@ def train_teacher_head(root: Path, utts: list[Utterance], epochs: int = 12, thre
             x[i, : f.shape[0]] = f
         return F.log_softmax(head(x.transpose(1, 2)).transpose(1, 2), dim=-1), lengths
 
-    bar = tqdm(total=steps, desc="teacher head", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=steps, desc="CTC head", unit="step", dynamic_ncols=True)
     for _ in range(epochs):
         order = rng.permutation(len(train))
         for b in range(0, len(order), batch):
             keys_b = [train[i] for i in order[b : b + batch]]
             lp, lengths = run(keys_b)
-            ids = [encode_text(texts[k]) for k in keys_b]
+            ids = [units.encode(texts[k]) for k in keys_b]
             loss = F.ctc_loss(lp.transpose(0, 1), torch.tensor([t for i in ids for t in i]), lengths,
                               torch.tensor([len(i) for i in ids]), zero_infinity=True)
             opt.zero_grad()
@@ -230,21 +255,29 @@ def train_teacher_head(root: Path, utts: list[Utterance], epochs: int = 12, thre
         for k in held:
             lp, _ = run([k])
             best = lp[0].argmax(-1).tolist()
-            chars = [VOCAB[c] for j, c in enumerate(best) if c != 0 and (j == 0 or c != best[j - 1])]
-            counter.add(texts[k], " ".join("".join(chars).split()))
+            ids = [c for j, c in enumerate(best) if c != 0 and (j == 0 or c != best[j - 1])]
+            counter.add(texts[k], units.decode(ids))
+    return head, {"held_out_wer": counter.wer, "held_out_cer": counter.cer, "held_out": len(held)}
+
+
+def train_teacher_head(root: Path, utts: list[Utterance], epochs: int = 12, threads: int = 1, seed: int = 0) -> dict:
+    """Fit the character CTC head on the frozen teacher features; write ``root/posteriors.npy``; return its held-out WER."""
+    import torch
+
+    head, metrics = fit_ctc_head(root, utts, CharUnits(), epochs, threads, seed)
     torch.save(head.state_dict(), root / "head.pt")
     write_posteriors(root)
-    return {"held_out_wer": counter.wer, "held_out_cer": counter.cer, "held_out": len(held)}
+    return metrics
 
 
-def _head():
+def _head(outputs: int | None = None):
     import torch
 
     from models.tokenizer import VOCAB
 
     return torch.nn.Sequential(
         torch.nn.Conv1d(DIM, 384, 5, padding=2), torch.nn.GELU(), torch.nn.Dropout(0.1),
-        torch.nn.Conv1d(384, 384, 5, padding=2), torch.nn.GELU(), torch.nn.Conv1d(384, len(VOCAB), 1),
+        torch.nn.Conv1d(384, 384, 5, padding=2), torch.nn.GELU(), torch.nn.Conv1d(384, outputs or len(VOCAB), 1),
     )
 
 

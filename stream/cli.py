@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "train-asr": ("models.train_asr", "add_arguments", "run", "train the streaming Conformer-CTC (resumable)"),
     "distill-targets": ("models.teacher", "add_arguments", "run",
                         "encode the training audio with Whisper tiny.en (the distillation teacher)"),
+    "compare-tokenizers": ("models.tokenizer_eval", "add_arguments", "run",
+                           "characters or SentencePiece: CTC heads on the teacher features, held-out WER"),
     "export-asr": ("models.export", "add_arguments", "run", "export a checkpoint to ONNX (fp32 and int8)"),
     "build-lm": ("models.lm", "add_arguments", "run", "build a KenLM model (binary + unigrams) from text"),
     "train-intent": ("models.intent_train", "add_arguments", "run",

@@ -132,3 +132,19 @@ def test_packed_batches_join_pairs_with_a_quiet_gap_and_a_space():
     assert target_lengths.tolist() == [len(encode_text("one two three")), len(encode_text("go"))]
     assert not distill_mask[0].any() and int(distill_mask[1].sum()) == 5
     assert collate(items)[1].tolist() == [50, 40, 30]  # packing is off by default
+
+
+def test_tokenizers_are_compared_on_the_same_teacher_features(data, tmp_path):
+    pytest.importorskip("sentencepiece", reason="sentencepiece is in the [train] extra")
+    from models.data import load_manifest
+    from models.teacher import compute_targets
+    from models.tokenizer_eval import PieceUnits, compare
+
+    _, corpus = data
+    units = PieceUnits(["hello there", "four one", "one two three four"], 16)
+    ids = units.encode("one four")
+    assert min(ids) >= 1 and units.decode(ids) == "one four"  # 0 stays the CTC blank
+    compute_targets(load_manifest(corpus), tmp_path / "teacher")
+    rows = compare(tmp_path / "teacher", corpus, [16], epochs=1)
+    assert [r["tokenizer"] for r in rows] == ["characters", "sentencepiece-16"]
+    assert rows[0]["units"] == 29 and all(r["held_out"] == 1 and r["held_out_wer"] >= 0 for r in rows)
