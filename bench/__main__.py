@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if "spoken-intent" in areas:
         from bench.spoken_intent import compare as spoken_intent
 
-        text, r = spoken_intent(20 if quick else 200)
+        text, r = spoken_intent(20 if quick else 100)
         print(text, flush=True)
         raw["spoken_intent"] = r
         headline.update(intent_accuracy_typed=r["typed"]["accuracy"], intent_accuracy_spoken=r["spoken"]["accuracy"],
