@@ -5,8 +5,9 @@ receive 320 ms of PCM16 every 320 ms (phases spread over the chunk), push it
 through decode/resample/log-mel on the event loop, and await the shared
 ``MicroBatcher``, which runs one acoustic call for all ready streams on its
 inference thread and their CTC beam search (with the LM) on its decoding
-thread. Chunk latency is from
-the moment a chunk's last sample arrived to the moment its events are back.
+thread. Chunk latency is from the moment a chunk's last sample arrived to the
+moment its events are back. The streams are shared out over one or more
+serving processes (``_Shards``), each with its own pipeline.
 """
 
 from __future__ import annotations
