@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if "hotwords" in areas:
         from bench.hotwords import compare as compare_hotwords
 
-        text, r = compare_hotwords(10 if quick else 40)
+        text, r = compare_hotwords(5 if quick else 40, templates=2 if quick else 5)
         print(text, flush=True)
         raw["hotwords"] = r
         headline.update(hotword_recall_ratio=r["recall_ratio"], hotword_dev_wer_change_points=r["dev_wer_change_points"])
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
         levels = [1, 8, 32] if quick else [1, 8, 32, 64, 128]
         raw["streams"] = {}
-        for processes in sorted({1, args.processes}):
+        for processes in [args.processes] if quick else sorted({1, args.processes}):
             text, r = concurrent_streams(levels, 3.0 if quick else 10.0, search=not quick,
                                          threads=args.serve_threads, processes=processes)
             print(text, flush=True)
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if "spoken-intent" in areas:
         from bench.spoken_intent import compare as spoken_intent
 
-        text, r = spoken_intent(20 if quick else 100)
+        text, r = spoken_intent(10 if quick else 100)
         print(text, flush=True)
         raw["spoken_intent"] = r
         headline.update(intent_accuracy_typed=r["typed"]["accuracy"], intent_accuracy_spoken=r["spoken"]["accuracy"],
