@@ -96,7 +96,8 @@ def _binarize(arpa: Path, binary: Path) -> None:
 _WORD = re.compile(r"[a-z']+|<s>|</s>|<unk>")
 _WRITE_SPHINX_ARPA = """
 import os, sys, pocketsphinx
-model = pocketsphinx.NGramModel(pocketsphinx.Config(), pocketsphinx.LogMath(),
+# LogMath() without a base converts the model's scores to garbage (about -1e30); 1.0001 is sphinx's base.
+model = pocketsphinx.NGramModel(pocketsphinx.Config(), pocketsphinx.LogMath(1.0001),
                                 os.path.join(pocketsphinx.get_model_path(), "en-us", "en-us.lm.bin"))
 model.write(sys.argv[1], 1)
 """
@@ -130,6 +131,8 @@ def general_english_arpa(out: Path) -> Path:
             if order not in grams or len(parts) < order + 1:
                 continue
             words = [w.lower() for w in parts[1 : order + 1]]
+            if not -99.0 <= float(parts[0]) <= 0.0:
+                raise RuntimeError(f"pocketsphinx's ARPA has a log10 probability out of range: {line!r}")
             if all(_WORD.fullmatch(w) for w in words):
                 # bigrams are the highest order here: they carry no backoff weight
                 tail = parts[order + 1 : order + 2] if order == 1 else []

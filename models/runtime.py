@@ -38,7 +38,7 @@ def cache_root() -> Path:
 
 def default_general_lm() -> Path:
     """The general-English LM folder that set-up builds (``callstream build-lm --general``)."""
-    return cache_root() / "lm-general-en"
+    return cache_root() / "lm-general-en-2"  # -2: built with sane scores (models.lm._WRITE_SPHINX_ARPA)
 FORMAT = "callstream-conformer-ctc-stream/1"
 
 
