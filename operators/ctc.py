@@ -32,6 +32,7 @@ import kenlm
 import numpy as np
 from pyctcdecode import decoder as _pcd
 from pyctcdecode.alphabet import Alphabet
+from pyctcdecode.constants import LOG_BASE_CHANGE_FACTOR
 from pyctcdecode.language_model import (
     HotwordScorer,
     LanguageModel,
@@ -76,6 +77,24 @@ class BeamConfig:
     hotword_weight: float = 10.0  # default weight of hotwords given without one
 
 
+class _WordLanguageModel(LanguageModel):
+    """pyctcdecode's LanguageModel, except that an empty word costs nothing.
+
+    pyctcdecode ends a word at every space token. A model that emits the space in pauses
+    (ours does: training joins utterances with a quiet gap and a space between) makes a
+    space after a space, or a final one, end an empty word, which pyctcdecode scores as an
+    unknown word: about -20 at alpha 0.5, so the LM turned a clear "up" into "u". Here an
+    empty word keeps the LM state and adds only the end-of-sentence score when it is last.
+    The parity reference (``BeamDecoder.reference``) uses the same scorer.
+    """
+
+    def score(self, prev_state: Any, word: str, is_last_word: bool = False) -> tuple[float, Any]:
+        if word:
+            return super().score(prev_state, word, is_last_word)
+        raw = self._get_raw_end_score(prev_state) if is_last_word else 0.0
+        return self.alpha * raw * LOG_BASE_CHANGE_FACTOR, prev_state
+
+
 @dataclass(frozen=True)
 class LanguageModelConfig:
     path: Path  # KenLM binary or ARPA
@@ -95,7 +114,7 @@ class LanguageModelConfig:
                 unigrams = [w for w in Path(cfg.unigrams).read_text().split() if w]
             else:
                 unigrams = load_unigram_set_from_arpa(str(cfg.path)) if str(cfg.path).endswith(".arpa") else None
-            models.append(LanguageModel(kenlm.Model(str(cfg.path)), unigrams, alpha=cfg.alpha, beta=cfg.beta,
+            models.append(_WordLanguageModel(kenlm.Model(str(cfg.path)), unigrams, alpha=cfg.alpha, beta=cfg.beta,
                                         unk_score_offset=cfg.unk_score_offset))
         return models[0] if len(models) == 1 else MultiLanguageModel(models)
 

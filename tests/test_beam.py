@@ -171,3 +171,19 @@ def test_general_english_lm_is_clean_and_mixes_with_the_domain_lm(lm):
     s_general, _ = g.score(g.get_start_state(), "weather")
     assert s_mixed == pytest.approx((s_alone + s_general) / 2)
     assert s_general > s_alone  # a word the domain LM has never seen
+
+
+def test_spaces_in_pauses_cost_nothing_with_the_lm(lm):
+    """A model that emits the space token in pauses: repeated and final spaces end no word."""
+    dec = BeamDecoder(VOCAB, FS, NO_ENDPOINT, beam=BeamConfig(beam_width=8), lm=lm)
+    rng = np.random.default_rng(4)
+    plain = noisy_logits("i lost my card", rng, noise=0.5)
+    spaced = noisy_logits(" i lost  my card  ", rng, noise=0.5)
+    for logits in (plain, spaced):
+        (final,) = [e for e in stream(dec, logits, rng) if isinstance(e, Final)]
+        assert final.text == "i lost my card"
+    score = {name: dec.reference.decode_beams(lp, beam_width=8)[0] for name, lp in (("plain", plain), ("spaced", spaced))}
+    assert score["spaced"][0] == "i lost my card"
+    # Same words, same LM score: the acoustic part is all that differs.
+    lm_part = {k: v[4] - v[3] for k, v in score.items()}
+    assert lm_part["spaced"] == pytest.approx(lm_part["plain"], abs=1e-6)
