@@ -114,8 +114,8 @@ class LanguageModelConfig:
                 unigrams = [w for w in Path(cfg.unigrams).read_text().split() if w]
             else:
                 unigrams = load_unigram_set_from_arpa(str(cfg.path)) if str(cfg.path).endswith(".arpa") else None
-            models.append(_WordLanguageModel(kenlm.Model(str(cfg.path)), unigrams, alpha=cfg.alpha, beta=cfg.beta,
-                                        unk_score_offset=cfg.unk_score_offset))
+            models.append(_WordLanguageModel(kenlm.Model(str(cfg.path)), unigrams, alpha=cfg.alpha,
+                                             beta=cfg.beta, unk_score_offset=cfg.unk_score_offset))
         return models[0] if len(models) == 1 else MultiLanguageModel(models)
 
 
