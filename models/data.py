@@ -5,7 +5,9 @@ real ones, so every utterance draws a random chain: speed perturbation (which
 also shifts pitch and vocal-tract length, as in Kaldi's 3-way perturbation),
 simulated room reverberation, additive noise at a random SNR, and a telephone
 channel (8 kHz band limit and a G.711 round trip through the same codec the
-server decodes with). SpecAugment masks are applied to the features.
+server decodes with). On the features, a vocal-tract-length warp (VTLP) moves
+the formants without touching tempo, which makes new "speakers" out of the few
+real ones, and SpecAugment masks the rest.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from scipy.fft import next_fast_len
 from scipy.signal import fftconvolve
 
 from operators.audio import alaw_decode, alaw_encode, mulaw_decode, mulaw_encode
-from operators.features import LogMelOperator
+from operators.features import FeatureConfig, LogMelOperator
 
 __all__ = [
     "Augmenter",
@@ -31,6 +33,7 @@ __all__ = [
     "load_manifest",
     "real_speech_splits",
     "spec_augment",
+    "vtlp",
 ]
 
 SAMPLE_RATE = 16000
@@ -172,7 +175,39 @@ class Augmenter:
         if augment:
             x = self.waveform(x)
         feats = self.features.feed(self.features.new_state(), x)
-        return spec_augment(feats, self.rng) if augment else feats
+        if not augment:
+            return feats
+        if self.rng.random() < 0.5:
+            feats = vtlp(feats, self.rng.uniform(0.88, 1.12), self.features.config)
+        return spec_augment(feats, self.rng)
+
+
+def _mel(f: np.ndarray) -> np.ndarray:
+    return 1127.0 * np.log1p(f / 700.0)
+
+
+def vtlp(feats: np.ndarray, alpha: float, cfg: FeatureConfig) -> np.ndarray:
+    """Vocal-tract-length perturbation on log-mel features (Jaitly & Hinton, 2013).
+
+    Bin ``i`` takes the value the spectrum had at ``f_i / alpha``, where ``f_i`` is
+    the bin's centre frequency: ``alpha > 1`` stretches the spectrum upwards (a
+    shorter vocal tract). Above ``0.85 * nyquist * min(1, alpha)`` the warp is
+    linear back to Nyquist so no band is lost. Warping the features instead of
+    the waveform keeps it cheap and the tempo unchanged; torchaudio has no VTLP.
+    """
+    n = feats.shape[1]
+    nyquist = cfg.sample_rate / 2
+    high = cfg.high_freq if cfg.high_freq > 0 else nyquist + cfg.high_freq
+    edges = np.linspace(_mel(np.float64(cfg.low_freq)), _mel(np.float64(high)), n + 2)
+    centres = 700.0 * np.expm1(edges[1:-1] / 1127.0)
+    knee = 0.85 * nyquist * min(1.0, alpha)
+    src = np.where(centres <= knee, centres / alpha,
+                   knee / alpha + (centres - knee) * (nyquist - knee / alpha) / (nyquist - knee))
+    pos = np.interp(src, centres, np.arange(n, dtype=np.float64))
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    w = (pos - lo).astype(np.float32)
+    return (feats[:, lo] * (1.0 - w) + feats[:, hi] * w).astype(np.float32)
 
 
 def spec_augment(feats: np.ndarray, rng: random.Random) -> np.ndarray:

@@ -148,3 +148,19 @@ def test_tokenizers_are_compared_on_the_same_teacher_features(data, tmp_path):
     rows = compare(tmp_path / "teacher", corpus, [16], epochs=1)
     assert [r["tokenizer"] for r in rows] == ["characters", "sentencepiece-16"]
     assert rows[0]["units"] == 29 and all(r["held_out"] == 1 and r["held_out_wer"] >= 0 for r in rows)
+
+
+def test_vtlp_moves_formants_up_or_down_and_keeps_the_band():
+    from models.data import vtlp
+    from operators.features import LogMelOperator
+
+    op = LogMelOperator()
+    t = np.arange(16000) / 16000
+    feats = op.feed(op.new_state(), (0.3 * np.sin(2 * np.pi * 1000.0 * t)).astype(np.float32))
+    peak = int(feats.mean(0).argmax())
+    np.testing.assert_allclose(vtlp(feats, 1.0, op.config), feats, atol=1e-5)
+    assert int(vtlp(feats, 1.12, op.config).mean(0).argmax()) > peak  # shorter tract: formants rise
+    assert int(vtlp(feats, 0.88, op.config).mean(0).argmax()) < peak
+    warped = vtlp(feats, 1.12, op.config)
+    assert warped.shape == feats.shape and warped.dtype == np.float32
+    assert feats.min() - 1e-5 <= warped.min() and warped.max() <= feats.max() + 1e-5  # interpolation only
