@@ -5,7 +5,8 @@ real ones, so every utterance draws a random chain: speed perturbation (which
 also shifts pitch and vocal-tract length, as in Kaldi's 3-way perturbation),
 simulated room reverberation, additive noise at a random SNR, and a telephone
 channel (8 kHz band limit and a G.711 round trip through the same codec the
-server decodes with). On the features, a vocal-tract-length warp (VTLP) moves
+server decodes with). Clips get up to a second of near-silence around them, as
+live streams have. On the features, a vocal-tract-length warp (VTLP) moves
 the formants without touching tempo, which makes new "speakers" out of the few
 real ones, and SpecAugment masks the rest.
 """
@@ -104,8 +105,10 @@ def load_audio(path: Path) -> np.ndarray:
 class Augmenter:
     """Random waveform augmentation, then log-mel and SpecAugment."""
 
-    def __init__(self, seed: int, noise_pool: list[np.ndarray] | None = None, prob: float = 1.0) -> None:
+    def __init__(self, seed: int, noise_pool: list[np.ndarray] | None = None, prob: float = 1.0,
+                 quiet_edges: bool = True) -> None:
         self.prob = prob  # share of utterances augmented at all (a clean start shortens the CTC plateau)
+        self.quiet_edges = quiet_edges  # off when frame targets (distillation) must stay aligned
         self.rng = random.Random(seed)
         self.np_rng = np.random.default_rng(seed)
         self.noise_pool = noise_pool or []
@@ -113,6 +116,8 @@ class Augmenter:
 
     def waveform(self, x: np.ndarray) -> np.ndarray:
         r = self.rng
+        if self.quiet_edges and r.random() < 0.5:
+            x = self._quiet_edges(x)
         if r.random() < 0.6:
             x = soxr.resample(x, SAMPLE_RATE, int(SAMPLE_RATE / r.uniform(0.85, 1.15)))
         if r.random() < 0.3:
@@ -123,6 +128,20 @@ class Augmenter:
             x = self._telephone(x)
         peak = float(np.abs(x).max()) or 1.0
         return (x / peak * 10 ** (r.uniform(-30.0, -1.0) / 20)).astype(np.float32)
+
+    def _quiet_edges(self, x: np.ndarray) -> np.ndarray:
+        """Up to 1 s of near-silence before the speech and 0.5 s after it.
+
+        Most clips (FSDD, the synthetic voices) start on their first phoneme. A model
+        that only ever starts from an empty context loses the first phoneme after
+        silence, as every live stream has: FSDD dev WER went 0.44 -> 0.63 with 1 s of
+        quiet noise in front.
+        """
+        level = float(np.abs(x).max() or 1.0) * 10 ** (self.rng.uniform(-70.0, -35.0) / 20)
+        lead, trail = int(self.rng.uniform(0.0, 1.0) * SAMPLE_RATE), int(self.rng.uniform(0.0, 0.5) * SAMPLE_RATE)
+        out = (self.np_rng.standard_normal(lead + x.size + trail) * level).astype(np.float32)
+        out[lead : lead + x.size] += x
+        return out
 
     def _reverb(self, x: np.ndarray) -> np.ndarray:
         rt60 = self.rng.uniform(0.15, 0.8)

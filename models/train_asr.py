@@ -97,7 +97,7 @@ class SpeechDataset(Dataset):
         if self.aug is None:
             info = torch.utils.data.get_worker_info()
             self.aug = Augmenter(self.seed * 1000 + (info.id if info else 0) + random.randrange(1 << 30),
-                                 prob=self.augment_prob)
+                                 prob=self.augment_prob, quiet_edges=self.teacher is None)
         u = self.utts[i]
         feats = self.aug.features_of(load_audio(u.path), self.augment)
         frames = subsampled_length(feats.shape[0])

@@ -164,3 +164,17 @@ def test_vtlp_moves_formants_up_or_down_and_keeps_the_band():
     warped = vtlp(feats, 1.12, op.config)
     assert warped.shape == feats.shape and warped.dtype == np.float32
     assert feats.min() - 1e-5 <= warped.min() and warped.max() <= feats.max() + 1e-5  # interpolation only
+
+
+def test_quiet_edges_put_near_silence_around_the_clip():
+    from models.data import SAMPLE_RATE, Augmenter
+
+    x = np.full(8000, 0.5, np.float32)
+    aug = Augmenter(0)
+    for _ in range(20):
+        y = aug._quiet_edges(x)
+        lead = int(np.argmax(np.abs(y) > 0.25))
+        assert 0 <= lead <= SAMPLE_RATE and y.size - lead - x.size <= SAMPLE_RATE // 2
+        noise_std = 0.5 * 10 ** (-35 / 20)  # the loudest level drawn, relative to the peak
+        assert np.std(y[lead : lead + x.size] - x) < 1.1 * noise_std
+        assert np.std(np.delete(y, np.s_[lead : lead + x.size])) < 1.1 * noise_std
