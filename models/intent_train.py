@@ -16,12 +16,16 @@ Data (only train/dev material is read; BANKING77 and CLINC150 test splits never 
 * BANKING77 ``train.csv``: 90% train, 10% dev (stratified, seed 0). The head
   is fitted on train, C and the temperature are chosen on dev. The
   out-of-scope threshold is tuned with dev as in-scope and CLINC150
-  ``oos_val`` as out-of-scope (most of it is outside banking).
+  ``oos_val`` as out-of-scope (most of it is outside banking). The recorded
+  figures are that head's; the saved head is then refitted on train + dev
+  with the same C, temperature and threshold.
 * CLINC150 ``data_full.json``: fitted on ``train`` with ``oos_train`` as an
   ``out_of_scope`` class, temperature on ``val``, threshold tuned on
   ``val`` + ``oos_val`` (maximum out-of-scope F1). Since that scores on the
   data it tuned on, figures with the threshold tuned on the other half
   (2-fold over ``val`` and ``oos_val``) are recorded too (``cross_tuned_*``).
+  The saved head is refitted on ``train`` + ``oos_train`` + ``val`` with the
+  same C, temperature and threshold.
 * A YAML file ``{intent_name: [example, ...]}``. An ``out_of_scope`` entry,
   if present, becomes negatives: texts like those map to ``out_of_scope``.
 
@@ -121,6 +125,16 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp((lo + hi) / 2.0))
 
 
+def _fit_lr(x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
+    """Multinomial logistic regression -> (weight (dim, classes), bias (classes,))."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=c, max_iter=5000).fit(x, y)
+    if clf.coef_.shape[0] == 1:  # scikit-learn keeps one weight vector for two classes
+        return np.stack([-clf.coef_[0], clf.coef_[0]], 1) / 2, np.array([-1.0, 1.0]) * clf.intercept_[0] / 2
+    return clf.coef_.T, clf.intercept_
+
+
 def fit_head(
     x_train: np.ndarray,
     y_train: Sequence[str],
@@ -137,24 +151,17 @@ def fit_head(
     fitted by 3-fold cross-validation on train when every class has at least
     3 examples (else 1.0).
     """
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
     labels = tuple(sorted(set(y_train)))
     index = {lab: i for i, lab in enumerate(labels)}
     yt = np.array([index[lab] for lab in y_train])
 
-    def fit(x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
-        clf = LogisticRegression(C=c, max_iter=5000).fit(x, y)
-        if len(labels) == 2:  # scikit-learn keeps one weight vector for two classes
-            return np.stack([-clf.coef_[0], clf.coef_[0]], 1) / 2, np.array([-1.0, 1.0]) * clf.intercept_[0] / 2
-        return clf.coef_.T, clf.intercept_
-
     if x_dev is not None and y_dev is not None:
         yd = np.array([index[lab] for lab in y_dev])
         fits = []
         for c in c_grid:
-            w, b = fit(x_train, yt, c)
+            w, b = _fit_lr(x_train, yt, c)
             logits = x_dev @ w + b
             fits.append((float(np.mean(logits.argmax(1) == yd)), c, w, b, logits))
         acc, c, w, b, logits = max(fits, key=lambda f: f[0])
@@ -168,10 +175,10 @@ def fit_head(
         if counts.min() >= 3:
             oof = np.zeros((len(yt), len(labels)))
             for tr, te in StratifiedKFold(3, shuffle=True, random_state=_SEED).split(x_train, yt):
-                w, b = fit(x_train[tr], yt[tr], c)
+                w, b = _fit_lr(x_train[tr], yt[tr], c)
                 oof[te] = x_train[te] @ w + b
             temperature = fit_temperature(oof, yt)
-        w, b = fit(x_train, yt, c)
+        w, b = _fit_lr(x_train, yt, c)
         metrics = {"C": c}
     return IntentHead(
         labels=labels,
@@ -285,8 +292,15 @@ def train_banking77(encoder: SentenceEncoder, clinc: Mapping[str, tuple[list[str
     dev_m = intent_metrics(head, x[dev], [labels[i] for i in dev], threshold=0.0)
     oos = _oos_scores(head, x[dev], [labels[i] for i in dev], x_oos, t)
     cross = _cross_tuned(head, x[dev], [labels[i] for i in dev], x_oos)
+    # The figures are the held-out head's. The shipped head is refitted on train + dev with the
+    # same C, temperature and threshold: on dev, 9,000 training texts scored 0.4 points above
+    # 8,100, so the 10% more examples are worth more than a head whose dev score can be re-run.
+    index = {lab: i for i, lab in enumerate(head.labels)}
+    w, b = _fit_lr(x, np.array([index[lab] for lab in labels]), head.metrics["C"])
     head = replace(
         head,
+        weight=np.asarray(w, dtype=np.float32),
+        bias=np.asarray(b, dtype=np.float32),
         metrics={
             **head.metrics,
             **{f"dev_{k}": v for k, v in dev_m.items()},
@@ -308,8 +322,14 @@ def train_clinc150(encoder: SentenceEncoder, clinc: Mapping[str, tuple[list[str]
     head = replace(head, threshold=t)
     tuned = _oos_scores(head, x_val, clinc["val"][1], x_oos, t)
     cross = _cross_tuned(head, x_val, clinc["val"][1], x_oos)
+    # As for BANKING77: the figures are the train head's, the saved head is refitted on train + val.
+    index = {lab: i for i, lab in enumerate(head.labels)}
+    w, b = _fit_lr(np.concatenate([x_tr, x_val]), np.array([index[lab] for lab in labels + clinc["val"][1]]),
+                   head.metrics["C"])
     return replace(
         head,
+        weight=np.asarray(w, dtype=np.float32),
+        bias=np.asarray(b, dtype=np.float32),
         metrics={**head.metrics, **{f"val_{k}": v for k, v in tuned.items()}, **{f"cross_tuned_{k}": v for k, v in cross.items()}},
     )
 
