@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,8 @@ from models.corpus import normalize_text
 from models.intent_train import intent_metrics
 from models.toxicity_train import prf
 from operators.content import ToxicityModel
-from operators.intent import IntentConfig, load_classifier
-from stream.errors import InputError
+from operators.intent import IntentConfig, SentenceEncoder, default_encoder_dir, load_classifier
+from stream.errors import InputError, ModelError
 
 __all__ = [
     "add_filter_arguments",
@@ -59,8 +60,11 @@ def eval_intent(
     return intent_metrics(classifier.head, x, [r["category"] for r in rows])
 
 
-def eval_filter(csv_path: Path, *, model: Path | None = None, normalize: bool = True) -> dict[str, float]:
-    """Precision, recall, F1 and n of the toxicity flag on a ``text,label`` CSV."""
+def eval_filter(
+    csv_path: Path, *, model: Path | None = None, encoder_dir: Path | None = None, normalize: bool = True
+) -> dict[str, float]:
+    """Precision, recall, F1 and n of the toxicity flag on a ``text,label`` CSV (as the enricher flags it:
+    with the sentence-embedding head when the model has one and its encoder is built)."""
     rows = _read(csv_path, ("text", "label"))
     tox = ToxicityModel.load(model)
     try:
@@ -70,7 +74,16 @@ def eval_filter(csv_path: Path, *, model: Path | None = None, normalize: bool = 
     if not set(np.unique(y)) <= {0, 1}:
         raise InputError(f"expected labels 0 or 1 in {csv_path}, got {sorted(set(y.tolist()))}")
     texts = [normalize_text(r["text"]) if normalize else r["text"] for r in rows]
-    pred = np.array([tox.score(t) >= tox.threshold for t in texts], dtype=np.int64)
+    x: np.ndarray | list[None] = [None] * len(texts)
+    if tox.embedding_coef is not None:
+        try:
+            encoder = SentenceEncoder(encoder_dir or default_encoder_dir(), threads=0)
+        except ModelError as exc:
+            print(f"eval-filter: n-gram model alone, the sentence encoder does not load: {exc}", file=sys.stderr)
+        else:
+            if tox.uses_embeddings_of(encoder.name):
+                x = encoder.encode(texts)
+    pred = np.array([tox.score(t, e) >= tox.threshold_for(e) for t, e in zip(texts, x)], dtype=np.int64)
     return prf(y, pred)
 
 
@@ -89,6 +102,7 @@ def add_intent_arguments(parser: argparse.ArgumentParser) -> None:
 def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
     parser.add_argument("--model", type=Path, default=None, help="toxicity model .npz (default: bundled)")
+    parser.add_argument("--encoder-dir", type=Path, default=None, help="built encoder (default: the cache)")
 
 
 def run_intent(args: argparse.Namespace) -> int:
@@ -103,7 +117,7 @@ def run_intent(args: argparse.Namespace) -> int:
 
 
 def run_filter(args: argparse.Namespace) -> int:
-    m = eval_filter(args.csv, model=args.model, normalize=not args.raw)
+    m = eval_filter(args.csv, model=args.model, encoder_dir=args.encoder_dir, normalize=not args.raw)
     print(f"n          {m['n']}")
     print(f"precision  {m['precision']:.4f}")
     print(f"recall     {m['recall']:.4f}")

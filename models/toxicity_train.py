@@ -8,9 +8,13 @@ no punctuation, numbers spelled out), because the filter runs on ASR output.
 Split: 70% train, 15% dev, 15% held-out test, stratified, seed 0. Training
 also gets call-centre texts as negatives (``call_center_texts``). The model
 (TF-IDF word 1-2 grams + character 2-4 grams, logistic regression) and its
-threshold are chosen on dev; the table is on the held-out test split:
+threshold are chosen on dev. A second logistic regression on the all-MiniLM-L6-v2
+embedding (the intent encoder's, which every final already gets) is fitted on
+the same texts, and the threshold of the larger of the two scores is tuned on
+dev too. The table is on the held-out test split:
 
-* ours, exported to numpy (``operators.content.ToxicityModel``);
+* ours, exported to numpy (``operators.content.ToxicityModel``), with and
+  without the embedding head;
 * ``alt-profanity-check`` (its wheel's TF-IDF + linear SVM). Its authors
   trained it on the whole Davidson corpus, so its figures here are on data it
   has seen: an upper bound, not a fair held-out score;
@@ -22,7 +26,8 @@ Usage::
     python -m models.toxicity_train --json         # last line: the table as JSON
 
 Needs scikit-learn (fitting only), ``alt-profanity-check==1.9.1`` and
-``better-profanity==0.7.0`` (baselines and the masking word list).
+``better-profanity==0.7.0`` (baselines and the masking word list), and the
+sentence encoder built by set-up.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import html
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,12 +46,14 @@ import numpy as np
 
 from models.corpus import normalize_text
 from operators.content import DEFAULT_TOXICITY, ToxicityModel, text_features
+from operators.intent import SentenceEncoder, default_encoder_dir
 
 __all__ = [
     "DAVIDSON",
     "add_arguments",
     "clean_tweet",
     "davidson_splits",
+    "fit_embedding_head",
     "fit_toxicity",
     "prf",
     "profanity_wordlist",
@@ -210,6 +217,54 @@ def fit_toxicity(
     return replace(model, threshold=threshold, mask_words=mask, metrics={f"dev_{k}": v for k, v in dev.items()})
 
 
+def fit_embedding_head(
+    model: ToxicityModel,
+    x: np.ndarray,
+    labels: np.ndarray,
+    split: dict[str, np.ndarray],
+    texts: Sequence[str],
+    *,
+    negatives: np.ndarray,
+    encoder: str,
+    c: float = 10.0,
+) -> ToxicityModel:
+    """Add the sentence-embedding head: logistic regression on ``x[split["train"]]`` plus ``negatives``
+    (embeddings, label 0); the threshold of ``max(n-gram, embedding)`` is tuned for F1 on dev."""
+    from sklearn.linear_model import LogisticRegression
+
+    train = split["train"]
+    xs = np.concatenate([x[train], negatives])
+    ys = np.concatenate([labels[train], np.zeros(len(negatives), dtype=np.int64)])
+    clf = LogisticRegression(C=c, max_iter=5000).fit(xs, ys)
+    model = replace(model, embedding_coef=clf.coef_[0].astype(np.float32), embedding_bias=float(clf.intercept_[0]),
+                    embedding_encoder=encoder)
+    dev = split["dev"]
+    scores = np.array([model.score(texts[i], x[i]) for i in dev])
+    threshold = _best_threshold(scores, labels[dev])
+    m = prf(labels[dev], (scores >= threshold).astype(np.int64))
+    return replace(model, combined_threshold=threshold,
+                   metrics={**model.metrics, **{f"dev_combined_{k}": v for k, v in m.items()}})
+
+
+# Hate said in clean words, and clean call-centre text with words that sound bad, written for
+# this check (not from any benchmark). Davidson's tweets teach slurs and swearing; this shows
+# whether a filter learned more than the words.
+PROBE_HATEFUL = (
+    "women are too stupid to vote", "all immigrants are criminals and should be deported", "go back to your country",
+    "muslims are terrorists", "gay people are disgusting", "i hope you die", "you people are animals",
+    "black people are inferior", "jews control the banks", "kill all of them", "disabled people are a burden",
+    "you are worthless trash", "women belong in the kitchen", "those people are subhuman",
+    "i hate you and your kind", "you are an idiot",
+)
+PROBE_CLEAN = (
+    "i want to cancel my card", "kill the process please", "my gay son needs an account", "i hate waiting on hold",
+    "the immigration office sent me a letter", "women's savings account", "what is the interest rate",
+    "my card died", "the black card has no fee", "i am from another country",
+    "can you help me with my muslim friend's transfer", "this is stupid slow", "my account was killed by fraud",
+    "please transfer money to my wife", "i lost my job", "what time do you close",
+)
+
+
 def _word_list_flags(texts: Sequence[str], words: frozenset[str]) -> np.ndarray:
     singles = {w for w in words if " " not in w}
     phrases = [f" {w} " for w in words if " " in w]
@@ -221,18 +276,26 @@ def _word_list_flags(texts: Sequence[str], words: frozenset[str]) -> np.ndarray:
 
 
 def compare(
-    model: ToxicityModel, texts: Sequence[str], labels: np.ndarray, idx: np.ndarray, clean: Sequence[str]
+    model: ToxicityModel, texts: Sequence[str], labels: np.ndarray, idx: np.ndarray, clean: Sequence[str],
+    embed: Callable[[Sequence[str]], np.ndarray],
 ) -> dict[str, dict[str, float]]:
-    """P/R/F1 of ours, alt-profanity-check and the word list on ``texts[idx]``.
+    """P/R/F1 of ours (with and without the embedding head), alt-profanity-check and the word list
+    on ``texts[idx]``.
 
     ``flag_rate_call_center`` is the share of ``clean`` (held-out banking and
-    assistant requests, none offensive) that each one flags.
+    assistant requests, none offensive) that each one flags; ``probe_recall`` and
+    ``probe_flags_clean`` are on ``PROBE_HATEFUL`` and ``PROBE_CLEAN``.
     """
     from profanity_check import predict_prob
 
     words = profanity_wordlist()
+
+    def combined(xs: Sequence[str]) -> np.ndarray:
+        return np.array([model.score(t, e) for t, e in zip(xs, embed(xs))]) >= model.combined_threshold
+
     scorers = {
-        "ours (tf-idf + lr)": lambda xs: np.array([model.score(t) for t in xs]) >= model.threshold,
+        "ours (tf-idf + lr, then max with embedding lr)": combined,
+        "ours, tf-idf + lr alone": lambda xs: np.array([model.score(t) for t in xs]) >= model.threshold,
         "alt-profanity-check 1.9.1 (saw davidson)": lambda xs: predict_prob(list(xs)) >= 0.5,
         "word list (better-profanity 0.7.0)": lambda xs: _word_list_flags(xs, words).astype(bool),
     }
@@ -241,6 +304,8 @@ def compare(
     for name, flags in scorers.items():
         row = prf(labels[idx], flags(sub).astype(np.int64))
         row["flag_rate_call_center"] = float(np.mean(flags(clean)))
+        row["probe_recall"] = float(np.mean(flags(PROBE_HATEFUL)))
+        row["probe_flags_clean"] = float(np.mean(flags(PROBE_CLEAN)))
         table[name] = row
     return table
 
@@ -248,6 +313,7 @@ def compare(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=DAVIDSON, help="Davidson labeled_data.csv")
     parser.add_argument("--out", type=Path, default=DEFAULT_TOXICITY, help="where to write the model (.npz)")
+    parser.add_argument("--encoder-dir", type=Path, default=None, help="built sentence encoder (default: the cache)")
     parser.add_argument("--json", action="store_true", help="last line: the comparison as one JSON object")
 
 
@@ -255,16 +321,24 @@ def run(args: argparse.Namespace) -> int:
     texts, labels, split = davidson_splits(args.data)
     negatives, clean = call_center_texts()
     model = fit_toxicity(texts, labels, split, negatives=negatives)
-    table = compare(model, texts, labels, split["test"], clean)
+    encoder = SentenceEncoder(args.encoder_dir or default_encoder_dir(), threads=0)
+    print(f"embedding {len(texts) + len(negatives)} texts with {encoder.name} ...", flush=True)
+    model = fit_embedding_head(model, encoder.encode(texts), labels, split, texts,
+                               negatives=encoder.encode(negatives), encoder=encoder.name)
+    table = compare(model, texts, labels, split["test"], clean, encoder.encode)
     ours = next(iter(table.values()))
     model = replace(model, metrics={**model.metrics, **{f"test_{k}": v for k, v in ours.items()}})
     model.save(args.out)
-    print(f"saved {args.out} ({args.out.stat().st_size // 1024} KB), threshold {model.threshold:.2f}")
+    print(f"saved {args.out} ({args.out.stat().st_size // 1024} KB), thresholds {model.threshold:.2f} (n-grams), "
+          f"{model.combined_threshold:.2f} (with the embedding head)")
     print(f"held-out Davidson test split, n={len(split['test'])}, label 1 = offensive or hate")
-    print(f"{'filter':45s} {'precision':>9s} {'recall':>7s} {'F1':>7s} {'flags clean':>11s}")
+    print(f"{'filter':48s} {'precision':>9s} {'recall':>7s} {'F1':>7s} {'flags clean':>11s} {'probe R':>7s} "
+          f"{'probe FP':>8s}")
     for name, m in table.items():
-        print(f"{name:45s} {m['precision']:9.4f} {m['recall']:7.4f} {m['f1']:7.4f} {m['flag_rate_call_center']:11.4f}")
-    print(f"flags clean: share of {len(clean)} held-out BANKING77 dev + CLINC150 val/oos_val texts flagged")
+        print(f"{name:48s} {m['precision']:9.4f} {m['recall']:7.4f} {m['f1']:7.4f} {m['flag_rate_call_center']:11.4f} "
+              f"{m['probe_recall']:7.3f} {m['probe_flags_clean']:8.3f}")
+    print(f"flags clean: share of {len(clean)} held-out BANKING77 dev + CLINC150 val/oos_val texts flagged; "
+          f"probe: {len(PROBE_HATEFUL)} hateful and {len(PROBE_CLEAN)} clean sentences written for the check")
     if args.json:
         print(json.dumps(table))
     return 0

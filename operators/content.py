@@ -107,13 +107,21 @@ def _block(grams: Iterable[str], vocab: dict[str, int], idf: np.ndarray, weight:
 
 @dataclass(frozen=True)
 class ToxicityModel:
-    """P(offensive or hateful | text) from a linear model on two TF-IDF blocks.
+    """P(offensive or hateful | text) from a linear model on two TF-IDF blocks,
+    and optionally a second one on the text's sentence embedding.
 
     ``word_idf``/``word_coef`` are float (V_w,), ``char_idf``/``char_coef``
-    float (V_c,); the score is ``sigmoid(w_word . x_word + w_char . x_char + bias)``
-    with each ``x`` l2-normalised, and ``flag`` fires at ``threshold`` (tuned
+    float (V_c,); the n-gram score is ``sigmoid(w_word . x_word + w_char . x_char + bias)``
+    with each ``x`` l2-normalised, and the flag fires at ``threshold`` (tuned
     for F1 on a Davidson dev split). ``mask_words`` are the words captions
     mask when profanity masking is on.
+
+    The n-grams learn the slurs and swearing that fill the training tweets and
+    miss hate said in clean words ("those people are subhuman"). The intent
+    encoder embeds every final anyway, so a logistic head on that embedding
+    (``embedding_coef``, float (dim,), for encoder ``embedding_encoder``) gives
+    a second opinion for the cost of a dot product: the score is then the
+    larger of the two, flagged at ``combined_threshold``.
     """
 
     word_vocab: dict[str, int]
@@ -127,13 +135,30 @@ class ToxicityModel:
     mask_words: frozenset[str]
     name: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
+    embedding_coef: np.ndarray | None = None
+    embedding_bias: float = 0.0
+    embedding_encoder: str = ""  # ``SentenceEncoder.name`` whose embeddings the head reads
+    combined_threshold: float = 0.5
 
-    def score(self, text: str) -> float:
+    def score(self, text: str, embedding: np.ndarray | None = None) -> float:
+        """The n-gram probability, or the larger of it and the embedding head's when ``embedding`` is given."""
         grams, chars = text_features(text)
         z = self.bias
         z += _block(grams, self.word_vocab, self.word_idf, self.word_coef)
         z += _block(chars, self.char_vocab, self.char_idf, self.char_coef)
-        return 1.0 / (1.0 + math.exp(-z))
+        p = 1.0 / (1.0 + math.exp(-z))
+        if embedding is not None and self.embedding_coef is not None:
+            e = float(embedding @ self.embedding_coef) + self.embedding_bias
+            p = max(p, 1.0 / (1.0 + math.exp(-e)))
+        return p
+
+    def uses_embeddings_of(self, encoder_name: str) -> bool:
+        """Whether ``score`` takes embeddings from this encoder (the head was trained on its output)."""
+        return self.embedding_coef is not None and encoder_name == self.embedding_encoder
+
+    def threshold_for(self, embedding: np.ndarray | None) -> float:
+        """The flag threshold of the score ``score(text, embedding)`` gives."""
+        return self.combined_threshold if embedding is not None and self.embedding_coef is not None else self.threshold
 
     def profane(self, word: str) -> bool:
         """Whether captions mask ``word`` (case and surrounding punctuation ignored)."""
@@ -149,7 +174,11 @@ class ToxicityModel:
             "mask_words": sorted(self.mask_words),
             "name": self.name,
             "metrics": self.metrics,
+            "embedding_bias": self.embedding_bias,
+            "embedding_encoder": self.embedding_encoder,
+            "combined_threshold": self.combined_threshold,
         }
+        extra = {} if self.embedding_coef is None else {"embedding_coef": self.embedding_coef.astype(np.float32)}
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as f:
             np.savez_compressed(
@@ -159,6 +188,7 @@ class ToxicityModel:
                 word_coef=self.word_coef.astype(np.float32),
                 char_idf=self.char_idf.astype(np.float32),
                 char_coef=self.char_coef.astype(np.float32),
+                **extra,
             )
 
     @classmethod
@@ -168,6 +198,7 @@ class ToxicityModel:
             with np.load(src, allow_pickle=False) as z:
                 header = json.loads(z["header"].tobytes().decode())
                 arrays = {k: z[k].astype(np.float64) for k in ("word_idf", "word_coef", "char_idf", "char_coef")}
+                coef = z["embedding_coef"].astype(np.float32) if "embedding_coef" in z.files else None
         except (OSError, KeyError, ValueError) as exc:
             raise ModelError(f"cannot read toxicity model {src}: {exc}") from None
         if header.get("format") != TOXICITY_FORMAT:
@@ -180,6 +211,10 @@ class ToxicityModel:
             mask_words=frozenset(header["mask_words"]),
             name=str(header["name"]),
             metrics={k: float(v) for k, v in header.get("metrics", {}).items()},
+            embedding_coef=coef,
+            embedding_bias=float(header.get("embedding_bias", 0.0)),
+            embedding_encoder=str(header.get("embedding_encoder", "")),
+            combined_threshold=float(header.get("combined_threshold", 0.5)),
             **arrays,
         )
 

@@ -2,7 +2,8 @@
 
 This is the operator the Faust agents and the in-process pipeline both call.
 ``Enricher`` holds the shared, read-only models (intent classifier, toxicity
-model); ``EnrichState`` is per call and holds, per channel, what redaction
+model; the toxicity model also reads the intent encoder's embedding of each
+final when it was trained on that encoder); ``EnrichState`` is per call and holds, per channel, what redaction
 must remember across finals (a card number read over two utterances).
 
 The module-level ``new_state()`` and ``enrich()`` use one default
@@ -16,6 +17,8 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from operators.content import (
     RedactionConfig,
@@ -95,12 +98,16 @@ class Enricher:
         if len(states) != len(finals):
             raise ValueError(f"expected one state per final, got {len(states)} states and {len(finals)} finals")
         intents: list[IntentResult | None] = [None] * len(finals)
+        embeddings: list[np.ndarray | None] = [None] * len(finals)
         if self.intent is not None:
             live = [i for i, f in enumerate(finals) if f.text.strip()]
-            for i, result in zip(live, self.intent.classify_batch([finals[i].text for i in live])):
+            results, x = self.intent.embed_and_classify([finals[i].text for i in live])
+            shared = self.toxicity.uses_embeddings_of(self.intent.encoder.name)
+            for row, (i, result) in enumerate(zip(live, results)):
                 intents[i] = result
+                embeddings[i] = x[row] if shared else None
         out = []
-        for state, final, intent in zip(states, finals, intents):
+        for state, final, intent, embedding in zip(states, finals, intents, embeddings):
             words = _words_of(final)
             tokens = [w.text for w in words]
             red_state = state.redaction.get(final.channel, RedactionState())
@@ -111,11 +118,11 @@ class Enricher:
             if mask_profanity:
                 spans += [RedactedSpan("profanity", i, i, words[i].start, words[i].end) for i in profane]
                 spans.sort(key=lambda s: s.first_word)
-            toxicity = self.toxicity.score(final.text) if final.text.strip() else 0.0
+            toxicity = self.toxicity.score(final.text, embedding) if final.text.strip() else 0.0
             flagged = sorted(
                 {s.kind for s in spans if s.kind != "profanity"}
                 | ({"profanity"} if profane else set())
-                | ({"toxicity"} if toxicity >= self.toxicity.threshold else set())
+                | ({"toxicity"} if toxicity >= self.toxicity.threshold_for(embedding) else set())
             )
             flags = ContentFlags(
                 profanity=1.0 if profane else 0.0,

@@ -228,10 +228,17 @@ class IntentClassifier:
         Out of scope (top probability below the head's threshold) reports
         ``score = 1 - top probability``; ``top_k`` still lists the in-scope ranking.
         """
+        return self.embed_and_classify(texts)[0]
+
+    def embed_and_classify(self, texts: Sequence[str]) -> tuple[list[IntentResult], np.ndarray]:
+        """``classify_batch`` and the texts' embeddings, float32 (N, dim) (zeros for empty texts),
+        for other heads that read the same embedding."""
         results: list[IntentResult | None] = [None] * len(texts)
         live = [i for i, t in enumerate(texts) if t.strip()]
+        x = np.zeros((len(texts), self.encoder.dim), np.float32)
         if live:
-            probs = self.head.proba(self.encoder.encode([texts[i] for i in live]))
+            x[live] = self.encoder.encode([texts[i] for i in live])
+            probs = self.head.proba(x[live])
             top = np.argsort(-probs, axis=1)[:, : self.top_k]
             for row, i in enumerate(live):
                 ranked = tuple((self.head.labels[c], float(probs[row, c])) for c in top[row])
@@ -241,7 +248,7 @@ class IntentClassifier:
                     label, score = OUT_OF_SCOPE, 1.0 - score
                 results[i] = IntentResult(label=label, score=score, top_k=ranked, model=self.head.name)
         empty = IntentResult(label=OUT_OF_SCOPE, score=0.0, top_k=(), model=self.head.name)
-        return [r if r is not None else empty for r in results]
+        return [r if r is not None else empty for r in results], x
 
     def classify(self, text: str) -> IntentResult:
         return self.classify_batch([text])[0]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from operators.content import (
+    DEFAULT_TOXICITY,
     RedactionState,
     ToxicityModel,
     luhn_valid,
@@ -330,3 +332,23 @@ def test_bundled_toxicity_model_scores_and_masks():
     assert model.profane("Bitch,") and not model.profane("kill") and not model.profane("card")
     assert model.word_idf.shape == model.word_coef.shape and model.char_idf.shape == model.char_coef.shape
     assert np.isfinite(model.word_coef).all()
+
+
+def test_toxicity_embedding_head_round_trips_and_takes_the_larger_score(tmp_path):
+    base = ToxicityModel.load()
+    coef = np.zeros(8, np.float32)
+    coef[0] = 1.0
+    model = replace(base, embedding_coef=coef, embedding_bias=-2.0, embedding_encoder="enc-a", combined_threshold=0.6)
+    model.save(tmp_path / "m.npz")
+    loaded = ToxicityModel.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.embedding_coef, coef)
+    assert (loaded.embedding_bias, loaded.embedding_encoder, loaded.combined_threshold) == (-2.0, "enc-a", 0.6)
+    text = "i would like to check my card balance please"
+    hot, cold = np.eye(8, dtype=np.float32)[0] * 10.0, np.zeros(8, np.float32)
+    assert loaded.score(text, hot) == pytest.approx(1 / (1 + np.exp(-8.0)))
+    assert loaded.score(text, cold) == pytest.approx(max(base.score(text), 1 / (1 + np.exp(2.0))))
+    assert loaded.score(text) == base.score(text)
+    assert loaded.threshold_for(hot) == 0.6 and loaded.threshold_for(None) == base.threshold
+    assert loaded.uses_embeddings_of("enc-a") and not loaded.uses_embeddings_of("enc-b")
+    plain = replace(ToxicityModel.load(DEFAULT_TOXICITY), embedding_coef=None)
+    assert plain.score(text, hot) == base.score(text) and plain.threshold_for(hot) == plain.threshold

@@ -99,6 +99,14 @@ def test_default_enrich_adds_intent():
     assert out.intent is not None and out.intent.label == "card_arrival" and len(out.intent.top_k) == 3
 
 
+@pytest.mark.skipif(not ENCODER_BUILT, reason="sentence encoder not built: run `python -m models.encoder_export`")
+def test_toxicity_reads_the_intent_embedding(filters_only):
+    hateful, clean = _final("gay people are disgusting"), _final("my gay son needs an account")
+    assert "toxicity" in enrich(new_state(), hateful).flags.flagged  # the embedding head catches it
+    assert "toxicity" not in filters_only.enrich(new_state(), hateful).flags.flagged  # the n-grams alone do not
+    assert "toxicity" not in enrich(new_state(), clean).flags.flagged
+
+
 @pytest.mark.parametrize("module", ["operators.intent", "operators.content", "operators.enrich"])
 def test_serving_modules_import_no_torch_or_sklearn(module):
     code = (
