@@ -112,6 +112,20 @@ def test_metadata_carries_the_settings_and_int8_loads(exported):
     np.testing.assert_allclose(np.exp(lp).sum(-1), 1.0, atol=1e-4)
 
 
+def test_int8_quantizes_every_matmul_with_a_weight(exported):
+    import onnx
+
+    from models.runtime import default_model_path
+
+    for path, blocks in ((exported[2], 2), (default_model_path(True), 6)):
+        graph = onnx.load(str(path)).graph
+        weights = {i.name for i in graph.initializer}
+        float_weight = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and weights & set(n.input)]
+        assert not float_weight, f"{path}: MatMuls with float weights left: {float_weight}"
+        # per block: q, k, v, out, 2 feed-forward x 2, 2 pointwise; then the subsampling output and the head
+        assert sum(n.op_type == "MatMulInteger" for n in graph.node) == 10 * blocks + 2
+
+
 def test_missing_or_foreign_model_is_a_clear_error(tmp_path, exported):
     with pytest.raises(ModelError, match="does not exist"):
         AcousticModel(tmp_path / "nope.onnx")
