@@ -109,6 +109,20 @@ class AcousticOperator:
         state.flushed = True
         return out
 
+    def run_partial(self, state: AcousticState) -> np.ndarray | None:
+        """Run the queued features short of a chunk now, as a shorter chunk: float32 log-probs
+        (n, vocab) of the ``n`` whole encoder frames they make, or None if they make none.
+
+        For an endpoint decision mid-chunk. The frames after them stay queued, and later chunks
+        start from there (the model was trained on random chunk sizes).
+        """
+        self._gather(state)
+        sub, ctx = self.spec.subsampling, self.spec.context_frames
+        n = (state.pending.shape[0] - ctx) // sub
+        if n < 1:
+            return None
+        return self._run([state], state.pending[None, : n * sub + ctx], advance=n * sub)[0]
+
     def _run(self, states: Sequence[AcousticState], feats: np.ndarray, advance: int) -> list[np.ndarray]:
         att = np.stack([s.att_cache for s in states], axis=1)
         conv = np.stack([s.conv_cache for s in states], axis=1)

@@ -68,6 +68,7 @@ class ChannelState:
     vad: VadState
     held: np.ndarray | None = None  # model-rate audio after a checkpoint, until endpoint() runs
     end_here: bool = False  # the checkpoint ends the open utterance
+    probe_here: bool = False  # at the checkpoint the model decides, on a short chunk, whether the utterance ends
 
 
 @dataclass
@@ -114,6 +115,10 @@ class Pipeline:
         quiet = quiet.astype(np.float32)
         self.acoustic.feed(self.quiet_context, self.features.feed(self.features.new_state(), quiet))
         self.end_tail = quiet[: round(self.sample_rate * _END_TAIL_S)]
+        # Audio past the endpoint silence that the model needs for its frames up to there: encoder
+        # frame k reads feature frames up to 4(k + 1) + context - 1, each a window long.
+        cfg = self.features.config
+        self._probe_lookahead_s = ((spec.context_frames - 1) * cfg.window_shift + cfg.window_size) / cfg.sample_rate
 
     @property
     def sample_rate(self) -> int:
@@ -177,8 +182,11 @@ class Pipeline:
         With the energy endpoint on, the audio stops (the rest is held) where a chunk becomes
         ready, so the decoder is up to date before any later audio, and where the utterance
         ends: when the model's blank frames since its last character, followed by audio the
-        model has not seen yet but whose energy is quiet, make the endpoint silence. The model
-        alone can only tell at the end of a chunk, up to 320 ms later. Checkpoints sit at fixed
+        model has not seen yet but whose energy is quiet, make the endpoint silence. Where the
+        energy cannot vouch (background noise), the audio stops once it covers the endpoint
+        silence and the model's frame look-ahead (a probe): ``endpoint`` then runs the model on
+        the part of a chunk queued so far, and the decoder's own rule decides. Waiting for the
+        whole chunk instead made such finals up to 320 ms late. Checkpoints sit at fixed
         points of the audio, so finals do not depend on how the audio was cut into messages.
         """
         if self.vad is None:
@@ -189,17 +197,24 @@ class Pipeline:
         seen = dec.frame * fs  # stream time the decoder has seen up to
         last_speech = (dec.frame - dec.silence_run) * fs
 
+        vouched = False
+
         def ends_here(end_s: float, quiet_frames: int) -> bool:
-            return dec.speech and end_s - last_speech >= silence and quiet_frames * frame_s >= end_s - seen - 1e-6
+            nonlocal vouched
+            if not dec.speech or end_s - last_speech < silence:
+                return False
+            vouched = quiet_frames * frame_s >= end_s - seen - 1e-6
+            return vouched or end_s - last_speech >= silence + self._probe_lookahead_s
 
         while audio.size:
             piece = audio[: self._samples_to_chunk(ch)]
             cut = self.vad.feed(ch.vad, piece, ends_here)
             if cut is not None:
-                piece, ch.end_here = piece[:cut], True
+                piece = piece[:cut]
+                ch.end_here, ch.probe_here = vouched, not vouched
             self.acoustic.push(ch.acoustic, self.features.feed(ch.features, piece))
             audio = audio[piece.size :]
-            if ch.end_here or self.acoustic.ready(ch.acoustic):
+            if ch.end_here or ch.probe_here or self.acoustic.ready(ch.acoustic):
                 if audio.size:
                     ch.held = audio
                 return
@@ -226,13 +241,15 @@ class Pipeline:
 
     def at_checkpoint(self, state: StreamState) -> bool:
         """Whether a channel waits at a checkpoint: decode the ready chunks, then call ``endpoint``."""
-        return any(ch.held is not None or ch.end_here for ch in state.channels)
+        return any(ch.held is not None or ch.end_here or ch.probe_here for ch in state.channels)
 
     def endpoint(self, state: StreamState) -> list[Event]:
         """Pass each channel's checkpoint (see ``_front``), once the chunks before it are decoded.
 
-        Returns the finals of the utterances that end there. The audio after the checkpoint is
-        quiet, so it holds none of their words; it starts the next utterance.
+        Returns the finals of the utterances that end there. After an energy checkpoint the
+        audio is quiet, so it holds none of their words; it starts the next utterance. At a
+        probe, the model's frames of the queued part of a chunk go to the decoder now, whose
+        rule ends the utterance if they are blank (``decode``); if speech goes on, so does it.
         """
         events: list[Event] = []
         for ch in state.channels:
@@ -240,6 +257,11 @@ class Pipeline:
                 ch.end_here = False
                 events.extend(self._enrich(state, ch.ctc.flush(ch.decoder, reason="silence")))
                 self.acoustic.reset_context(ch.acoustic, self.quiet_context)
+            elif ch.probe_here:
+                ch.probe_here = False
+                log_probs = self.acoustic.run_partial(ch.acoustic)
+                if log_probs is not None:
+                    events.extend(self.decode(ch, log_probs))
             held, ch.held = ch.held, None
             if held is not None:
                 self._front(ch, held)

@@ -98,6 +98,23 @@ def test_feed_batch_equals_separate_streams(exported):
         np.testing.assert_allclose(np.concatenate(b), a, atol=1e-5)
 
 
+def test_run_partial_is_a_shorter_chunk_and_keeps_the_rest(exported):
+    op = AcousticOperator(AcousticModel(exported[0]))
+    x = _feats(4 * CHUNK + 3 + 4 * 2 + 1)[0]  # one whole chunk, then 2 encoder frames' worth and 1 frame more
+    state, ref = op.new_state(), op.new_state()
+    assert op.run_partial(state) is None
+    op.push(state, x)
+    whole = op.feed_batch([state])[0]
+    part = op.run_partial(state)
+    assert part.shape == (2, VOCAB_SIZE) and state.pending.shape[0] == 4 and state.frames_out == CHUNK + 2
+    assert op.run_partial(state) is None  # 4 frames make no encoder frame
+    a, c, n = ref.att_cache[:, None], ref.conv_cache[:, None], np.zeros(1, np.int64)
+    lp, a, c, n = op.model.step(x[None, : 4 * CHUNK + 3], a, c, n)
+    lp2 = op.model.step(x[None, 4 * CHUNK : 4 * CHUNK + 4 * 2 + 3], a, c, n)[0]
+    np.testing.assert_allclose(whole, lp[0], atol=1e-5)
+    np.testing.assert_allclose(part, lp2[0], atol=1e-5)
+
+
 def test_metadata_carries_the_settings_and_int8_loads(exported):
     spec = AcousticModel(exported[0]).spec
     assert (spec.chunk_frames, spec.left_frames, spec.subsampling, spec.context_frames) == (CHUNK, LEFT, 4, 3)

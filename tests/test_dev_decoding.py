@@ -93,3 +93,27 @@ def test_long_multi_utterance_audio_gives_one_final_per_utterance_and_keeps_the_
     # Boundaries cost few words: the stream scores within 0.1 of its utterances decoded one by one.
     assert long_counter.wer <= alone_counter.wer + 0.1
     assert long_counter.cer <= alone_counter.cer + 0.1
+
+
+def test_final_comes_soon_after_the_endpoint_silence_in_background_noise():
+    """Noise the energy VAD cannot call quiet: the model decides at a probe, not a whole chunk later."""
+    from operators.audio import encode_audio
+    from stream.app import build_pipeline
+    from stream.events import StreamConfig
+
+    pipe = build_pipeline(decoding=DecodingConfig(lm=None, beam_width=4))
+    splits = real_speech_splits(DATA)
+    rng = np.random.default_rng(0)
+    delays = []
+    for u in splits["speechcommands"]["dev"][:40:5] + splits["fsdd"]["dev"][:40:10]:
+        noise = 10 ** (-38 / 20) * rng.standard_normal(int(1.6 * 16000))  # 17 dB over the VAD's quiet level
+        audio = np.concatenate([load_audio(u.path), noise.astype(np.float32)])
+        state = pipe.open("s", StreamConfig(sample_rate=16000, encoding="pcm16"))
+        for i in range(0, audio.size, 320):
+            for e in pipe.feed(state, encode_audio(audio[i : i + 320, None], "pcm16")):
+                if isinstance(e, Final):
+                    delays.append((i + 320) / 16000 - (e.words[-1].end + pipe.ctc.endpoint.silence_after_speech_s))
+        pipe.finish(state)
+    print(f"{len(delays)} finals in noise, delay beyond the endpoint rule: max {max(delays):.2f} s")
+    assert len(delays) >= 8
+    assert max(delays) <= 0.15  # waiting for the chunk's end instead: up to 0.34 s on these clips
