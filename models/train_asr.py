@@ -346,6 +346,9 @@ def train(cfg: TrainConfig) -> Path:
                 real_wer = float(np.mean([v for k, v in wers.items() if not k.startswith("synthetic")]))
                 log.write(json.dumps({"step": step, "dev": wers, "dev_real_mean": real_wer}) + "\n")
                 tqdm.write(f"step {step}: dev WER {wers} (real mean {real_wer:.4f})")
+                # Every evaluated checkpoint is kept (weights only), to pick or average later.
+                _save(cfg.out / f"step{step}.pt", {"model": model.state_dict(), "config": asdict(cfg.model),
+                                                   "step": step, "dev": wers})
                 if real_wer < best:
                     best = real_wer
                     _save(cfg.out / "best.pt", {"model": model.state_dict(), "config": asdict(cfg.model),

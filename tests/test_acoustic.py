@@ -148,3 +148,19 @@ def test_missing_or_foreign_model_is_a_clear_error(tmp_path, exported):
         AcousticModel(tmp_path / "nope.onnx")
     with pytest.raises(ModelError, match="expected model format"):
         AcousticModel(exported[1])
+
+
+def test_average_checkpoints_is_the_mean_of_the_weights(model, tmp_path):
+    import copy
+
+    from models.export import average_checkpoints, save_weights
+
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(1.0)
+    a, b = save_weights(model, tmp_path / "a.pt"), save_weights(other, tmp_path / "b.pt")
+    mean = average_checkpoints([a, b])
+    for (name, x), y, z in zip(mean.named_parameters(), model.parameters(), other.parameters()):
+        np.testing.assert_allclose(x.detach().numpy(), ((y.half().float() + z.half().float()) / 2).detach().numpy(),
+                                   atol=1e-3, err_msg=name)
