@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print(text, flush=True)
         raw["websocket"] = r
         headline.update({k: r[k] for k in ("first_partial_p50_ms", "final_after_speech_p50_ms",
-                                           "final_after_speech_p99_ms", "enrich_p50_ms")})
+                                           "final_after_speech_p99_ms", "final_after_rule_p99_ms", "enrich_p50_ms")})
     if "kafka" in areas:
         from bench.kafka import transcript_to_enriched
 
