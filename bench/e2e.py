@@ -15,8 +15,10 @@ sent at ``t0 + s``, so:
   runs on the model's blank frames, which come a 320 ms chunk at a time, and
   on the audio's energy at 10 ms (``Pipeline.endpoint``), whichever is first.
   The rule reads the greedy path, whose last character can come after the
-  beam's last word: the second figure starts from where the rule fired
-  (the final's ``end``) when that is later;
+  beam's last word: the second figure starts from the final's ``end`` when
+  that is later, which is where the rule fired on the model's frames (a final
+  ended on the energy path has the last frame the model decoded as its
+  ``end``, earlier than where the rule fired, so there it still overstates);
 * enrichment: the ``enriched`` event's arrival minus its final's.
 """
 
