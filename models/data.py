@@ -26,7 +26,7 @@ from scipy.fft import next_fast_len
 from scipy.signal import fftconvolve
 
 from operators.audio import alaw_decode, alaw_encode, mulaw_decode, mulaw_encode
-from operators.features import FeatureConfig, LogMelOperator
+from operators.features import FeatureConfig, LogMelOperator, mel_bin_centres
 
 __all__ = [
     "Augmenter",
@@ -201,10 +201,6 @@ class Augmenter:
         return spec_augment(feats, self.rng)
 
 
-def _mel(f: np.ndarray) -> np.ndarray:
-    return 1127.0 * np.log1p(f / 700.0)
-
-
 def vtlp(feats: np.ndarray, alpha: float, cfg: FeatureConfig) -> np.ndarray:
     """Vocal-tract-length perturbation on log-mel features (Jaitly & Hinton, 2013).
 
@@ -216,9 +212,7 @@ def vtlp(feats: np.ndarray, alpha: float, cfg: FeatureConfig) -> np.ndarray:
     """
     n = feats.shape[1]
     nyquist = cfg.sample_rate / 2
-    high = cfg.high_freq if cfg.high_freq > 0 else nyquist + cfg.high_freq
-    edges = np.linspace(_mel(np.float64(cfg.low_freq)), _mel(np.float64(high)), n + 2)
-    centres = 700.0 * np.expm1(edges[1:-1] / 1127.0)
+    centres = mel_bin_centres(cfg)
     knee = 0.85 * nyquist * min(1.0, alpha)
     src = np.where(centres <= knee, centres / alpha,
                    knee / alpha + (centres - knee) * (nyquist - knee / alpha) / (nyquist - knee))

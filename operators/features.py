@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["FeatureConfig", "FeatureState", "LogMelOperator", "mel_filterbank"]
+__all__ = ["FeatureConfig", "FeatureState", "LogMelOperator", "mel_bin_centres", "mel_filterbank"]
 
 # Kaldi works on int16-scaled samples; our audio is float in [-1, 1].
 _INT16_SCALE = 32768.0
@@ -64,22 +64,33 @@ class FeatureConfig:
         return cls(**kwargs)  # type: ignore[arg-type]
 
 
-def mel_filterbank(cfg: FeatureConfig) -> np.ndarray:
-    """Kaldi's triangular mel filters: float64 array of shape (fft_size // 2 + 1, num_mel_bins)."""
+def _mel(f: np.ndarray | float) -> np.ndarray:
+    return 1127.0 * np.log(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+
+
+def _mel_range(cfg: FeatureConfig) -> tuple[float, float]:
+    """(mel of the lowest filter edge, mel spacing of the filters)."""
     nyquist = 0.5 * cfg.sample_rate
     high = cfg.high_freq if cfg.high_freq > 0 else nyquist + cfg.high_freq
     if not 0.0 <= cfg.low_freq < high <= nyquist:
         raise ValueError(f"expected 0 <= low_freq < high_freq <= {nyquist}, got {cfg.low_freq}, {high}")
+    mel_low = float(_mel(cfg.low_freq))
+    return mel_low, (float(_mel(high)) - mel_low) / (cfg.num_mel_bins + 1)
 
-    def mel(f: np.ndarray | float) -> np.ndarray:
-        return 1127.0 * np.log(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
 
+def mel_bin_centres(cfg: FeatureConfig) -> np.ndarray:
+    """Centre frequency in Hz of each mel filter: float64 array of shape (num_mel_bins,)."""
+    mel_low, delta = _mel_range(cfg)
+    return 700.0 * np.expm1((mel_low + np.arange(1, cfg.num_mel_bins + 1) * delta) / 1127.0)
+
+
+def mel_filterbank(cfg: FeatureConfig) -> np.ndarray:
+    """Kaldi's triangular mel filters: float64 array of shape (fft_size // 2 + 1, num_mel_bins)."""
+    mel_low, delta = _mel_range(cfg)
     n_bins = cfg.fft_size // 2
-    mel_low, mel_high = mel(cfg.low_freq), mel(high)
-    delta = (mel_high - mel_low) / (cfg.num_mel_bins + 1)
     idx = np.arange(cfg.num_mel_bins, dtype=np.float64)[:, None]
     left, center, right = mel_low + idx * delta, mel_low + (idx + 1) * delta, mel_low + (idx + 2) * delta
-    m = mel(cfg.sample_rate / cfg.fft_size * np.arange(n_bins))[None, :]
+    m = _mel(cfg.sample_rate / cfg.fft_size * np.arange(n_bins))[None, :]
     up = (m - left) / (center - left)
     down = (right - m) / (right - center)
     banks = np.maximum(0.0, np.minimum(up, down))
