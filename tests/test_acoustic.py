@@ -164,3 +164,31 @@ def test_average_checkpoints_is_the_mean_of_the_weights(model, tmp_path):
     for (name, x), y, z in zip(mean.named_parameters(), model.parameters(), other.parameters()):
         np.testing.assert_allclose(x.detach().numpy(), ((y.half().float() + z.half().float()) / 2).detach().numpy(),
                                    atol=1e-3, err_msg=name)
+
+
+def test_recalibrated_batchnorm_has_the_statistics_of_its_inputs(model):
+    import copy
+
+    from models.export import recalibrate_batchnorm
+
+    tiny = copy.deepcopy(model)
+    norms = [m for m in tiny.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    feats = [_feats(t, seed=t)[0] for t in (40, 97, 173)] + [_feats(5)[0]]  # the last makes no frame
+    recalibrate_batchnorm(tiny, feats, chunk=CHUNK, left=LEFT, passes=2)
+    seen: list[list[torch.Tensor]] = [[] for _ in norms]
+    handles = [n.register_forward_pre_hook(lambda _m, a, i=i: seen[i].append(a[0][0])) for i, n in enumerate(norms)]
+    with torch.no_grad():
+        for f in feats[:3]:
+            tiny(torch.from_numpy(f)[None], torch.tensor([f.shape[0]]), chunk=CHUNK, left=LEFT)
+    for h in handles:
+        h.remove()
+    # The first norm's inputs do not depend on any norm: exact after one pass. The others
+    # after two passes carry the change of the norms below them, one pass late.
+    x = torch.cat(seen[0], dim=1)
+    np.testing.assert_allclose(norms[0].running_mean.numpy(), x.mean(1).numpy(), atol=1e-5)
+    np.testing.assert_allclose(norms[0].running_var.numpy(), x.var(1, unbiased=False).numpy(), rtol=1e-4)
+    for n, s in zip(norms[1:], seen[1:]):
+        x = torch.cat(s, dim=1)
+        assert np.allclose(n.running_mean.numpy(), x.mean(1).numpy(), atol=0.05 * float(x.std()))
+    assert not any(torch.equal(n.running_mean, m.running_mean) for n, m in
+                   zip(norms, [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]))

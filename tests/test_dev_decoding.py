@@ -80,19 +80,25 @@ def test_long_multi_utterance_audio_gives_one_final_per_utterance_and_keeps_the_
     audio = np.concatenate([part for clip in clips for part in (clip, gap)])
     audio += 3e-4 * np.random.default_rng(0).standard_normal(audio.size).astype(np.float32)
     finals = _stream_finals(pipeline, audio)
-    alone = [" ".join(f.text for f in _stream_finals(pipeline, np.concatenate([clip, gap]))) for clip in clips]
+    # Each utterance alone, in the same samples: the gap before it (as its lead-in), itself
+    # and the gap after it. What the stream loses beyond that is the boundaries' cost.
+    ends = np.cumsum([clip.size + gap.size for clip in clips])
+    starts = np.concatenate([[0], ends[:-1] - gap.size])
+    alone = [" ".join(f.text for f in _stream_finals(pipeline, audio[a:b])) for a, b in zip(starts, ends)]
     long_counter, alone_counter = ErrorCounter(), ErrorCounter()
     long_counter.add(" ".join(u.text for u in utterances), " ".join(f.text for f in finals))
     for u, text in zip(utterances, alone):
         alone_counter.add(u.text, text)
     print(f"{len(utterances)} utterances in one stream of {audio.size / 16000:.0f} s: {len(finals)} finals; "
           f"WER {long_counter.wer:.3f}, CER {long_counter.cer:.3f} "
-          f"(each utterance alone: {alone_counter.wer:.3f}, {alone_counter.cer:.3f})")
+          f"(each utterance alone, after its 1.2 s lead-in: {alone_counter.wer:.3f}, {alone_counter.cer:.3f})")
     assert abs(len(finals) - len(utterances)) <= 0.05 * len(utterances)
     assert all(f.endpoint == "silence" for f in finals[:-1])
     # Boundaries cost few words: the stream scores within 0.1 of its utterances decoded one by one.
     assert long_counter.wer <= alone_counter.wer + 0.1
     assert long_counter.cer <= alone_counter.cer + 0.1
+    # And the bundled model does not regress in long streams (0.298 for the session-5 bundle).
+    assert long_counter.wer <= 0.30
 
 
 def test_final_comes_soon_after_the_endpoint_silence_in_background_noise():
@@ -104,7 +110,7 @@ def test_final_comes_soon_after_the_endpoint_silence_in_background_noise():
     pipe = build_pipeline(decoding=DecodingConfig(lm=None, beam_width=4))
     splits = real_speech_splits(DATA)
     rng = np.random.default_rng(0)
-    delays = []
+    delays, after_words = [], []
     for u in splits["speechcommands"]["dev"][:40:5] + splits["fsdd"]["dev"][:40:10]:
         noise = 10 ** (-38 / 20) * rng.standard_normal(int(1.6 * 16000))  # 17 dB over the VAD's quiet level
         audio = np.concatenate([load_audio(u.path), noise.astype(np.float32)])
@@ -112,8 +118,13 @@ def test_final_comes_soon_after_the_endpoint_silence_in_background_noise():
         for i in range(0, audio.size, 320):
             for e in pipe.feed(state, encode_audio(audio[i : i + 320, None], "pcm16")):
                 if isinstance(e, Final):
-                    delays.append((i + 320) / 16000 - (e.words[-1].end + pipe.ctc.endpoint.silence_after_speech_s))
+                    rule = e.words[-1].end + pipe.ctc.endpoint.silence_after_speech_s
+                    # The rule reads the greedy path, whose last character can come after the
+                    # beam's last word; where it fired later, ``end`` is where it fired.
+                    delays.append((i + 320) / 16000 - max(e.end, rule))
+                    after_words.append((i + 320) / 16000 - rule)
         pipe.finish(state)
-    print(f"{len(delays)} finals in noise, delay beyond the endpoint rule: max {max(delays):.2f} s")
+    print(f"{len(delays)} finals in noise, delay beyond where the endpoint rule fired: max {max(delays):.2f} s "
+          f"(beyond the beam's last word end + the rule's silence: max {max(after_words):.2f} s)")
     assert len(delays) >= 8
     assert max(delays) <= 0.15  # waiting for the chunk's end instead: up to 0.34 s on these clips

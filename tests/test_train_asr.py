@@ -178,3 +178,17 @@ def test_quiet_edges_put_near_silence_around_the_clip():
         noise_std = 0.5 * 10 ** (-35 / 20)  # the loudest level drawn, relative to the peak
         assert np.std(y[lead : lead + x.size] - x) < 1.1 * noise_std
         assert np.std(np.delete(y, np.s_[lead : lead + x.size])) < 1.1 * noise_std
+
+
+def test_calibration_features_are_the_real_training_split_and_some_synthetic(data):
+    from models.data import Augmenter, calibration_features, load_audio, real_speech_splits
+
+    root, corpus = data
+    real = sum(len(s["train"]) for s in real_speech_splits(root).values())
+    feats = calibration_features(root, corpus, n_synthetic=1, seed=3)
+    assert len(feats) == real + 1
+    # Every clip is the fixture: the clean ones equal its features, the augmented ones do not.
+    clean = Augmenter(0).features_of(load_audio(FIXTURE), augment=False)
+    same = sum(f.shape == clean.shape and np.array_equal(f, clean) for f in feats)
+    assert 0 < same < len(feats)
+    assert all(f.dtype == np.float32 and f.shape[1] == 80 for f in feats)
