@@ -11,24 +11,23 @@ import contextlib
 import json
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import Tensor, nn
 
-from models.conformer import SUBSAMPLING, SUBSAMPLING_CONTEXT, Conformer, ConformerConfig
+from models.conformer import SUBSAMPLING, SUBSAMPLING_CONTEXT, Conformer, ConformerConfig, recalibrate_batchnorm
 from models.data import calibration_features
 from models.runtime import ASSETS, FORMAT
 from models.tokenizer import VOCAB
 from models.train_asr import DATA_ROOT, ROOT
 from operators.features import FeatureConfig
 
-__all__ = ["add_arguments", "average_checkpoints", "export_full", "export_streaming", "load_checkpoint", "quantize", "recalibrate_batchnorm", "run", "save_weights"]
+__all__ = ["add_arguments", "average_checkpoints", "export_full", "export_streaming", "load_checkpoint", "quantize", "run", "save_weights"]
 
 
 class _Step(nn.Module):
@@ -81,51 +80,6 @@ def average_checkpoints(paths: list[Path]) -> Conformer:
             for k, v in states[0].items()}
     models[0].load_state_dict(mean)
     return models[0].eval()
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(model: Conformer, feats: Iterable[np.ndarray], *, chunk: int = 8, left: int = 32,
-                          passes: int = 2) -> Conformer:
-    """Set every BatchNorm's running mean and variance to those of its inputs on ``feats``.
-
-    Training leaves the running statistics of the last hundred or so batches (momentum 0.1),
-    padded frames and packed pairs included, so they drift from checkpoint to checkpoint;
-    and the mean of several checkpoints' weights has statistics that belong to none of them.
-    Here each utterance (log-mel frames, one at a time, so no padding) runs with the serving
-    chunk mask, and a hook sums each normalisation's inputs over all their frames. Layer
-    ``i``'s inputs depend on the statistics below it, so the passes repeat.
-    """
-    feats = list(feats)
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
-    model.eval()
-    for _ in range(passes):
-        sums = [torch.zeros(n.num_features, dtype=torch.float64) for n in norms]
-        squares = [torch.zeros_like(s) for s in sums]
-        counts = [0] * len(norms)
-
-        def hook(i: int):
-            def collect(_module: nn.Module, args: tuple[Tensor, ...]) -> None:
-                x = args[0].double()  # (1, channels, frames)
-                sums[i] += x.sum(dim=(0, 2))
-                squares[i] += (x * x).sum(dim=(0, 2))
-                counts[i] += x.shape[0] * x.shape[2]
-            return collect
-
-        handles = [n.register_forward_pre_hook(hook(i)) for i, n in enumerate(norms)]
-        try:
-            for f in feats:
-                if f.shape[0] >= SUBSAMPLING + SUBSAMPLING_CONTEXT:
-                    model(torch.from_numpy(f)[None], torch.tensor([f.shape[0]]), chunk=chunk, left=left)
-        finally:
-            for h in handles:
-                h.remove()
-        if not all(counts):
-            raise ValueError("no utterance long enough to recalibrate BatchNorm on")
-        for n, s, q, c in zip(norms, sums, squares, counts):
-            mean = s / c
-            n.running_mean.copy_(mean.float())
-            n.running_var.copy_((q / c - mean * mean).clamp_min(0.0).float())
-    return model
 
 
 def save_weights(model: Conformer, out: Path, extra: dict | None = None) -> Path:

@@ -15,6 +15,7 @@ head's per-frame posteriors (KL). Utterances without targets get CTC alone.
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import math
@@ -30,8 +31,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from models.conformer import Conformer, ConformerConfig, subsampled_length
-from models.data import Augmenter, Utterance, load_audio, load_manifest, real_speech_splits
+from models.conformer import Conformer, ConformerConfig, recalibrate_batchnorm, subsampled_length
+from models.data import Augmenter, Utterance, calibration_features, load_audio, load_manifest, real_speech_splits
 from models.metrics import ErrorCounter
 from models.teacher import DIM as TEACHER_DIM
 from models.teacher import TeacherTargets
@@ -74,6 +75,11 @@ class TrainConfig:
     distill_weight: float = 1.0
     distill_layer: int = 3  # block whose output regresses onto the teacher (0-based); the blocks above serve CTC
     posterior_weight: float = 1.0  # KL from the teacher CTC head's frame posteriors, when they exist
+    # Evaluate a copy whose BatchNorm statistics are set from the training mixture (as
+    # ``export-asr --recalibrate-bn`` ships it) rather than training's running averages, which
+    # move 0.1-0.2 in dev WER from one checkpoint to the next. Checkpoints keep the raw weights.
+    recalibrate_bn: bool = True
+    bn_synthetic: int = 1500  # synthetic utterances in that calibration set (all real training ones too)
     model: ConformerConfig = field(default_factory=ConformerConfig)
 
 
@@ -255,6 +261,7 @@ def train(cfg: TrainConfig) -> Path:
     utts += real * cfg.real_repeat
     utts = [u for u in utts if u.text and (cfg.max_duration is None or u.duration <= cfg.max_duration)]
     sets = dev_sets(cfg)
+    calibration: list[np.ndarray] | None = None
 
     model = Conformer(cfg.model)
     teacher = TeacherTargets(cfg.teacher) if cfg.teacher and (Path(cfg.teacher) / "index.json").exists() else None
@@ -342,7 +349,13 @@ def train(cfg: TrainConfig) -> Path:
                                   "audio_s": float(lengths.sum()) / 100, "wall_s": round(time.time() - t0, 2)}) + "\n")
             t0 = time.time()
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                wers = evaluate(model, sets, cfg)
+                scored = model
+                if cfg.recalibrate_bn:
+                    if calibration is None:
+                        calibration = calibration_features(cfg.data_root, cfg.corpora[0] if cfg.corpora else None,
+                                                           cfg.bn_synthetic, seed=cfg.seed)
+                    scored = recalibrate_batchnorm(copy.deepcopy(model), calibration, chunk=cfg.chunk, left=cfg.left)
+                wers = evaluate(scored, sets, cfg)
                 real_wer = float(np.mean([v for k, v in wers.items() if not k.startswith("synthetic")]))
                 log.write(json.dumps({"step": step, "dev": wers, "dev_real_mean": real_wer}) + "\n")
                 tqdm.write(f"step {step}: dev WER {wers} (real mean {real_wer:.4f})")
@@ -416,6 +429,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distill-weight", type=float, default=d.distill_weight)
     p.add_argument("--distill-layer", type=int, default=d.distill_layer)
     p.add_argument("--posterior-weight", type=float, default=d.posterior_weight)
+    p.add_argument("--no-recalibrate-bn", action="store_true",
+                   help="evaluate with training's running BatchNorm statistics (faster, noisier)")
     p.add_argument("--d-model", type=int, default=d.model.d_model)
     p.add_argument("--layers", type=int, default=d.model.num_layers)
 
@@ -427,6 +442,7 @@ def run(args: argparse.Namespace) -> int:
         max_duration=args.max_duration, init=args.init, real_repeat=args.real_repeat, pack_prob=args.pack_prob, augment_prob=args.augment_prob,
         teacher=None if args.no_distill else args.teacher, distill_weight=args.distill_weight,
         distill_layer=args.distill_layer, posterior_weight=args.posterior_weight,
+        recalibrate_bn=not args.no_recalibrate_bn,
         model=ConformerConfig(d_model=args.d_model, num_layers=args.layers),
     )
     if args.corpus:

@@ -169,7 +169,7 @@ def test_average_checkpoints_is_the_mean_of_the_weights(model, tmp_path):
 def test_recalibrated_batchnorm_has_the_statistics_of_its_inputs(model):
     import copy
 
-    from models.export import recalibrate_batchnorm
+    from models.conformer import recalibrate_batchnorm
 
     tiny = copy.deepcopy(model)
     norms = [m for m in tiny.modules() if isinstance(m, torch.nn.BatchNorm1d)]
