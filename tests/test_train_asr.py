@@ -171,7 +171,6 @@ def test_quiet_edges_put_near_silence_around_the_clip():
 
     x = np.full(8000, 0.5, np.float32)
     aug = Augmenter(0)
-    band_limited = 0
     for _ in range(20):
         y = aug._quiet_edges(x)
         lead = int(np.argmax(np.abs(y) > 0.25))
@@ -179,10 +178,6 @@ def test_quiet_edges_put_near_silence_around_the_clip():
         noise_std = 0.5 * 10 ** (-35 / 20)  # the loudest level drawn, relative to the peak
         assert np.std(y[lead : lead + x.size] - x) < 1.1 * noise_std
         assert np.std(np.delete(y, np.s_[lead : lead + x.size])) < 1.1 * noise_std
-        if lead >= 2048:  # as 8 kHz audio's quiet: nothing above 4 kHz
-            power = np.abs(np.fft.rfft(y[:2048])) ** 2
-            band_limited += power[560:].mean() < 1e-3 * power[:480].mean()
-    assert 3 <= band_limited <= 17
 
 
 def test_calibration_features_are_the_real_training_split_and_some_synthetic(data):
