@@ -24,7 +24,7 @@ from models.conformer import SUBSAMPLING, SUBSAMPLING_CONTEXT, Conformer, Confor
 from models.data import calibration_features
 from models.runtime import ASSETS, FORMAT
 from models.tokenizer import VOCAB
-from models.train_asr import DATA_ROOT, ROOT
+from models.train_asr import DATA_ROOT, TrainConfig
 from operators.features import FeatureConfig
 
 __all__ = ["add_arguments", "average_checkpoints", "export_full", "export_streaming", "load_checkpoint", "quantize", "run", "save_weights"]
@@ -185,15 +185,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--left", type=int, default=32, help="encoder frames of attention left context")
     p.add_argument("--recalibrate-bn", action="store_true",
                    help="set BatchNorm statistics from the training mixture (needs the real speech and --corpus)")
-    p.add_argument("--corpus", type=Path, default=ROOT / "runs" / "corpus" / "train" / "manifest.tsv",
-                   help="synthetic training manifest for --recalibrate-bn")
-    p.add_argument("--bn-synthetic", type=int, default=1500, help="synthetic utterances for --recalibrate-bn")
+    d = TrainConfig()
+    p.add_argument("--corpus", type=Path, default=d.corpora[0], help="synthetic training manifest for --recalibrate-bn")
+    p.add_argument("--bn-synthetic", type=int, default=d.bn_synthetic, help="synthetic utterances for --recalibrate-bn")
 
 
 def run(args: argparse.Namespace) -> int:
     model = load_checkpoint(args.checkpoint[0]) if len(args.checkpoint) == 1 else average_checkpoints(args.checkpoint)
     if args.recalibrate_bn:
-        torch.set_num_threads(1)
+        torch.set_num_threads(1)  # the bundled statistics were summed on one thread; float sums follow the order
         recalibrate_batchnorm(model, calibration_features(DATA_ROOT, args.corpus, args.bn_synthetic),
                               chunk=args.chunk, left=args.left)
     fp32 = export_streaming(model, args.out_dir / "acoustic.onnx", chunk=args.chunk, left=args.left)

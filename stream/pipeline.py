@@ -67,8 +67,9 @@ class ChannelState:
     decoder: DecoderState
     vad: VadState
     held: np.ndarray | None = None  # model-rate audio after a checkpoint, until endpoint() runs
-    end_here: bool = False  # the checkpoint ends the open utterance
-    probe_here: bool = False  # at the checkpoint the model decides, on a short chunk, whether the utterance ends
+    # What happens at the checkpoint: "end" ends the open utterance; at "probe" the model
+    # decides, on a short chunk, whether it ends; None: no checkpoint is pending.
+    checkpoint: str | None = None
 
 
 @dataclass
@@ -211,10 +212,10 @@ class Pipeline:
             cut = self.vad.feed(ch.vad, piece, ends_here)
             if cut is not None:
                 piece = piece[:cut]
-                ch.end_here, ch.probe_here = vouched, not vouched
+                ch.checkpoint = "end" if vouched else "probe"
             self.acoustic.push(ch.acoustic, self.features.feed(ch.features, piece))
             audio = audio[piece.size :]
-            if ch.end_here or ch.probe_here or self.acoustic.ready(ch.acoustic):
+            if ch.checkpoint or self.acoustic.ready(ch.acoustic):
                 if audio.size:
                     ch.held = audio
                 return
@@ -241,7 +242,7 @@ class Pipeline:
 
     def at_checkpoint(self, state: StreamState) -> bool:
         """Whether a channel waits at a checkpoint: decode the ready chunks, then call ``endpoint``."""
-        return any(ch.held is not None or ch.end_here or ch.probe_here for ch in state.channels)
+        return any(ch.held is not None or ch.checkpoint for ch in state.channels)
 
     def endpoint(self, state: StreamState) -> list[Event]:
         """Pass each channel's checkpoint (see ``_front``), once the chunks before it are decoded.
@@ -253,12 +254,11 @@ class Pipeline:
         """
         events: list[Event] = []
         for ch in state.channels:
-            if ch.end_here:
-                ch.end_here = False
+            checkpoint, ch.checkpoint = ch.checkpoint, None
+            if checkpoint == "end":
                 events.extend(self._enrich(state, ch.ctc.flush(ch.decoder, reason="silence")))
                 self.acoustic.reset_context(ch.acoustic, self.quiet_context)
-            elif ch.probe_here:
-                ch.probe_here = False
+            elif checkpoint == "probe":
                 log_probs = self.acoustic.run_partial(ch.acoustic)
                 if log_probs is not None:
                     events.extend(self.decode(ch, log_probs))
