@@ -16,9 +16,8 @@ sent at ``t0 + s``, so:
   on the audio's energy at 10 ms (``Pipeline.endpoint``), whichever is first.
   The rule reads the greedy path, whose last character can come after the
   beam's last word: the second figure starts from the final's ``end`` when
-  that is later, which is where the rule fired on the model's frames (a final
-  ended on the energy path has the last frame the model decoded as its
-  ``end``, earlier than where the rule fired, so there it still overstates);
+  that is later, which is where the rule fired (on the model's frames or on
+  the energy path);
 * enrichment: the ``enriched`` event's arrival minus its final's.
 """
 

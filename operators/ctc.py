@@ -227,11 +227,16 @@ class _StreamingCtc:
                 events.append(partial)
         return events
 
-    def flush(self, state: DecoderState, reason: str = "end_of_stream") -> list[Event]:
-        """Close the open utterance: a final if its best hypothesis has any text."""
-        return self._end(state, reason)
+    def flush(self, state: DecoderState, reason: str = "end_of_stream", end_s: float | None = None) -> list[Event]:
+        """Close the open utterance: a final if its best hypothesis has any text.
 
-    def _end(self, state: DecoderState, reason: str) -> list[Event]:
+        ``end_s`` is the stream time where the utterance ended when that is past the frames
+        decoded so far (an endpoint found on the audio's energy: the audio after the decoded
+        frames is quiet); the final's ``end`` is then that time.
+        """
+        return self._end(state, reason, end_s)
+
+    def _end(self, state: DecoderState, reason: str, end_s: float | None = None) -> list[Event]:
         hyps, spans = self._finalize(state)
         text = hyps[0].text if hyps else ""
         events: list[Event] = []
@@ -241,7 +246,7 @@ class _StreamingCtc:
                     stream_id=state.stream_id, channel=state.channel, utterance_id=self._utt_id(state),
                     utterance_index=state.utterance_index, text=text, words=self._words(state, text, spans),
                     nbest=tuple(hyps), start=round(state.utt_start * self.frame_seconds, 3),
-                    end=round(state.frame * self.frame_seconds, 3), endpoint=reason,
+                    end=round(max(state.frame * self.frame_seconds, end_s or 0.0), 3), endpoint=reason,
                 )
             )
             state.utterance_index += 1

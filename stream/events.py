@@ -88,7 +88,9 @@ class Final:
     words: tuple[Word, ...] = ()
     nbest: tuple[Hypothesis, ...] = ()
     start: float = 0.0  # s
-    end: float = 0.0  # s
+    # s; for a silence endpoint, where the rule's silence was met. The next utterance starts at
+    # the first frame the model had not decoded then, which can be up to a chunk earlier (quiet).
+    end: float = 0.0
     endpoint: str = "silence"  # silence | max_length | end_of_stream | flush
     received_at: float | None = None
     emitted_at: float | None = None

@@ -70,6 +70,7 @@ class ChannelState:
     # What happens at the checkpoint: "end" ends the open utterance; at "probe" the model
     # decides, on a short chunk, whether it ends; None: no checkpoint is pending.
     checkpoint: str | None = None
+    checkpoint_s: float = 0.0  # stream time of the pending checkpoint
 
 
 @dataclass
@@ -204,6 +205,7 @@ class Pipeline:
             nonlocal vouched
             if not dec.speech or end_s - last_speech < silence:
                 return False
+            ch.checkpoint_s = end_s
             vouched = quiet_frames * frame_s >= end_s - seen - 1e-6
             return vouched or end_s - last_speech >= silence + self._probe_lookahead_s
 
@@ -256,7 +258,8 @@ class Pipeline:
         for ch in state.channels:
             checkpoint, ch.checkpoint = ch.checkpoint, None
             if checkpoint == "end":
-                events.extend(self._enrich(state, ch.ctc.flush(ch.decoder, reason="silence")))
+                # The rule's silence is met here, past the decoded frames: the final ends here.
+                events.extend(self._enrich(state, ch.ctc.flush(ch.decoder, reason="silence", end_s=ch.checkpoint_s)))
                 self.acoustic.reset_context(ch.acoustic, self.quiet_context)
             elif checkpoint == "probe":
                 log_probs = self.acoustic.run_partial(ch.acoustic)
