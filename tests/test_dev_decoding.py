@@ -97,9 +97,10 @@ def test_long_multi_utterance_audio_gives_one_final_per_utterance_and_keeps_the_
     # Boundaries cost few words: the stream scores within 0.1 of its utterances decoded one by one.
     assert long_counter.wer <= alone_counter.wer + 0.1
     assert long_counter.cer <= alone_counter.cer + 0.1
-    # And the bundled model does not regress in long streams: 0.298 for the bundles of
-    # sessions 5 and 6 (14 of 47 words); one word more is 0.319.
-    assert long_counter.wer <= 0.32
+    # And long streams do not regress: 0.298 for the bundles of sessions 5 and 6 (14 of 47
+    # words), 0.255 (12) since the pipeline empties the model's context at endpoints; one word
+    # more is 0.277.
+    assert long_counter.wer <= 0.28
 
 
 @pytest.mark.parametrize(("level_dbfs", "bound_s"), [(-38.0, 0.15), (-80.0, 0.02)], ids=["noise", "quiet"])
