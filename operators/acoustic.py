@@ -64,6 +64,10 @@ class AcousticOperator:
         """
         state.att_cache, state.conv_cache, state.cache_len = template.att_cache, template.conv_cache, template.cache_len
 
+    def limit_context(self, state: AcousticState, frames: int) -> None:
+        """Keep at most the last ``frames`` encoder frames of attention left context."""
+        state.cache_len = min(state.cache_len, frames)
+
     def frames_to_chunk(self, state: AcousticState) -> int:
         """Feature frames still missing for the next whole chunk (0 when ``ready``)."""
         self._gather(state)
