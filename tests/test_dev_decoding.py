@@ -98,9 +98,9 @@ def test_long_multi_utterance_audio_gives_one_final_per_utterance_and_keeps_the_
     assert long_counter.wer <= alone_counter.wer + 0.1
     assert long_counter.cer <= alone_counter.cer + 0.1
     # And long streams do not regress: 0.298 for the bundles of sessions 5 and 6 (14 of 47
-    # words); 0.277 (13) since the pipeline empties the model's context at endpoints and keeps
-    # it short before an utterance's first character; a word of slack.
-    assert long_counter.wer <= 0.30
+    # words); 0.234 (11) since the pipeline empties the model's context at endpoints, keeps it
+    # short before an utterance's first character and dithers the audio; a word of slack.
+    assert long_counter.wer <= 0.26
 
 
 def test_context_stays_short_until_an_utterance_has_a_character():

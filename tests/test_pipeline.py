@@ -74,3 +74,13 @@ def test_bad_audio_in_one_stream_leaves_another_untouched(pipeline):
         with pytest.raises(DecodeError, match="multiple of 2 bytes"):
             pipeline.feed(bad, b"\x01\x02\x03")
     assert events + pipeline.finish(good) == ref
+
+
+def test_dither_depends_on_the_sample_position_only(pipeline):
+    """The same samples get the same dither however the audio is cut, and in a resumed stream."""
+    config = StreamConfig(sample_rate=16000, encoding="pcm16")
+    whole, resumed = pipeline.open("a", config).channels[0], pipeline.open("b", config, start_s=1.0).channels[0]
+    zeros = np.zeros(3 * 16000, np.float32)
+    cut = np.concatenate([pipeline._dither(whole, zeros[:1000]), pipeline._dither(whole, zeros[1000:])])
+    assert np.array_equal(cut[16000:], pipeline._dither(resumed, zeros[:32000]))
+    assert 10 * np.log10(np.mean(cut.astype(np.float64) ** 2)) == pytest.approx(-75.0, abs=0.5)
