@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from operators.acoustic import AcousticOperator, AcousticState
-from operators.audio import AudioDecoder, AudioDecoderState, AudioFormat, Resampler, ResamplerState
+from operators.audio import AudioDecoder, AudioDecoderState, AudioFormat, Resampler, ResamplerState, dither
 from operators.ctc import BeamDecoder, DecoderState, EndpointConfig, GreedyDecoder
 from operators.features import FeatureState, LogMelOperator
 from operators.itn import format_final
@@ -38,18 +38,6 @@ _END_TAIL_DBFS = -70.0
 # cap (0.478 at 0.64 s), without the lead-in 0.324 either way; Speech Commands, AN4 and the
 # held-out voice unchanged; five long streams 0.399 -> 0.406 mean (two words of 430).
 _QUIET_CONTEXT_S = 0.48
-# Dither: white noise at this level added to every channel's model-rate audio before its
-# features. The model never heard digital silence (training's quiet is noise), and decodes
-# badly after it: 72 dev utterances in one stream with 1.2 s gaps of zeros, WER 0.554; with
-# the dither 0.419 (the same stream with -70 dBFS noise throughout: 0.405). Dev WER with the
-# LM without -> with it (FSDD / Speech Commands / AN4 / held-out synthetic voice / FSDD after
-# a 1 s quiet lead-in): 0.324 / 0.129 / 0.118 / 0.666 / 0.376 -> 0.300 / 0.120 / 0.118 /
-# 0.683 / 0.368; -85 / -80 / -70 dBFS did less for the real sets or more harm to the voice.
-_DITHER_DBFS = -75.0
-# The dither is a fixed table repeated along the stream (4 s at 16 kHz): the noise at a sample
-# depends on its position only, so cutting the audio differently, or resuming a stream at an
-# offset, gives the same features.
-_DITHER = (10 ** (_DITHER_DBFS / 20) * np.random.default_rng(0).standard_normal(1 << 16)).astype(np.float32)
 
 
 # (per-stream enrichment state, final) -> enriched event; the state is opaque here.
@@ -203,13 +191,8 @@ class Pipeline:
 
     @staticmethod
     def _dither(ch: ChannelState, audio: np.ndarray) -> np.ndarray:
-        """``audio`` plus the dither at its positions in the channel (``_DITHER_DBFS``)."""
-        out = audio.astype(np.float32, copy=True)
-        done, pos = 0, ch.samples % _DITHER.size
-        while done < out.size:
-            n = min(out.size - done, _DITHER.size - pos)
-            out[done : done + n] += _DITHER[pos : pos + n]
-            done, pos = done + n, 0
+        """``audio`` plus the dither at its positions in the channel (``operators.audio.dither``)."""
+        out = dither(audio, ch.samples)
         ch.samples += out.size
         return out
 
