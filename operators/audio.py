@@ -40,9 +40,10 @@ MAX_CHANNELS = 8
 # before its features. The model never heard digital silence (training's quiet is noise), and
 # decodes badly after it: 72 dev utterances in one stream with 1.2 s gaps of zeros, WER 0.554;
 # with the dither 0.419 (the same stream with -70 dBFS noise throughout: 0.405). Dev WER with
-# the LM without -> with it (FSDD / Speech Commands / AN4 / held-out synthetic voice / FSDD
-# after a 1 s quiet lead-in): 0.324 / 0.129 / 0.118 / 0.666 / 0.376 -> 0.300 / 0.120 / 0.118 /
-# 0.683 / 0.368; -85 / -80 / -70 dBFS did less for the real sets or more harm to the voice.
+# the LM without -> with it (FSDD / Speech Commands / AN4 / held-out synthetic voice / 125
+# FSDD clips after a 1 s quiet lead-in): 0.324 / 0.129 / 0.118 / 0.666 / 0.376 -> 0.300 /
+# 0.120 / 0.118 / 0.683 / 0.368; -85 / -80 / -70 dBFS did less for the real sets or more harm
+# to the voice.
 # Calibrating BatchNorm on dithered audio too was worse: 0.304 / 0.114 / 0.176 / 0.695 / 0.424.
 DITHER_DBFS = -75.0
 # The dither is a fixed table repeated along the stream (4 s at 16 kHz): the noise at a sample
