@@ -25,7 +25,7 @@ import soxr
 from scipy.fft import next_fast_len
 from scipy.signal import fftconvolve
 
-from operators.audio import alaw_decode, alaw_encode, mulaw_decode, mulaw_encode
+from operators.audio import alaw_decode, alaw_encode, dither, mulaw_decode, mulaw_encode
 from operators.features import FeatureConfig, LogMelOperator, mel_bin_centres
 
 __all__ = [
@@ -132,9 +132,10 @@ class Augmenter:
     """Random waveform augmentation, then log-mel and SpecAugment."""
 
     def __init__(self, seed: int, noise_pool: list[np.ndarray] | None = None, prob: float = 1.0,
-                 quiet_edges: bool = True) -> None:
+                 quiet_edges: bool = True, dither: bool = False) -> None:
         self.prob = prob  # share of utterances augmented at all (a clean start shortens the CTC plateau)
         self.quiet_edges = quiet_edges  # off when frame targets (distillation) must stay aligned
+        self.dither = dither  # the serving pipeline's dither (operators.audio.dither) before the features
         self.rng = random.Random(seed)
         self.np_rng = np.random.default_rng(seed)
         self.noise_pool = noise_pool or []
@@ -219,6 +220,8 @@ class Augmenter:
         augment = augment and self.rng.random() < self.prob
         if augment:
             x = self.waveform(x)
+        if self.dither:
+            x = dither(x, 0)
         feats = self.features.feed(self.features.new_state(), x)
         if not augment:
             return feats

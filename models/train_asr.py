@@ -70,6 +70,7 @@ class TrainConfig:
     max_duration: float | None = None  # s; a curriculum stage on short utterances breaks the CTC plateau sooner
     init: Path | None = None  # weights to start a new run from (e.g. the bundled models/assets/acoustic.pt)
     augment_prob: float = 1.0  # share of training utterances augmented
+    dither: bool = False  # add the serving pipeline's dither to training and evaluation audio
     pack_prob: float = 0.0  # share of batches whose utterances are joined in pairs (pack_pairs)
     teacher: Path | None = ROOT / "runs" / "teacher"  # Whisper encoder targets (``distill-targets``); used if present
     distill_weight: float = 1.0
@@ -88,10 +89,11 @@ Item = tuple[np.ndarray, list[int], np.ndarray | None, np.ndarray | None]
 
 class SpeechDataset(Dataset):
     def __init__(self, utts: list[Utterance], augment: bool, seed: int, augment_prob: float = 1.0,
-                 teacher: TeacherTargets | None = None) -> None:
+                 teacher: TeacherTargets | None = None, dither: bool = False) -> None:
         self.utts = utts
         self.augment = augment
         self.augment_prob = augment_prob
+        self.dither = dither
         self.seed = seed
         self.teacher = teacher
         self.aug: Augmenter | None = None
@@ -103,7 +105,7 @@ class SpeechDataset(Dataset):
         if self.aug is None:
             info = torch.utils.data.get_worker_info()
             self.aug = Augmenter(self.seed * 1000 + (info.id if info else 0) + random.randrange(1 << 30),
-                                 prob=self.augment_prob, quiet_edges=self.teacher is None)
+                                 prob=self.augment_prob, quiet_edges=self.teacher is None, dither=self.dither)
         u = self.utts[i]
         feats = self.aug.features_of(load_audio(u.path), self.augment)
         frames = subsampled_length(feats.shape[0])
@@ -228,7 +230,7 @@ def dev_sets(cfg: TrainConfig) -> dict[str, list[Utterance]]:
 def evaluate(model: Conformer, sets: dict[str, list[Utterance]], cfg: TrainConfig) -> dict[str, float]:
     """Greedy WER with the streaming chunk mask (equal to chunk-by-chunk streaming)."""
     model.eval()
-    aug = Augmenter(0)
+    aug = Augmenter(0, dither=cfg.dither)
     result = {}
     for name, utts in sets.items():
         counter = ErrorCounter()
@@ -307,7 +309,8 @@ def train(cfg: TrainConfig) -> Path:
         rng_epoch = random.Random(cfg.seed * 7919 + epoch)
         batches = duration_batches(utts, cfg.batch_seconds, rng_epoch)
         loader = DataLoader(
-            SpeechDataset(utts, augment=True, seed=cfg.seed + epoch, augment_prob=cfg.augment_prob, teacher=teacher),
+            SpeechDataset(utts, augment=True, seed=cfg.seed + epoch, augment_prob=cfg.augment_prob, teacher=teacher,
+                          dither=cfg.dither),
             batch_sampler=batches[consumed:],
             collate_fn=functools.partial(collate, pack_prob=cfg.pack_prob, gap=gap),
             num_workers=cfg.workers,
@@ -422,6 +425,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pack-prob", type=float, default=d.pack_prob,
                    help="share of batches whose utterances are joined in pairs with a quiet gap")
     p.add_argument("--augment-prob", type=float, default=1.0, help="share of utterances augmented")
+    p.add_argument("--dither", action="store_true", help="add the serving pipeline's dither to the training audio")
     p.add_argument("--init", type=Path, help="start a new run from these weights (e.g. models/assets/acoustic.pt)")
     p.add_argument("--teacher", type=Path, default=d.teacher,
                    help="teacher targets from distill-targets (skipped if absent)")
@@ -439,7 +443,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         out=args.out, steps=args.steps, batch_seconds=args.batch_seconds, accumulate=args.accumulate, lr=args.lr, warmup=args.warmup,
         threads=args.threads, workers=args.workers, eval_every=args.eval_every, amp=args.amp,
-        max_duration=args.max_duration, init=args.init, real_repeat=args.real_repeat, pack_prob=args.pack_prob, augment_prob=args.augment_prob,
+        max_duration=args.max_duration, init=args.init, real_repeat=args.real_repeat, pack_prob=args.pack_prob, augment_prob=args.augment_prob, dither=args.dither,
         teacher=None if args.no_distill else args.teacher, distill_weight=args.distill_weight,
         distill_layer=args.distill_layer, posterior_weight=args.posterior_weight,
         recalibrate_bn=not args.no_recalibrate_bn,

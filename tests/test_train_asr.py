@@ -192,3 +192,13 @@ def test_calibration_features_are_the_real_training_split_and_some_synthetic(dat
     same = sum(f.shape == clean.shape and np.array_equal(f, clean) for f in feats)
     assert 0 < same < len(feats)
     assert all(f.dtype == np.float32 and f.shape[1] == 80 for f in feats)
+
+
+def test_training_dither_is_the_pipelines():
+    from models.data import Augmenter
+    from operators.audio import dither
+
+    zeros = np.zeros(16000, np.float32)
+    with_dither = Augmenter(0, dither=True).features_of(zeros, augment=False)
+    assert np.array_equal(with_dither, Augmenter(0).features_of(dither(zeros, 0), augment=False))
+    assert with_dither.min() > Augmenter(0).features_of(zeros, augment=False).max()
