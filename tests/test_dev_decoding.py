@@ -69,7 +69,9 @@ def _stream_finals(pipeline, audio: np.ndarray) -> list[Final]:
     return [e for e in events + pipeline.finish(state) if isinstance(e, Final)]
 
 
-def test_long_multi_utterance_audio_gives_one_final_per_utterance_and_keeps_the_words():
+@pytest.mark.parametrize(("noise", "bound"), [(3e-4, 0.26), (0.0, 0.36)], ids=["noise", "digital-silence"])
+def test_long_multi_utterance_audio_gives_one_final_per_utterance_and_keeps_the_words(noise, bound):
+    """45 dev utterances with 1.2 s gaps in one stream, under -70 dBFS noise or with gaps of zeros."""
     from models.metrics import ErrorCounter
     from stream.app import build_pipeline
 
@@ -78,7 +80,7 @@ def test_long_multi_utterance_audio_gives_one_final_per_utterance_and_keeps_the_
     gap = np.zeros(int(1.2 * 16000), np.float32)
     clips = [load_audio(u.path) for u in utterances]
     audio = np.concatenate([part for clip in clips for part in (clip, gap)])
-    audio += 3e-4 * np.random.default_rng(0).standard_normal(audio.size).astype(np.float32)
+    audio += noise * np.random.default_rng(0).standard_normal(audio.size).astype(np.float32)
     finals = _stream_finals(pipeline, audio)
     # Each utterance alone, in the same samples: the gap before it (as its lead-in), itself
     # and the gap after it. What the stream loses beyond that is the boundaries' cost.
@@ -97,10 +99,12 @@ def test_long_multi_utterance_audio_gives_one_final_per_utterance_and_keeps_the_
     # Boundaries cost few words: the stream scores within 0.1 of its utterances decoded one by one.
     assert long_counter.wer <= alone_counter.wer + 0.1
     assert long_counter.cer <= alone_counter.cer + 0.1
-    # And long streams do not regress: 0.298 for the bundles of sessions 5 and 6 (14 of 47
-    # words); 0.234 (11) since the pipeline empties the model's context at endpoints, keeps it
-    # short before an utterance's first character and dithers the audio; a word of slack.
-    assert long_counter.wer <= 0.26
+    # And long streams do not regress. In noise: 0.298 for the bundles of sessions 5 and 6 (14
+    # of 47 words); 0.234 (11) since the pipeline empties the model's context at endpoints, keeps
+    # it short before an utterance's first character and dithers the audio. With gaps of zeros:
+    # 0.340 (16), 0.383 without the dither (each utterance alone: 0.298, 0.404 without). A word
+    # of slack each.
+    assert long_counter.wer <= bound
 
 
 def test_context_stays_short_until_an_utterance_has_a_character():
