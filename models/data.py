@@ -102,9 +102,8 @@ def calibration_features(data_root: Path, corpus: Path | None, n_synthetic: int 
     and ``n_synthetic`` drawn from ``corpus``, half of them through the training chain
     (noise, reverb, telephone, speed, gain, quiet edges). With the defaults about 73% real
     speech; training sees about 62% (the real utterances 8 times next to 20,000 synthetic
-    ones). On the dev sets the mix
-    matters: clean real speech alone gave the best FSDD and Speech Commands figures and
-    the worst held-out voice and quiet lead-in (model card).
+    ones). On the dev sets the mix matters: clean real speech alone gave the best FSDD and
+    Speech Commands figures and the worst held-out voice and quiet lead-in (model card).
     """
     utts = [u for split in real_speech_splits(data_root).values() for u in split["train"]]
     if n_synthetic and corpus is not None:

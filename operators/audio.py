@@ -54,7 +54,7 @@ _DITHER = (10 ** (DITHER_DBFS / 20) * np.random.default_rng(0).standard_normal(1
 
 def dither(audio: np.ndarray, start: int) -> np.ndarray:
     """float32 ``audio`` plus the dither of its samples, the first at position ``start`` of its stream."""
-    out = np.asarray(audio, np.float32).copy()
+    out = np.array(audio, dtype=np.float32)  # one copy, whatever the input's dtype
     done, pos = 0, start % _DITHER.size
     while done < out.size:
         n = min(out.size - done, _DITHER.size - pos)
