@@ -9,26 +9,47 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
 from models.metrics import ErrorCounter
 from operators.audio import encode_audio
+from stream.errors import AudioFileError
 from stream.events import Final, StreamConfig
 from stream.app import add_decoding_arguments, build_pipeline, decoding_from_args
 from stream.pipeline import Pipeline
 
-__all__ = ["add_eval_arguments", "add_transcribe_arguments", "evaluate_manifest", "run_eval", "run_transcribe", "transcribe_file"]
+__all__ = ["add_eval_arguments", "add_transcribe_arguments", "evaluate_manifest", "read_audio", "run_eval",
+           "run_transcribe", "transcribe_file"]
 
 CHUNK_S = 0.1
 
 
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    """Samples (frames, channels) as float32 and the rate of any file libsndfile reads.
+
+    Raises ``AudioFileError`` naming the file and the reason (libsndfile alone says
+    "System error" for a missing file).
+    """
+    if not path.exists():
+        raise AudioFileError(f"{path}: no such file")
+    if not path.is_file():
+        raise AudioFileError(f"{path}: not a file")
+    try:
+        x, sr = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AudioFileError(f"{path}: not audio that libsndfile can read (WAV, FLAC, OGG, ...): {e}") from e
+    return x, int(sr)
+
+
 def transcribe_file(pipeline: Pipeline, path: Path, stream_id: str = "file") -> tuple[list[Final], float]:
     """All finals of a WAV/FLAC file (any rate; channels averaged), and the audio seconds."""
-    x, sr = sf.read(path, dtype="float32", always_2d=True)
+    x, sr = read_audio(path)
     mono = x.mean(axis=1)
     state = pipeline.open(stream_id, StreamConfig(sample_rate=int(sr), encoding="f32", channels=1))
     step = max(1, int(sr * CHUNK_S))
@@ -44,13 +65,20 @@ def evaluate_manifest(pipeline: Pipeline, manifest: Path, hyps_out: Path | None 
         rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     if not rows or "path" not in rows[0]:
         raise SystemExit(f"{manifest}: expected a tab-separated manifest with a 'path' column")
+    missing = [row["path"] for row in rows if not (manifest.parent / row["path"]).is_file()]
+    if missing:
+        raise SystemExit(f"{manifest}: {len(missing)} of {len(rows)} audio files not found "
+                         f"(paths are relative to the manifest's folder), e.g. {', '.join(missing[:3])}")
     scored = "text" in rows[0]
     counter = ErrorCounter()
     audio_s = compute_s = 0.0
     hyps = []
     for row in tqdm(rows, desc=f"eval {manifest.name}", unit="utt", dynamic_ncols=True):
         t0 = time.perf_counter()
-        finals, seconds = transcribe_file(pipeline, manifest.parent / row["path"])
+        try:
+            finals, seconds = transcribe_file(pipeline, manifest.parent / row["path"])
+        except AudioFileError as e:
+            raise SystemExit(f"{manifest}: {e}") from e
         compute_s += time.perf_counter() - t0
         audio_s += seconds
         hyp = " ".join(f.text for f in finals if f.text)
@@ -100,8 +128,14 @@ def add_transcribe_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_transcribe(args: argparse.Namespace) -> int:
     pipeline = build_pipeline(model=args.model, decoding=decoding_from_args(args))
+    failed = 0
     for path in args.files:
-        finals, seconds = transcribe_file(pipeline, path)
+        try:
+            finals, seconds = transcribe_file(pipeline, path)
+        except AudioFileError as e:
+            print(f"callstream transcribe: {e}", file=sys.stderr)
+            failed += 1
+            continue
         text = " ".join(f.text for f in finals if f.text)
         print(f"{path}\t{text}" if len(args.files) > 1 else text)
         if args.words:
@@ -110,5 +144,5 @@ def run_transcribe(args: argparse.Namespace) -> int:
                     print(f"  {w.start:7.2f} {w.end:7.2f} {w.confidence:5.2f} {w.text}")
         if not finals:
             print(f"  (no speech recognised in {seconds:.1f} s of audio)")
-    return 0
+    return 1 if failed else 0
 

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import soundfile as sf
 
+from models.evaluate import read_audio
 from models.runtime import ASSETS
 from operators.audio import encode_audio
 from stream.app import add_decoding_arguments, build_pipeline, decoding_from_args
+from stream.errors import AudioFileError
 from stream.events import EndOfStream, Enriched, Event, Final, Partial, StreamConfig
 
 __all__ = ["add_arguments", "format_event", "run"]
@@ -58,8 +60,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        audio, rate = read_audio(args.audio)
+    except AudioFileError as e:
+        raise SystemExit(f"callstream demo: {e}") from e
     pipeline = build_pipeline(model=args.model, decoding=decoding_from_args(args), enrich=True)
-    audio, rate = sf.read(args.audio, dtype="float32", always_2d=True)
     channels = audio.shape[1]
     encoding = "mulaw" if sf.info(args.audio).subtype == "ULAW" else "pcm16"
     config = StreamConfig(sample_rate=int(rate), encoding=encoding, channels=channels)

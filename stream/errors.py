@@ -6,6 +6,7 @@
     ├── InputError                  bad data from a peer; closes that one stream
     │   ├── AudioFormatError        audio settings out of range (encoding, rate, channels)
     │   ├── DecodeError             audio bytes that cannot be decoded (odd size, NaN, inf)
+    │   ├── AudioFileError          an audio file that is missing or that libsndfile cannot read
     │   ├── ConfigError             a stream config message that is malformed
     │   ├── CodecError              a message that is not valid callstream JSON
     │   │   └── UnsupportedVersion  a message whose schema version we do not speak
@@ -21,6 +22,7 @@ builtin ``ValueError`` / ``TypeError`` instead and is a bug to fix.
 from __future__ import annotations
 
 __all__ = [
+    "AudioFileError",
     "AudioFormatError",
     "CallstreamError",
     "CodecError",
@@ -50,6 +52,10 @@ class AudioFormatError(InputError):
 
 class DecodeError(InputError):
     code = "bad_audio"
+
+
+class AudioFileError(InputError):
+    code = "bad_audio_file"
 
 
 class ConfigError(InputError):

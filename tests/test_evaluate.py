@@ -1,0 +1,74 @@
+"""`callstream transcribe` and `eval-asr` on files: formats, rates, and clear errors on bad files."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from models.evaluate import read_audio
+from models.runtime import ASSETS
+from stream.cli import main
+from stream.errors import AudioFileError
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """The agent's first 6 s of the bundled call in several containers, plus two bad files."""
+    d = tmp_path_factory.mktemp("audio")
+    x, rate = sf.read(ASSETS / "sample_call.wav", dtype="float32", always_2d=True)
+    agent = x[: 6 * rate, 0]
+    sf.write(d / "pcm24.wav", agent, rate, subtype="PCM_24")
+    sf.write(d / "float.wav", agent, rate, subtype="FLOAT")
+    up = soxr.resample(agent, rate, 44100)
+    sf.write(d / "stereo44k.flac", np.stack([up, up], axis=1), 44100)
+    (d / "notes.wav").write_text("not audio\n")
+    return d
+
+
+def _transcript(capsys, *argv) -> tuple[int, str, str]:
+    rc = main(["transcribe", "--no-lm", *map(str, argv)])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_any_container_and_rate_is_transcribed(files, capsys):
+    rc24, t24, _ = _transcript(capsys, files / "pcm24.wav")
+    rcf, tf, _ = _transcript(capsys, files / "float.wav")
+    rc44, t44, _ = _transcript(capsys, files / "stereo44k.flac")
+    assert rc24 == rcf == rc44 == 0
+    assert t24 == tf and len(t24.split()) >= 3
+    assert len(t44.split()) >= 3
+
+
+def test_bad_files_are_named_and_the_good_ones_still_transcribed(files, capsys):
+    rc, out, err = _transcript(capsys, files / "missing.wav", files / "notes.wav", files / "float.wav", files)
+    assert rc == 1
+    assert f"{files / 'missing.wav'}: no such file" in err
+    assert f"{files / 'notes.wav'}: not audio that libsndfile can read" in err
+    assert f"{files}: not a file" in err
+    assert "Traceback" not in err
+    good = [line for line in out.splitlines() if line.startswith(str(files / "float.wav"))]
+    assert len(good) == 1 and len(good[0].split("\t")[1].split()) >= 3
+
+
+def test_read_audio_raises_the_input_error():
+    with pytest.raises(AudioFileError, match="no such file"):
+        read_audio(ASSETS / "absent.wav")
+
+
+def test_eval_asr_scores_a_manifest_and_refuses_missing_files(files, capsys, tmp_path):
+    rc, text, _ = _transcript(capsys, files / "float.wav")
+    manifest = files / "m.tsv"
+    manifest.write_text(f"path\ttext\nfloat.wav\t{text.strip()}\npcm24.wav\t{text.strip()}\n")
+    hyps = tmp_path / "h.tsv"
+    assert main(["eval-asr", "--manifest", str(manifest), "--no-lm", "--json", "--hyps", str(hyps)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["utterances"] == 2 and result["wer"] == 0.0 and result["cer"] == 0.0 and result["rtf"] > 0
+    assert hyps.read_text().splitlines()[0] == "path\thypothesis"
+
+    broken = files / "broken.tsv"
+    broken.write_text("path\ttext\nfloat.wav\tx\nabsent.wav\ty\n")
+    with pytest.raises(SystemExit, match=r"1 of 2 audio files not found .* absent\.wav"):
+        main(["eval-asr", "--manifest", str(broken), "--no-lm"])
