@@ -41,12 +41,17 @@ __all__ = [
 
 
 def _read(csv_path: Path, columns: tuple[str, str]) -> list[dict[str, str]]:
+    if not csv_path.is_file():
+        raise InputError(f"{csv_path}: no such file")
     with csv_path.open(newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
             raise InputError(f"expected CSV columns {list(columns)} in {csv_path}, got {reader.fieldnames}")
-        return list(reader)
+        rows = list(reader)
+    if not rows:
+        raise InputError(f"{csv_path}: no rows to score")
+    return rows
 
 
 def eval_intent(

@@ -13,6 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from stream.errors import CallstreamError
+
 # numpy's BLAS only ever multiplies small matrices here (intent heads, features); a second
 # BLAS thread then costs more in hand-offs than it saves, and on a loaded machine it doubled
 # the intent latency (bench/text.py). Set before any command imports numpy.
@@ -68,7 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command if command in COMMANDS else None).parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except CallstreamError as e:
+        print(f"callstream {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -139,12 +139,20 @@ def test_eval_filter_json_contract(tmp_path, capsys):
     assert m["recall"] == 1.0 and m["precision"] == 1.0
 
 
-def test_eval_filter_rejects_missing_columns(tmp_path):
+def test_eval_filter_rejects_bad_csvs_with_one_line(tmp_path, capsys):
+    from stream.cli import main
     from stream.errors import InputError
 
     (tmp_path / "bad.csv").write_text("sentence,label\nhi,0\n")
+    (tmp_path / "empty.csv").write_text("text,label\n")
+    (tmp_path / "labels.csv").write_text("text,label\nhi,maybe\n")
     with pytest.raises(InputError, match="expected CSV columns"):
         text_eval.eval_filter(tmp_path / "bad.csv")
+    for name, reason in [("bad.csv", "expected CSV columns"), ("empty.csv", "no rows to score"),
+                         ("labels.csv", "expected labels 0 or 1"), ("absent.csv", "no such file")]:
+        assert main(["eval-filter", "--csv", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("callstream eval-filter: error: ") and reason in err and "Traceback" not in err
 
 
 @pytest.mark.skipif(not ENCODER_BUILT, reason="sentence encoder not built: run `python -m models.encoder_export`")
