@@ -10,6 +10,7 @@ from pathlib import Path
 from models.runtime import ASSETS, SessionOptions, default_general_lm, load_acoustic
 from operators.acoustic import AcousticOperator
 from operators.ctc import BeamConfig, BeamDecoder, EndpointConfig, GreedyDecoder, LanguageModelConfig
+from stream.errors import ModelError
 from stream.pipeline import Pipeline
 
 __all__ = ["DecodingConfig", "add_decoding_arguments", "build_pipeline", "decoding_from_args", "lm_config"]
@@ -42,7 +43,7 @@ def lm_config(cfg: DecodingConfig) -> LanguageModelConfig | None:
     if not model.exists():
         if folder == BUNDLED_LM:
             return None
-        raise FileNotFoundError(f"no lm.bin or lm.arpa in {folder}")
+        raise ModelError(f"no lm.bin or lm.arpa in {folder}")
     unigrams = folder / "unigrams.txt"
     mix = ()
     if cfg.general_lm is not None:
@@ -54,7 +55,7 @@ def lm_config(cfg: DecodingConfig) -> LanguageModelConfig | None:
             log.warning("the general-English LM is not built (run `callstream build-lm --general`); "
                         "decoding with the domain LM alone")
         else:
-            raise FileNotFoundError(f"no lm.bin and unigrams.txt in {general}")
+            raise ModelError(f"no lm.bin and unigrams.txt in {general}")
     return LanguageModelConfig(path=model, unigrams=unigrams if unigrams.exists() else None,
                                alpha=cfg.alpha, beta=cfg.beta, mix=mix)
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from stream import codec
 from stream.app import add_decoding_arguments, build_pipeline, decoding_from_args
@@ -282,6 +282,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO)
     try:
         asyncio.run(worker.run())
+    except KafkaConnectionError as e:
+        raise SystemExit(f"callstream asr-worker: cannot reach Kafka at {args.bootstrap}: {e}") from e
     except KeyboardInterrupt:
         pass
     return 0

@@ -72,3 +72,10 @@ def test_eval_asr_scores_a_manifest_and_refuses_missing_files(files, capsys, tmp
     broken.write_text("path\ttext\nfloat.wav\tx\nabsent.wav\ty\n")
     with pytest.raises(SystemExit, match=r"1 of 2 audio files not found .* absent\.wav"):
         main(["eval-asr", "--manifest", str(broken), "--no-lm"])
+
+
+def test_a_missing_model_or_lm_is_one_line_and_exit_2(files, capsys, tmp_path):
+    assert main(["transcribe", "--lm", str(tmp_path), str(files / "float.wav")]) == 2
+    assert capsys.readouterr().err == f"callstream transcribe: error: no lm.bin or lm.arpa in {tmp_path}\n"
+    assert main(["transcribe", "--model", str(tmp_path / "absent.onnx"), str(files / "float.wav")]) == 2
+    assert capsys.readouterr().err.startswith("callstream transcribe: error: model file")
