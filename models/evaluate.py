@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from models.metrics import ErrorCounter
 from operators.audio import encode_audio
-from stream.errors import AudioFileError
+from stream.errors import AudioFileError, InputError
 from stream.events import Final, StreamConfig
 from stream.app import add_decoding_arguments, build_pipeline, decoding_from_args
 from stream.pipeline import Pipeline
@@ -61,13 +61,15 @@ def transcribe_file(pipeline: Pipeline, path: Path, stream_id: str = "file") -> 
 
 
 def evaluate_manifest(pipeline: Pipeline, manifest: Path, hyps_out: Path | None = None) -> dict[str, float]:
+    if not manifest.is_file():
+        raise InputError(f"{manifest}: no such file")
     with open(manifest, newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     if not rows or "path" not in rows[0]:
-        raise SystemExit(f"{manifest}: expected a tab-separated manifest with a 'path' column")
+        raise InputError(f"{manifest}: expected a tab-separated manifest with a 'path' column and rows")
     missing = [row["path"] for row in rows if not (manifest.parent / row["path"]).is_file()]
     if missing:
-        raise SystemExit(f"{manifest}: {len(missing)} of {len(rows)} audio files not found "
+        raise InputError(f"{manifest}: {len(missing)} of {len(rows)} audio files not found "
                          f"(paths are relative to the manifest's folder), e.g. {', '.join(missing[:3])}")
     scored = "text" in rows[0]
     counter = ErrorCounter()
@@ -75,10 +77,7 @@ def evaluate_manifest(pipeline: Pipeline, manifest: Path, hyps_out: Path | None 
     hyps = []
     for row in tqdm(rows, desc=f"eval {manifest.name}", unit="utt", dynamic_ncols=True):
         t0 = time.perf_counter()
-        try:
-            finals, seconds = transcribe_file(pipeline, manifest.parent / row["path"])
-        except AudioFileError as e:
-            raise SystemExit(f"{manifest}: {e}") from e
+        finals, seconds = transcribe_file(pipeline, manifest.parent / row["path"])
         compute_s += time.perf_counter() - t0
         audio_s += seconds
         hyp = " ".join(f.text for f in finals if f.text)
