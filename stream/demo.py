@@ -18,7 +18,6 @@ from models.evaluate import read_audio
 from models.runtime import ASSETS
 from operators.audio import encode_audio
 from stream.app import add_decoding_arguments, build_pipeline, decoding_from_args
-from stream.errors import AudioFileError
 from stream.events import EndOfStream, Enriched, Event, Final, Partial, StreamConfig
 
 __all__ = ["add_arguments", "format_event", "run"]
@@ -60,10 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        audio, rate = read_audio(args.audio)
-    except AudioFileError as e:
-        raise SystemExit(f"callstream demo: {e}") from e
+    audio, rate = read_audio(args.audio)
     pipeline = build_pipeline(model=args.model, decoding=decoding_from_args(args), enrich=True)
     channels = audio.shape[1]
     encoding = "mulaw" if sf.info(args.audio).subtype == "ULAW" else "pcm16"
