@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import time
 from pathlib import Path
 
@@ -164,3 +165,23 @@ def test_build_encoder_matches_sentence_transformers(tmp_path: Path):
     int8 = SentenceEncoder(tmp_path, quantized=True).encode(texts)
     np.testing.assert_allclose(fp32, ref, atol=1e-5)
     assert np.min(np.sum(int8 * ref, axis=1)) > 0.98
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (make setup installs it)")
+def test_spoken_transcripts_are_our_asr_on_tts_and_resume(tmp_path, monkeypatch):
+    import models.corpus
+    from models.intent_train import spoken_transcripts
+
+    texts = ["i lost my card", "what is my balance", "cancel the transfer please"]
+    out = tmp_path / "spoken.tsv"
+    heard = spoken_transcripts(texts, [0, 2], out, engines={"espeak": 1.0})
+    assert list(heard) == [0, 2] and all(heard.values())
+    assert [line.split("\t")[1].startswith("espeak:") for line in out.read_text().splitlines()] == [True, True]
+    assert not list(tmp_path.rglob("*.flac"))  # the audio is not kept
+
+    def unrenderable(utt, out_dir):
+        return models.corpus._Result(utt.uid, "", 0.0, "RuntimeError: no voice")
+
+    monkeypatch.setattr(models.corpus, "_render_one", unrenderable)
+    again = spoken_transcripts(texts, [0, 1, 2], out, engines={"espeak": 1.0})
+    assert again == heard  # rows on file are not redone; the one that cannot be rendered is left out
