@@ -31,9 +31,10 @@ Data (only train/dev material is read; BANKING77 and CLINC150 test splits never 
   never piper and never the acoustic model's held-out voice) and transcribed
   by the served ASR pipeline; the transcripts join the head's training data
   with their sentence's label (each weighing a quarter of a typed sentence),
-  so the head learns what finals look like when recognition goes wrong. ``--spoken-dev M`` (default 300) dev sentences
-  spoken by piper, a voice the head never heard, give ``dev_spoken_*``.
-  Transcripts are cached in ``runs/intent_spoken/`` (resumable).
+  so the head learns what finals look like when recognition goes wrong.
+  ``--spoken-dev M`` (default 300) dev sentences spoken by piper, a voice
+  the head never heard, give ``dev_spoken_*``. Transcripts are cached in
+  ``runs/intent_spoken/`` (resumable).
 * A YAML file ``{intent_name: [example, ...]}``. An ``out_of_scope`` entry,
   if present, becomes negatives: texts like those map to ``out_of_scope``.
 
@@ -175,7 +176,7 @@ def fit_head(
 ) -> IntentHead:
     """Logistic regression on embeddings (N, dim); C and temperature from dev when given.
 
-    ``sample_weight`` (N,) weighs the training examples (dev-based fits only).
+    ``sample_weight`` (N,) weighs the training examples.
 
     Without dev data, C is the middle of ``c_grid`` and the temperature is
     fitted by 3-fold cross-validation on train when every class has at least
@@ -205,10 +206,10 @@ def fit_head(
         if counts.min() >= 3:
             oof = np.zeros((len(yt), len(labels)))
             for tr, te in StratifiedKFold(3, shuffle=True, random_state=_SEED).split(x_train, yt):
-                w, b = _fit_lr(x_train[tr], yt[tr], c)
+                w, b = _fit_lr(x_train[tr], yt[tr], c, None if sample_weight is None else sample_weight[tr])
                 oof[te] = x_train[te] @ w + b
             temperature = fit_temperature(oof, yt)
-        w, b = _fit_lr(x_train, yt, c)
+        w, b = _fit_lr(x_train, yt, c, sample_weight)
         metrics = {"C": c}
     return IntentHead(
         labels=labels,
