@@ -315,7 +315,8 @@ def spoken_transcripts(texts: Sequence[str], indices: Sequence[int], out: Path, 
     padding, drawn from ``seed`` and ``i`` alone), streamed through the served pipeline
     (beam search with the LM, as finals are made) and its audio deleted. Results go to
     the TSV ``out`` (index, speaker, transcript) as they come, and rows already there
-    are not redone. A sentence that no engine can render is left out.
+    are not redone. A sentence that no engine can render is left out; if the first ten
+    all fail, the engines are missing and a ``RuntimeError`` says so.
     """
     from tqdm import tqdm
 
@@ -333,8 +334,12 @@ def spoken_transcripts(texts: Sequence[str], indices: Sequence[int], out: Path, 
         out.parent.mkdir(parents=True, exist_ok=True)
         pipeline = build_pipeline(decoding=DecodingConfig())
         names, weights = list(engines), list(engines.values())
+        failed = ok = 0
         with out.open("a") as f:
             for i in tqdm(todo, desc=f"spoken {out.stem}", unit="utt", dynamic_ncols=True):
+                if failed >= 10 and ok == 0:
+                    raise RuntimeError(f"the TTS engines {names} rendered none of 10 sentences (see above): "
+                                       "install them (make setup) or train without spoken data (--spoken 0)")
                 rng = random.Random(f"{seed}:{i}")
                 engine = rng.choices(names, weights)[0]
                 voice = rng.choice([v for v in VOICES[engine] if (engine, v) != HELDOUT_VOICE])
@@ -342,6 +347,7 @@ def spoken_transcripts(texts: Sequence[str], indices: Sequence[int], out: Path, 
                 rendered = _render_one(utt, out.parent)
                 if rendered.error:
                     print(f"spoken {out.stem}: sentence {i} not rendered ({rendered.error})", file=sys.stderr)
+                    failed += 1
                     continue
                 audio = out.parent / rendered.path
                 hyp = " ".join(final.text for final in transcribe_file(pipeline, audio)[0] if final.text)
@@ -349,6 +355,7 @@ def spoken_transcripts(texts: Sequence[str], indices: Sequence[int], out: Path, 
                 f.write(f"{i}\t{utt.speaker}\t{hyp}\n")
                 f.flush()
                 done[i] = hyp
+                ok += 1
     return {i: done[i] for i in indices if i in done}
 
 

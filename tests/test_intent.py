@@ -185,3 +185,5 @@ def test_spoken_transcripts_are_our_asr_on_tts_and_resume(tmp_path, monkeypatch)
     monkeypatch.setattr(models.corpus, "_render_one", unrenderable)
     again = spoken_transcripts(texts, [0, 1, 2], out, engines={"espeak": 1.0})
     assert again == heard  # rows on file are not redone; the one that cannot be rendered is left out
+    with pytest.raises(RuntimeError, match="rendered none of 10"):
+        spoken_transcripts(texts * 4, list(range(12)), tmp_path / "none.tsv", engines={"espeak": 1.0})
