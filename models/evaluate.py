@@ -51,7 +51,7 @@ def transcribe_file(pipeline: Pipeline, path: Path, stream_id: str = "file") -> 
     """All finals of a WAV/FLAC file (any rate; channels averaged), and the audio seconds."""
     x, sr = read_audio(path)
     mono = x.mean(axis=1)
-    state = pipeline.open(stream_id, StreamConfig(sample_rate=int(sr), encoding="f32", channels=1))
+    state = pipeline.open(stream_id, StreamConfig(sample_rate=sr, encoding="f32", channels=1))
     step = max(1, int(sr * CHUNK_S))
     events = []
     for i in range(0, mono.size, step):

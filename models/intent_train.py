@@ -376,10 +376,11 @@ def train_banking77(encoder: SentenceEncoder, clinc: Mapping[str, tuple[list[str
         heard = spoken_transcripts(texts, pick, spoken_dir / "banking77_train.tsv", engines=_SPOKEN_ENGINES)
     x_heard = encoder.encode(list(heard.values())) if heard else np.zeros((0, x.shape[1]), np.float32)
     y_heard = [labels[i] for i in heard]
+    w_heard = np.full(len(heard), _SPOKEN_WEIGHT)
     head = fit_head(
         np.concatenate([x[train], x_heard]), [labels[i] for i in train] + y_heard,
         x_dev=x[dev], y_dev=[labels[i] for i in dev], encoder=encoder.name, name="banking77",
-        sample_weight=np.concatenate([np.ones(len(train)), np.full(len(heard), _SPOKEN_WEIGHT)]),
+        sample_weight=np.concatenate([np.ones(len(train)), w_heard]),
     )  # fmt: skip
     spoken_m = {}
     if spoken_dev:
@@ -401,8 +402,7 @@ def train_banking77(encoder: SentenceEncoder, clinc: Mapping[str, tuple[list[str
     # same C, temperature and threshold: on dev, 9,000 training texts scored 0.4 points above
     # 8,100, so the 10% more examples are worth more than a head whose dev score can be re-run.
     head = replace(
-        _refit(head, np.concatenate([x, x_heard]), list(labels) + y_heard,
-               np.concatenate([np.ones(len(x)), np.full(len(heard), _SPOKEN_WEIGHT)])),
+        _refit(head, np.concatenate([x, x_heard]), list(labels) + y_heard, np.concatenate([np.ones(len(x)), w_heard])),
         metrics={
             **head.metrics,
             "train_spoken_n": len(heard),
