@@ -38,7 +38,9 @@ def cache_root() -> Path:
 
 def default_general_lm() -> Path:
     """The general-English LM folder that set-up builds (``callstream build-lm --general``)."""
-    return cache_root() / "lm-general-en-2"  # -2: built with sane scores (models.lm._WRITE_SPHINX_ARPA)
+    # The suffix names the recipe (3: pocketsphinx's trigrams, models.sphinx_lm): a cache built
+    # by another recipe is not reused.
+    return cache_root() / "lm-general-en-3"
 FORMAT = "callstream-conformer-ctc-stream/1"
 
 

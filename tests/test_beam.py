@@ -158,7 +158,7 @@ def test_general_english_lm_is_clean_and_mixes_with_the_domain_lm(lm):
     words = (folder / "unigrams.txt").read_text().split()
     assert len(words) > 50000 and all(w.replace("'", "").isalpha() and w.islower() for w in words)
     general = kenlm.Model(str(folder / "lm.bin"))
-    assert general.order == 2
+    assert general.order == 3
     assert general.score("i lost my card", bos=True, eos=True) > general.score("card my lost i", bos=True, eos=True)
     # Real English: a few log10 units per word, not the -1e30 of a mis-converted model.
     assert -6.0 * 5 < general.score("i lost my card", bos=True, eos=True) < 0.0
