@@ -9,9 +9,12 @@ APT_PACKAGES := cmake build-essential libboost-program-options-dev libboost-syst
 	libboost-test-dev libeigen3-dev zlib1g-dev libbz2-dev liblzma-dev espeak-ng flite festival \
 	festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k
 
-.PHONY: setup system-packages kenlm general-lm demo test test-slow bench
+.PHONY: setup system-packages kenlm encoder general-lm demo test test-slow bench
 
-setup: $(STAMP) kenlm general-lm
+# The models too large to commit are built into the cache folder (models/runtime.py cache_root:
+# $CALLSTREAM_CACHE_DIR, else $XDG_CACHE_HOME/callstream, else ~/.cache/callstream). Their targets
+# run at every set-up and return at once when the cache already holds them.
+setup: $(STAMP) kenlm encoder general-lm
 
 system-packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -24,7 +27,6 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[train,dev]"
-	$(BIN)/python -m models.encoder_export
 	touch $@
 
 # lmplz and build_binary are not in the kenlm wheel: build them from its sdist, once.
@@ -38,7 +40,12 @@ $(KENLM)/bin/lmplz: | system-packages $(STAMP)
 	$(MAKE) -C $(KENLM)/src/build -j2 lmplz build_binary >/dev/null
 	cp $(KENLM)/src/build/bin/lmplz $(KENLM)/src/build/bin/build_binary $(KENLM)/bin/
 
-# The general-English LM (from the pocketsphinx wheel) goes to the cache directory, once.
+# The ONNX sentence encoder, exported from its wheel.
+encoder: $(STAMP)
+	$(BIN)/python -m models.encoder_export
+
+# The general-English LM: pocketsphinx's en-us trigram LM, read from its wheel by models/sphinx_lm.py
+# and binarized with KenLM's build_binary. On a failure it prints one line saying how to retry.
 general-lm: kenlm
 	$(BIN)/callstream build-lm --general
 
