@@ -116,13 +116,13 @@ class Pipeline:
         self.new_enrich_state = new_enrich_state
         # At each endpoint the model's left context is emptied, as at a stream's start. The model
         # learned every utterance from the start of its clip: after other speech it decodes
-        # worse (45 dev utterances in one stream: WER 0.79, and 0.68 with a reset, session 3).
-        # Until session 7 the reset gave it the context of 1.6 s of -70 dBFS noise instead, since
-        # an early model made up characters on silence from an empty one; the bundled model
-        # makes up none (12 clips, then 12 s of silence or noise from -90 to -35 dBFS), and a
-        # quiet context costs it words: one 45-utterance stream 0.298 -> 0.255 WER with the
-        # empty context, three more streams (0.6-2 s gaps, -70 and -50 dBFS noise) 0.432 /
-        # 0.472 / 0.400 -> 0.392 / 0.375 / 0.400, one with digitally silent gaps 0.560 -> 0.573.
+        # worse (45 dev utterances in one stream: WER 0.79 without the reset, 0.68 with it).
+        # Empty, not filled with quiet noise: the bundled model makes up no characters on
+        # silence from an empty context (12 clips, then 12 s of silence or noise from -90 to
+        # -35 dBFS), and a context of 1.6 s of -70 dBFS noise costs it words: one 45-utterance
+        # stream 0.298 with that context -> 0.255 WER empty, three more streams (0.6-2 s gaps,
+        # -70 and -50 dBFS noise) 0.432 / 0.472 / 0.400 -> 0.392 / 0.375 / 0.400, one with
+        # digitally silent gaps 0.560 -> 0.573.
         self.empty_context = self.acoustic.new_state()
         tail = 10 ** (_END_TAIL_DBFS / 20) * np.random.default_rng(0).standard_normal(round(self.sample_rate * _END_TAIL_S))
         self.end_tail = tail.astype(np.float32)

@@ -99,11 +99,11 @@ def test_long_multi_utterance_audio_gives_one_final_per_utterance_and_keeps_the_
     # Boundaries cost few words: the stream scores within 0.1 of its utterances decoded one by one.
     assert long_counter.wer <= alone_counter.wer + 0.1
     assert long_counter.cer <= alone_counter.cer + 0.1
-    # And long streams do not regress. In noise: 0.298 for the bundles of sessions 5 and 6 (14
-    # of 47 words); 0.234 (11) since the pipeline empties the model's context at endpoints, keeps
-    # it short before an utterance's first character and dithers the audio. With gaps of zeros:
-    # 0.340 (16), 0.383 without the dither (each utterance alone: 0.298, 0.404 without). A word
-    # of slack each.
+    # And long streams do not regress. In noise: 0.234 (11 of 47 words), with the pipeline
+    # emptying the model's context at endpoints, keeping it short before an utterance's first
+    # character and dithering the audio (0.298, 14 words, for a pipeline and model without
+    # these). With gaps of zeros: 0.340 (16), 0.383 without the dither (each utterance alone:
+    # 0.298, 0.404 without). A word of slack each.
     assert long_counter.wer <= bound
 
 
