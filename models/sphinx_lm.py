@@ -34,7 +34,6 @@ the stored value times ``log10(1.0001)``.
 from __future__ import annotations
 
 import math
-import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
