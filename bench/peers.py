@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import dev_sets, table
-from models.corpus import normalize_text
+from operators.spoken_form import normalize_text
 from models.data import Utterance, load_audio
 from models.evaluate import transcribe_file
 from models.metrics import ErrorCounter

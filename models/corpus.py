@@ -33,7 +33,6 @@ import functools
 import json
 import logging
 import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,16 @@ import numpy as np
 import soundfile as sf
 import soxr
 from tqdm import tqdm
+
+from operators.spoken_form import (
+    ONES,
+    amount_words,
+    digits_to_words,
+    normalize_text,
+    number_to_words,
+    ordinal_to_words,
+    year_to_words,
+)
 
 if TYPE_CHECKING:
     from piper import PiperVoice
@@ -81,267 +90,6 @@ ALPHABET = " 'abcdefghijklmnopqrstuvwxyz"
 SAMPLE_RATE = 16000  # Hz, the acoustic model's input rate
 MAX_WORDS = 20  # longer sentences are dropped: they cost render time and rarely occur in calls
 DEFAULT_INTENT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "intent"
-
-# ---------------------------------------------------------------------------
-# Numbers to words
-# ---------------------------------------------------------------------------
-
-_ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen "
-    "fourteen fifteen sixteen seventeen eighteen nineteen"
-).split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-_SCALES = ((10**12, "trillion"), (10**9, "billion"), (10**6, "million"), (10**3, "thousand"))
-_IRREGULAR_ORDINALS = {
-    "one": "first",
-    "two": "second",
-    "three": "third",
-    "five": "fifth",
-    "eight": "eighth",
-    "nine": "ninth",
-    "twelve": "twelfth",
-}
-
-
-def number_to_words(n: int) -> str:
-    """Spell an integer in American English words, without "and".
-
-    >>> number_to_words(2024)
-    'two thousand twenty four'
-    >>> number_to_words(-105)
-    'minus one hundred five'
-
-    Raises ValueError for magnitudes of a quadrillion or more.
-    """
-    if n < 0:
-        return "minus " + number_to_words(-n)
-    if n >= 10**15:
-        raise ValueError(f"{n} is too large to spell")
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        tens, unit = divmod(n, 10)
-        return _TENS[tens] + (f" {_ONES[unit]}" if unit else "")
-    if n < 1000:
-        hundreds, rest = divmod(n, 100)
-        return f"{_ONES[hundreds]} hundred" + (f" {number_to_words(rest)}" if rest else "")
-    for scale, name in _SCALES:
-        if n >= scale:
-            head, rest = divmod(n, scale)
-            return f"{number_to_words(head)} {name}" + (f" {number_to_words(rest)}" if rest else "")
-    raise AssertionError("unreachable: every n >= 1000 has a scale")
-
-
-def ordinal_to_words(n: int) -> str:
-    """Spell a non-negative integer as an ordinal: 3 -> "third", 21 -> "twenty first"."""
-    words = number_to_words(n).split()
-    last = words[-1]
-    if last in _IRREGULAR_ORDINALS:
-        words[-1] = _IRREGULAR_ORDINALS[last]
-    elif last.endswith("y"):
-        words[-1] = last[:-1] + "ieth"
-    else:
-        words[-1] = last + "th"
-    return " ".join(words)
-
-
-def year_to_words(year: int) -> str:
-    """Spell a year the way it is spoken: 1985 -> "nineteen eighty five", 2005 -> "two thousand five".
-
-    Years outside 1100..2099 (and 2000..2009) fall back to the cardinal.
-    """
-    if not (1100 <= year <= 2099) or 2000 <= year <= 2009:
-        return number_to_words(year)
-    high, low = divmod(year, 100)
-    if low == 0:
-        return f"{number_to_words(high)} hundred"
-    if low < 10:
-        return f"{number_to_words(high)} oh {_ONES[low]}"
-    return f"{number_to_words(high)} {number_to_words(low)}"
-
-
-def _digits_to_words(digits: str, zero: str = "zero") -> str:
-    return " ".join(zero if d == "0" else _ONES[int(d)] for d in digits)
-
-
-def _pluralize_last(words: str) -> str:
-    """ "ninety" -> "nineties", "nineteen hundred" -> "nineteen hundreds" (for decades)."""
-    head, _, last = words.rpartition(" ")
-    last = last[:-1] + "ies" if last.endswith("y") else last + "s"
-    return f"{head} {last}".strip()
-
-
-# ---------------------------------------------------------------------------
-# Text normalisation
-# ---------------------------------------------------------------------------
-
-# Short upper-case tokens are spelled letter by letter (ATM -> "a t m"), except
-# these ordinary words, which appear in capitals for emphasis ("I need HELP").
-_COMMON_WORDS = frozenset(
-    """a about all am an and any are as ask at be but by can cant did do does dont for from get go got
-    had has have he her here hi him his how i if in is it its just let like me more my new no not now
-    of off oh ok on one or our out own please put say see set she so some song stop tell than that the
-    them then they this time to today too two up was we what when who why will with yes you your
-    help light want could play""".split()
-)
-# Acronyms that are said as words, not letters.
-_WORD_ACRONYMS = {
-    "PIN": "pin",
-    "SEPA": "sepa",
-    "IMAX": "imax",
-    "NASA": "nasa",
-    "TODO": "to do",
-    "OK": "okay",
-    "II": "two",
-    "III": "three",
-}
-_ABBREVIATIONS = {
-    "mr": "mister",
-    "mrs": "missus",
-    "dr": "doctor",
-    "vs": "versus",
-    "etc": "et cetera",
-}
-_CURRENCIES = {"$": ("dollar", "cent"), "€": ("euro", "cent"), "£": ("pound", "penny")}
-_AMOUNT_SCALES = {
-    "k": "thousand",
-    "thousand": "thousand",
-    "m": "million",
-    "million": "million",
-    "bn": "billion",
-    "billion": "billion",
-}
-
-_RE_CURRENCY = re.compile(
-    r"([$€£])\s?(\d[\d,]*)(?:\.(\d+))?(?:\s?(k|m|bn|thousand|million|billion)\b)?"
-    r"|(\d[\d,]*)(?:\.(\d{1,2}))?\s?([$€£])",
-    re.IGNORECASE,
-)
-_RE_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s?%")
-_RE_CLOCK = re.compile(r"\b(\d{1,2}):(\d{2})(?:\s?([ap])\.?\s?m\b\.?)?", re.IGNORECASE)
-_RE_AMPM = re.compile(r"\b(\d{1,2})\s?([ap])\.?\s?m\b\.?", re.IGNORECASE)
-_RE_ORDINAL = re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.IGNORECASE)
-_RE_DECADE = re.compile(r"\b(\d{0,2}\d0)'?s\b")
-_RE_DECIMAL = re.compile(r"\b(\d+)\.(\d+)\b")
-_RE_GROUPED = re.compile(r"\b\d{1,3}(?:,\d{3})+\b")
-_RE_MIXED = re.compile(r"\b(?=[a-z]*\d)(?=\d*[a-z])[a-z\d]+\b", re.IGNORECASE)
-_RE_NUMBER = re.compile(r"\d+")
-_RE_CAPS = re.compile(r"\b[A-Z]{2,4}\b")
-
-
-def _amount_words(whole: str, frac: str | None, symbol: str, scale: str | None) -> str:
-    unit, sub = _CURRENCIES[symbol]
-    value = int(whole.replace(",", ""))
-    if scale:
-        number = number_to_words(value) + (f" point {_digits_to_words(frac)}" if frac else "")
-        return f"{number} {_AMOUNT_SCALES[scale.lower()]} {unit}s"
-    cents = int(frac[:2].ljust(2, "0")) if frac else 0
-    parts = []
-    if value or not cents:
-        parts.append(f"{number_to_words(value)} {unit}" + ("" if value == 1 else "s"))
-    if cents:
-        subunit = sub if cents == 1 else ("pence" if sub == "penny" else sub + "s")
-        parts.append(f"{number_to_words(cents)} {subunit}")
-    return " and ".join(parts)
-
-
-def _currency(m: re.Match[str]) -> str:
-    if m.group(1):
-        return f" {_amount_words(m.group(2), m.group(3), m.group(1), m.group(4))} "
-    return f" {_amount_words(m.group(5), m.group(6), m.group(7), None)} "
-
-
-def _clock(m: re.Match[str]) -> str:
-    hour, minute, meridiem = int(m.group(1)), int(m.group(2)), m.group(3)
-    if minute == 0:
-        text = number_to_words(hour) + ("" if meridiem else " o'clock")
-    elif minute < 10:
-        text = f"{number_to_words(hour)} oh {_ONES[minute]}"
-    else:
-        text = f"{number_to_words(hour)} {number_to_words(minute)}"
-    return f" {text} {meridiem.lower()} m " if meridiem else f" {text} "
-
-
-def _plain_number(m: re.Match[str]) -> str:
-    digits = m.group(0)
-    # Leading zeros and long strings are codes or account numbers: read digit by digit.
-    if len(digits) > 1 and (digits[0] == "0" or len(digits) >= 5):
-        return f" {_digits_to_words(digits)} "
-    value = int(digits)
-    if len(digits) == 4 and (1100 <= value <= 1999 or 2010 <= value <= 2099):
-        return f" {year_to_words(value)} "
-    return f" {number_to_words(value)} "
-
-
-def _decade(m: re.Match[str]) -> str:
-    """ "90s" -> "nineties", "1990's" -> "nineteen nineties"."""
-    value = int(m.group(1))
-    return f" {_pluralize_last(year_to_words(value) if value >= 1000 else number_to_words(value))} "
-
-
-def _mixed_token(m: re.Match[str]) -> str:
-    """Letters+digits tokens such as "w2", "ab123", "401k": spell short letter runs, read digits."""
-    out = []
-    for run in re.findall(r"\d+|[a-z]+", m.group(0), re.IGNORECASE):
-        if run.isdigit():
-            out.append(_digits_to_words(run))
-        elif len(run) <= 3:
-            out.append(" ".join(run.lower()))
-        else:
-            out.append(run.lower())
-    return f" {' '.join(out)} "
-
-
-def _caps_token(m: re.Match[str]) -> str:
-    token = m.group(0)
-    if token in _WORD_ACRONYMS:
-        return _WORD_ACRONYMS[token]
-    if token.lower() in _COMMON_WORDS:
-        return token.lower()
-    return " ".join(token.lower())
-
-
-def normalize_text(s: str) -> str:
-    """Map free text to the model alphabet: lowercase a-z, apostrophe and single spaces.
-
-    Numbers are spelled out (amounts, percentages, clock times, ordinals,
-    decades, decimals, years; long digit strings digit by digit), the symbols
-    $ € £ % & @ become words, short upper-case acronyms are spelled as
-    letters ("ATM" -> "a t m"), accents are stripped and all other
-    punctuation is dropped.  Returns "" when nothing is left.
-
-    >>> normalize_text("I paid $25.40 for 2 cards at 5pm!")
-    'i paid twenty five dollars and forty cents for two cards at five p m'
-    """
-    s = unicodedata.normalize("NFKD", s)
-    s = "".join(c for c in s if not unicodedata.combining(c))
-    s = s.replace("\u2019", "'").replace("\u2018", "'").replace("`", "'")
-    # The mostly-capitals test stops shouted sentences being spelled out letter by letter.
-    words = re.findall(r"[A-Za-z]+", s)
-    if words and sum(w.isupper() and len(w) > 1 for w in words) * 2 <= len(words):
-        s = _RE_CAPS.sub(_caps_token, s)
-    s = _RE_CURRENCY.sub(_currency, s)
-    s = _RE_PERCENT.sub(lambda m: f" {_number_or_decimal(m.group(1))} percent ", s)
-    s = _RE_CLOCK.sub(_clock, s)
-    s = _RE_AMPM.sub(lambda m: f" {number_to_words(int(m.group(1)))} {m.group(2).lower()} m ", s)
-    s = _RE_ORDINAL.sub(lambda m: f" {ordinal_to_words(int(m.group(1)))} ", s)
-    s = _RE_DECADE.sub(_decade, s)
-    s = _RE_DECIMAL.sub(lambda m: f" {_number_or_decimal(m.group(0))} ", s)
-    s = _RE_GROUPED.sub(lambda m: f" {number_to_words(int(m.group(0).replace(',', '')))} ", s)
-    s = _RE_MIXED.sub(_mixed_token, s)
-    s = _RE_NUMBER.sub(_plain_number, s)
-    s = s.lower().replace("&", " and ").replace("@", " at ").replace("%", " percent ")
-    s = re.sub(r"[^a-z' ]", " ", s)
-    # Keep apostrophes only inside words ("don't"); quotes around words go.
-    s = re.sub(r"(?<![a-z])'|'(?![a-z])", "", s)
-    return " ".join(_ABBREVIATIONS.get(w, w) for w in s.split())
-
-
-def _number_or_decimal(text: str) -> str:
-    whole, _, frac = text.partition(".")
-    words = number_to_words(int(whole))
-    return f"{words} point {_digits_to_words(frac)}" if frac else words
-
 
 # Engines read a lone "a" as the article and "h" oddly, so letter runs are
 # rewritten as letter names before synthesis; the label keeps the letters.
@@ -493,7 +241,7 @@ _ACTIONS = """check my balance|pay my bill|report a lost card|report a stolen ca
 
 def _say_digits(rng: random.Random, digits: str) -> str:
     """Digit by digit, with "zero" or "oh" chosen per utterance as callers do."""
-    return _digits_to_words(digits, zero=rng.choice(("zero", "zero", "oh")))
+    return digits_to_words(digits, zero=rng.choice(("zero", "zero", "oh")))
 
 
 def _say_in_pairs(digits: str) -> str:
@@ -502,9 +250,9 @@ def _say_in_pairs(digits: str) -> str:
     for i in range(0, len(digits), 2):
         chunk = digits[i : i + 2]
         if len(chunk) == 1:
-            out.append(_digits_to_words(chunk))
+            out.append(digits_to_words(chunk))
         elif chunk[0] == "0":
-            out.append(_digits_to_words(chunk, zero="oh"))
+            out.append(digits_to_words(chunk, zero="oh"))
         else:
             out.append(number_to_words(int(chunk)))
     return " ".join(out)
@@ -591,7 +339,7 @@ def _gen_amount(rng: random.Random) -> str:
     if rng.random() < 0.15 and dollars and cents:
         amount = f"{number_to_words(dollars)} {number_to_words(cents)}"  # "twenty five forty"
     else:
-        amount = _amount_words(str(dollars), f"{cents:02d}" if cents else None, "$", None)
+        amount = amount_words(str(dollars), f"{cents:02d}" if cents else None, "$", None)
     return rng.choice(
         (
             f"i want to pay {amount}",
@@ -636,7 +384,7 @@ def _gen_time(rng: random.Random) -> str:
     elif minute == 45 and rng.random() < 0.5:
         clock = f"quarter to {number_to_words(hour % 12 + 1)}"
     elif minute < 10:
-        clock = f"{hour_words} oh {_ONES[minute]}"
+        clock = f"{hour_words} oh {ONES[minute]}"
     else:
         clock = f"{hour_words} {number_to_words(minute)}"
     clock += rng.choice(("", "", " a m", " p m", " in the morning", " in the afternoon", " tonight"))
@@ -689,7 +437,7 @@ def _gen_number(rng: random.Random) -> str:
 
 
 def _gen_ivr(rng: random.Random) -> str:
-    digit = rng.choice(_ONES[:10])
+    digit = rng.choice(ONES[:10])
     return rng.choice(
         (
             f"i want to {rng.choice(_ACTIONS)}",
@@ -706,7 +454,7 @@ def _gen_ivr(rng: random.Random) -> str:
 def _gen_an4(rng: random.Random) -> str:
     """AN4-style command followed by a mix of spelled letters and digits ("rubout g m e f three nine")."""
     tokens = [
-        rng.choice("abcdefghijklmnopqrstuvwxyz") if rng.random() < 0.5 else rng.choice(_ONES[:10])
+        rng.choice("abcdefghijklmnopqrstuvwxyz") if rng.random() < 0.5 else rng.choice(ONES[:10])
         for _ in range(rng.randint(2, 7))
     ]
     command = rng.choice(("enter", "erase", "rubout", "", ""))
@@ -716,7 +464,7 @@ def _gen_an4(rng: random.Random) -> str:
 def _gen_short(rng: random.Random) -> str:
     r = rng.random()
     if r < 0.35:
-        return rng.choice([*_ONES[:10], "oh"])
+        return rng.choice([*ONES[:10], "oh"])
     if r < 0.50:
         return _say_digits(rng, _random_digits(rng, rng.randint(2, 3)))
     if r < 0.80:
@@ -741,6 +489,9 @@ _CALL_CENTRE: tuple[Callable[[random.Random], str], ...] = (
 )
 # Share of each text source; "short" (isolated words, 1-3 word phrases) mirrors the dev sets.
 _TEXT_SHARES = {"intent": 0.45, "call_centre": 0.30, "short": 0.25}
+# With general-English sentences (models.train.general_text): a recogniser over a pretrained
+# encoder learns to spell from them, and callers say more than intent requests.
+_TEXT_SHARES_GENERAL = {"general": 0.40, "intent": 0.30, "call_centre": 0.18, "short": 0.12}
 
 
 # ---------------------------------------------------------------------------
@@ -851,6 +602,7 @@ def plan_utterances(
     intent_sentences: Sequence[str],
     *,
     holdout: bool = False,
+    general_sentences: Sequence[str] = (),
 ) -> list[Utterance]:
     """Deterministic plan of `n` utterances (texts, engines, voices, settings).
 
@@ -867,7 +619,10 @@ def plan_utterances(
     rng.shuffle(pool)
     engines, engine_weights = list(ENGINE_SHARES), list(ENGINE_SHARES.values())
     train_voices = {e: [v for v in VOICES[e] if (e, v) != HELDOUT_VOICE] for e in engines}
-    sources, source_weights = list(_TEXT_SHARES), list(_TEXT_SHARES.values())
+    shares = _TEXT_SHARES_GENERAL if general_sentences else _TEXT_SHARES
+    sources, source_weights = list(shares), list(shares.values())
+    general = list(general_sentences)
+    rng.shuffle(general)
 
     plan = []
     next_intent = 0
@@ -876,6 +631,8 @@ def plan_utterances(
         if source == "intent":
             text = pool[next_intent % len(pool)]
             next_intent += 1
+        elif source == "general":
+            text = general[i % len(general)]
         elif source == "call_centre":
             text = normalize_text(rng.choice(_CALL_CENTRE)(rng))
         else:
@@ -1065,10 +822,12 @@ def _done_ids(manifest: Path) -> set[str]:
         return {Path(line.split("\t", 1)[0]).stem for line in fh if line.strip()}
 
 
-def _check_config(out_dir: Path, seed: int, holdout: bool) -> None:
+def _check_config(out_dir: Path, seed: int, holdout: bool, general: bool) -> None:
     """Refuse to resume a directory made with another seed or mode: the ids would collide."""
     path = out_dir / "corpus.json"
-    config = {"seed": seed, "holdout": holdout, "heldout_voice": ":".join(HELDOUT_VOICE)}
+    config: dict[str, object] = {"seed": seed, "holdout": holdout, "heldout_voice": ":".join(HELDOUT_VOICE)}
+    if general:
+        config["general"] = True
     if path.exists():
         previous = json.loads(path.read_text(encoding="utf-8"))
         if previous != config:
@@ -1084,6 +843,7 @@ def build_corpus(
     seed: int = 0,
     workers: int = 2,
     holdout: bool = False,
+    general: bool = False,
     intent_root: Path = DEFAULT_INTENT_ROOT,
 ) -> Path:
     """Render a synthetic corpus into `out_dir` and return its manifest path.
@@ -1093,10 +853,16 @@ def build_corpus(
     failed utterance is logged and skipped; a rerun retries it.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_config(out_dir, seed, holdout)
+    _check_config(out_dir, seed, holdout, general)
     manifest = out_dir / "manifest.tsv"
     done = _done_ids(manifest)
-    plan = plan_utterances(n_utterances, seed, load_intent_sentences(intent_root), holdout=holdout)
+    general_text: list[str] = []
+    if general:
+        from models.train.general_text import general_sentences
+
+        general_text = general_sentences()
+    plan = plan_utterances(n_utterances, seed, load_intent_sentences(intent_root), holdout=holdout,
+                           general_sentences=general_text)
     todo = [u for u in plan if u.uid not in done]
     by_id = {u.uid: u for u in todo}
     _LOG.info(
@@ -1135,6 +901,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help=f"render the held-out test set with {':'.join(HELDOUT_VOICE)} only",
     )
+    parser.add_argument("--general", action="store_true",
+                        help="add general-English sentences (Debian's wordnet-base and fortunes)")
     parser.add_argument("--intent-root", type=Path, default=DEFAULT_INTENT_ROOT)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -1144,6 +912,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         workers=args.workers,
         holdout=args.holdout,
+        general=args.general,
         intent_root=args.intent_root,
     )
     return 0

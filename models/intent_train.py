@@ -7,7 +7,7 @@ threshold on the top calibrated probability. Heads are saved as one .npz of
 numpy arrays (``operators.intent.IntentHead``) and served without torch or
 scikit-learn.
 
-Every text is normalised the way finals look (``models.corpus.normalize_text``:
+Every text is normalised the way finals look (``operators.spoken_form.normalize_text``:
 lowercase, no punctuation, numbers spelled out) before it is embedded, in
 training and in evaluation.
 
@@ -59,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.corpus import normalize_text
+from operators.spoken_form import normalize_text
 from operators.intent import (
     ASSETS,
     OUT_OF_SCOPE,

@@ -9,7 +9,7 @@
   toxicity flag; with ``--json`` the last line is
   ``{"precision", "recall", "f1", "n"}``.
 
-Texts are normalised the way finals look (``models.corpus.normalize_text``)
+Texts are normalised the way finals look (``operators.spoken_form.normalize_text``)
 unless ``--raw`` is given, because the models run on ASR output.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.corpus import normalize_text
+from operators.spoken_form import normalize_text
 from models.intent_train import intent_metrics
 from models.toxicity_train import prf
 from operators.content import ToxicityModel

@@ -2,7 +2,7 @@
 
 Label 1 is "offensive or hate speech" (Davidson classes 0 and 1), 0 is
 "neither". Tweets are cleaned (HTML entities, mentions, URLs, "RT") and
-normalised the way finals look (``models.corpus.normalize_text``: lowercase,
+normalised the way finals look (``operators.spoken_form.normalize_text``: lowercase,
 no punctuation, numbers spelled out), because the filter runs on ASR output.
 
 Split: 70% train, 15% dev, 15% held-out test, stratified, seed 0. Training
@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.corpus import normalize_text
+from operators.spoken_form import normalize_text
 from operators.content import DEFAULT_TOXICITY, ToxicityModel, text_features
 from operators.intent import SentenceEncoder, default_encoder_dir
 

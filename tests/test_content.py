@@ -290,7 +290,7 @@ def _intent_texts() -> list[str]:
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="intent corpora not found under /work/shared/data/intent")
 def test_false_positive_rate_on_intent_corpora():
-    from models.corpus import normalize_text
+    from operators.spoken_form import normalize_text
 
     texts = _intent_texts()
     flagged = []
