@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import TypeVar
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -24,6 +25,8 @@ from stream.events import Event
 from stream.pipeline import ChannelState, Pipeline
 
 __all__ = ["BatcherConfig", "MicroBatcher"]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,14 @@ class MicroBatcher:
             await asyncio.gather(*self._decoding, return_exceptions=True)
         self._executor.shutdown(wait=True)
         self._decoder.shutdown(wait=True)
+
+    async def call(self, fn: Callable[..., _T], *args: object) -> _T:
+        """``fn(*args)`` on the decoding thread: one stream's endpoint, finalize or finish.
+
+        These run the model and the search (and the second pass on finals), so never on the
+        event loop; on the decoding thread they keep their order with that stream's chunks.
+        """
+        return await asyncio.get_running_loop().run_in_executor(self._decoder, fn, *args)
 
     async def run(self, channels: list[ChannelState]) -> list[Event]:
         """Run one chunk for each of ``channels`` (all ready) and return the decoded events."""

@@ -24,6 +24,8 @@ import argparse
 import asyncio
 import json
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -77,6 +79,9 @@ class AsrWorker:
         self.calls: dict[str, _Call] = {}
         self._resume: dict[str, dict] = {}  # call -> last state record
         self._stopping = asyncio.Event()
+        # The model, the search and the second pass run here, never on the event loop; one thread
+        # keeps each call's records in order.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstream-asr")
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -109,6 +114,7 @@ class AsrWorker:
         finally:
             await self._consumer.stop()
             await self._producer.stop()
+            self._executor.shutdown(wait=True)
 
     async def _handle(self, partition: int, record) -> None:
         key = record.key.decode("utf-8", "replace") if record.key else ""
@@ -122,22 +128,25 @@ class AsrWorker:
             if is_end:
                 if call is None:
                     return
-                await self._publish(call, self.pipeline.finish(call.state), record.offset)
+                await self._publish(call, await self._off_loop(self.pipeline.finish, call.state), record.offset)
                 del self.calls[key]
                 await self._write_state(key, None)
                 return
             if is_finalize:  # the producer knows an utterance ended (e.g. the telephony turn): flush it
                 if call is not None:
-                    await self._publish(call, self.pipeline.finalize(call.state), record.offset)
+                    await self._publish(call, await self._off_loop(self.pipeline.finalize, call.state), record.offset)
                 return
             chunk = codec.audio_from_record(record.key, record.value, headers)
             if call is None:
                 call = self._open(chunk, partition, record.offset)
-            events = self.pipeline.feed(call.state, chunk.payload)
+            events = await self._off_loop(self.pipeline.feed, call.state, chunk.payload)
         except InputError as exc:
             await self._dead_letter(record, f"{exc.code}: {exc}")
             return
         await self._publish(call, events, record.offset)
+
+    async def _off_loop(self, fn: Callable[..., list[Event]], *args: object) -> list[Event]:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def _open(self, chunk: AudioChunk, partition: int, offset: int) -> _Call:
         saved = self._resume.get(chunk.stream_id, {})

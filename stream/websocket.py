@@ -114,6 +114,7 @@ class WebSocketServer:
         self.batcher.on_batch = self.metrics.observe_batch
         self._server: Server | None = None
         self._sessions: dict[str, _Session] = {}
+        self._closing: set[asyncio.Task[object]] = set()  # finish() of dropped sessions, off the loop
 
     @property
     def port(self) -> int:
@@ -140,6 +141,8 @@ class WebSocketServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         await self.batcher.close()
 
     async def serve_forever(self) -> None:
@@ -241,7 +244,9 @@ class WebSocketServer:
             session.expiry.cancel()
         if self._sessions.get(session.state.stream_id) is session:
             del self._sessions[session.state.stream_id]
-        self.pipeline.finish(session.state, reason=reason)
+        task = asyncio.ensure_future(self.batcher.call(self.pipeline.finish, session.state, reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _stream(self, ws: ServerConnection, session: _Session) -> None:
         cfg = self.config
@@ -284,7 +289,7 @@ class WebSocketServer:
                         events += await self.batcher.run(ready)
                     if not self.pipeline.at_checkpoint(state):
                         break
-                    events += self.pipeline.endpoint(state)
+                    events += await self.batcher.call(self.pipeline.endpoint, state)
             else:
                 control = codec.decode_client(message)
                 if not isinstance(control, StreamEnd):
@@ -292,7 +297,7 @@ class WebSocketServer:
                 if control.close:
                     await self._end(session, received=now)
                     return False
-                events = self.pipeline.finalize(state)
+                events = await self.batcher.call(self.pipeline.finalize, state)
         except InputError as exc:
             await self._fail(ws, state.stream_id, getattr(exc, "code", "bad_input"), str(exc), session)
             return False
@@ -306,7 +311,8 @@ class WebSocketServer:
                    received: float | None = None) -> None:
         self._sessions.pop(session.state.stream_id, None)
         ws = session.conn
-        await self._send(session, self.pipeline.finish(session.state, reason=reason), received=received)
+        await self._send(session, await self.batcher.call(self.pipeline.finish, session.state, reason),
+                         received=received)
         if ws is not None:
             await ws.close(1000, message)
 
