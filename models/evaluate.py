@@ -19,12 +19,13 @@ from tqdm import tqdm
 
 from models.metrics import ErrorCounter
 from operators.audio import encode_audio
+from operators.spoken_form import normalize_text
 from stream.errors import AudioFileError, InputError
 from stream.events import Final, StreamConfig
 from stream.app import add_decoding_arguments, build_pipeline, decoding_from_args
 from stream.pipeline import Pipeline
 
-__all__ = ["add_eval_arguments", "add_transcribe_arguments", "evaluate_manifest", "read_audio", "run_eval",
+__all__ = ["slot_hits", "add_eval_arguments", "add_transcribe_arguments", "evaluate_manifest", "read_audio", "run_eval",
            "run_transcribe", "transcribe_file"]
 
 CHUNK_S = 0.1
@@ -64,7 +65,10 @@ def evaluate_manifest(pipeline: Pipeline, manifest: Path, hyps_out: Path | None 
     if not manifest.is_file():
         raise InputError(f"{manifest}: no such file")
     with open(manifest, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+        # Transcripts are taken verbatim (quotes included); slot annotations are CSV-quoted JSON.
+        quoted = "slots_json" in f.readline()
+        f.seek(0)
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE))
     if not rows or "path" not in rows[0]:
         raise InputError(f"{manifest}: expected a tab-separated manifest with a 'path' column and rows")
     missing = [row["path"] for row in rows if not (manifest.parent / row["path"]).is_file()]
@@ -72,6 +76,8 @@ def evaluate_manifest(pipeline: Pipeline, manifest: Path, hyps_out: Path | None 
         raise InputError(f"{manifest}: {len(missing)} of {len(rows)} audio files not found "
                          f"(paths are relative to the manifest's folder), e.g. {', '.join(missing[:3])}")
     scored = "text" in rows[0]
+    slotted = "slots_json" in rows[0]
+    slots_found = slots_total = 0
     counter = ErrorCounter()
     audio_s = compute_s = 0.0
     hyps = []
@@ -84,6 +90,9 @@ def evaluate_manifest(pipeline: Pipeline, manifest: Path, hyps_out: Path | None 
         hyps.append((row["path"], hyp))
         if scored:
             counter.add(" ".join(row["text"].lower().split()), hyp)
+        if slotted:
+            found, total = slot_hits(row["slots_json"], hyp)
+            slots_found, slots_total = slots_found + found, slots_total + total
     if hyps_out:
         with open(hyps_out, "w", newline="") as f:
             w = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
@@ -93,12 +102,31 @@ def evaluate_manifest(pipeline: Pipeline, manifest: Path, hyps_out: Path | None 
               "audio_seconds": round(audio_s, 2)}
     if scored:
         result.update(wer=round(counter.wer, 4), cer=round(counter.cer, 4))
+    if slotted:
+        result.update(slot_recall=round(slots_found / max(slots_total, 1), 4), slots=slots_total)
     return result
+
+
+def slot_hits(slots_json: str, hypothesis: str) -> tuple[int, int]:
+    """(slot values found word for word in ``hypothesis``, slot values) of one utterance.
+
+    ``slots_json`` maps slot names to the values spoken ({"size": "twelve ounce"}); values
+    and hypothesis are compared in spoken form (``normalize_text``), on word boundaries.
+    """
+    try:
+        slots = json.loads(slots_json or "{}")
+    except json.JSONDecodeError as e:
+        raise InputError(f"slots_json is not JSON: {slots_json[:80]!r}") from e
+    padded = f" {normalize_text(hypothesis)} "
+    values = [normalize_text(str(v)) for v in slots.values()]
+    values = [v for v in values if v]
+    return sum(f" {v} " in padded for v in values), len(values)
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", type=Path, required=True,
-                   help="TSV with a header: 'path' (relative to the manifest) and optional 'text'")
+                   help="TSV with a header: 'path' (relative to the manifest), optional 'text' (scored by WER) "
+                        "and 'slots_json' (scored by slot-value recall)")
     p.add_argument("--model", type=Path, help="ONNX acoustic model (default: the bundled int8 model)")
     p.add_argument("--hyps", type=Path, help="write path and hypothesis per utterance to this TSV")
     p.add_argument("--threads", type=int, default=1)

@@ -1,4 +1,7 @@
-"""Export a trained Conformer-CTC to ONNX (streaming step), with metadata, plus an int8 copy.
+"""ONNX export helpers: the from-scratch Conformer-CTC's streaming step, metadata, int8 copies.
+
+The Whisper-based recogniser (``models.train.export_whisper``) uses ``quantize``
+and the metadata writer; the Conformer export serves small test models.
 
 ``torch.onnx.export(dynamo=True)``: the legacy exporter bakes sequence
 lengths in, and the result fails in onnxruntime on other lengths.
@@ -6,9 +9,9 @@ lengths in, and the result fails in onnxruntime on other lengths.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
+import logging
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -20,14 +23,12 @@ import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import Tensor, nn
 
-from models.conformer import SUBSAMPLING, SUBSAMPLING_CONTEXT, Conformer, ConformerConfig, recalibrate_batchnorm
-from models.data import calibration_features
-from models.runtime import ASSETS, FORMAT
+from models.conformer import SUBSAMPLING, SUBSAMPLING_CONTEXT, Conformer
+from models.runtime import FORMAT
 from models.tokenizer import VOCAB
-from models.train_asr import DATA_ROOT, TrainConfig
 from operators.features import FeatureConfig
 
-__all__ = ["add_arguments", "average_checkpoints", "export_full", "export_streaming", "load_checkpoint", "quantize", "run", "save_weights"]
+__all__ = ["export_full", "export_streaming", "quantize"]
 
 
 class _Step(nn.Module):
@@ -50,43 +51,23 @@ class _Full(nn.Module):
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """The dynamo exporter warns about axis names it resolves itself; keep strict warnings elsewhere."""
+    """Keep the exporter's and quantizer's notes out of the set-up output; strict warnings elsewhere.
+
+    They note what they handle themselves: axis names the dynamo exporter resolves, absent
+    torchvision ops, split nodes left unfolded, and onnxruntime's advice to pre-process before
+    quantizing (measured here: the int8 graphs load and match, see the tests).
+    """
+    loggers = [logging.getLogger(name) for name in ("", "torch.onnx", "onnxscript")]
+    levels = [lg.level for lg in loggers]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
-        yield
-
-
-def load_checkpoint(path: Path) -> Conformer:
-    """A train-asr checkpoint (last.pt, best.pt) or bundled weights (acoustic.pt)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model = Conformer(ConformerConfig(**ckpt["config"]))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
-    return model.eval()
-
-
-def average_checkpoints(paths: list[Path]) -> Conformer:
-    """The mean of the weights of several checkpoints of one architecture (a "model soup").
-
-    For runs fine-tuned from the same weights, the mean sits between the runs' trade-offs (on
-    the dev sets, the previous bundle and two checkpoints of a run fine-tuned from it averaged
-    to a better WER per utterance than each, though not in long streams; see the model card).
-    Integer buffers (BatchNorm's batch count) come from the first checkpoint.
-    """
-    models = [load_checkpoint(p) for p in paths]
-    if len({json.dumps(m.config.as_dict(), sort_keys=True) for m in models}) != 1:
-        raise ValueError(f"checkpoints of different architectures: {[str(p) for p in paths]}")
-    states = [m.state_dict() for m in models]
-    mean = {k: torch.stack([s[k] for s in states]).mean(0) if v.is_floating_point() else v
-            for k, v in states[0].items()}
-    models[0].load_state_dict(mean)
-    return models[0].eval()
-
-
-def save_weights(model: Conformer, out: Path, extra: dict | None = None) -> Path:
-    """The weights alone in float16 (half the size), to bundle and to resume training from."""
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    torch.save({"model": state, "config": model.config.as_dict(), **(extra or {})}, out)
-    return out
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
 
 
 def _metadata(model: Conformer, chunk: int, left: int, extra: dict[str, str]) -> dict[str, str]:
@@ -171,34 +152,9 @@ def quantize(src: Path, dst: Path) -> Path:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         opts.optimized_model_filepath = str(folded)
         ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
-        quantize_dynamic(str(folded), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        with _quiet_exporter():
+            quantize_dynamic(str(folded), str(dst), weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul", "Gemm"])
     meta = {p.key: p.value for p in onnx.load(str(src)).metadata_props}
     _write_metadata(dst, {**meta, "quantized": "1"})
     return dst
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", type=Path, nargs="+",
-                   help="a train-asr checkpoint (best.pt, stepN.pt) or bundled acoustic.pt; several: their mean")
-    p.add_argument("--out-dir", type=Path, default=ASSETS)
-    p.add_argument("--chunk", type=int, default=8, help="encoder frames per chunk (x40 ms)")
-    p.add_argument("--left", type=int, default=32, help="encoder frames of attention left context")
-    p.add_argument("--recalibrate-bn", action="store_true",
-                   help="set BatchNorm statistics from the training mixture (needs the real speech and --corpus)")
-    d = TrainConfig()
-    p.add_argument("--corpus", type=Path, default=d.corpora[0], help="synthetic training manifest for --recalibrate-bn")
-    p.add_argument("--bn-synthetic", type=int, default=d.bn_synthetic, help="synthetic utterances for --recalibrate-bn")
-
-
-def run(args: argparse.Namespace) -> int:
-    model = load_checkpoint(args.checkpoint[0]) if len(args.checkpoint) == 1 else average_checkpoints(args.checkpoint)
-    if args.recalibrate_bn:
-        torch.set_num_threads(1)  # the bundled statistics were summed on one thread; float sums follow the order
-        recalibrate_batchnorm(model, calibration_features(DATA_ROOT, args.corpus, args.bn_synthetic),
-                              chunk=args.chunk, left=args.left)
-    fp32 = export_streaming(model, args.out_dir / "acoustic.onnx", chunk=args.chunk, left=args.left)
-    int8 = quantize(fp32, args.out_dir / "acoustic.int8.onnx")
-    weights = save_weights(model, args.out_dir / "acoustic.pt")
-    for path in (fp32, int8, weights):
-        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    return 0

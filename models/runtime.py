@@ -7,6 +7,7 @@ code never repeats those numbers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ import onnxruntime as ort
 from operators.features import FeatureConfig
 from stream.errors import ModelError
 
-__all__ = ["ASSETS", "AcousticModel", "AcousticSpec", "SessionOptions", "default_model_path", "load_acoustic"]
+__all__ = ["ASSETS", "BUNDLED_HEAD", "FORMAT", "default_asr_dir", "FORMATS", "WHISPER_FORMAT", "AcousticModel", "AcousticSpec", "SessionOptions",
+           "default_model_path", "load_acoustic"]
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -41,7 +43,11 @@ def default_general_lm() -> Path:
     # The suffix names the recipe (3: pocketsphinx's trigrams, models.sphinx_lm): a cache built
     # by another recipe is not reused.
     return cache_root() / "lm-general-en-3"
-FORMAT = "callstream-conformer-ctc-stream/1"
+FORMAT = "callstream-conformer-ctc-stream/1"  # the from-scratch Conformer-CTC (models.conformer)
+WHISPER_FORMAT = "callstream-whisper-ctc-stream/1"  # Whisper's encoder under a CTC head (models.train)
+FORMATS = (FORMAT, WHISPER_FORMAT)
+# The from-scratch model's caches: (layers, B, ...) attention and convolution caches, (B,) valid length.
+_CONFORMER_CACHE_AXES = {"att_cache": 1, "conv_cache": 1, "cache_len": 0}
 
 
 @dataclass(frozen=True)
@@ -51,13 +57,13 @@ class AcousticSpec:
     chunk_frames: int  # encoder frames per chunk
     left_frames: int  # encoder frames of attention cache
     subsampling: int  # feature frames per encoder frame
-    context_frames: int  # extra feature frames each chunk needs (subsampling receptive field)
-    num_layers: int
-    d_model: int
-    conv_cache: int  # depthwise kernel - 1
+    context_frames: int  # extra feature frames each chunk needs (look-ahead or receptive field)
     vocab: tuple[str, ...]  # index 0 is the CTC blank ("")
     features: FeatureConfig
     quantized: bool
+    cache_axes: dict[str, int]  # cache input name -> its batch axis; "cache_len" counts valid left frames
+    cache_init: dict[str, float]  # value a new stream's cache starts at (0 when not listed)
+    second_pass: str = ""  # "whisper": finals are decoded again from the utterance's features
 
     @property
     def chunk_feature_frames(self) -> int:
@@ -71,20 +77,20 @@ class AcousticSpec:
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str]) -> "AcousticSpec":
-        if meta.get("format") != FORMAT:
-            raise ModelError(f"expected model format {FORMAT!r}, got {meta.get('format')!r}")
+        if meta.get("format") not in FORMATS:
+            raise ModelError(f"expected model format in {FORMATS}, got {meta.get('format')!r}")
         try:
             return cls(
                 chunk_frames=int(meta["chunk_frames"]),
                 left_frames=int(meta["left_frames"]),
                 subsampling=int(meta["subsampling"]),
                 context_frames=int(meta["context_frames"]),
-                num_layers=int(meta["num_layers"]),
-                d_model=int(meta["d_model"]),
-                conv_cache=int(meta["conv_cache"]),
                 vocab=tuple(json.loads(meta["vocab"])),
                 features=FeatureConfig.from_metadata(meta),
                 quantized=meta.get("quantized") == "1",
+                cache_axes=json.loads(meta["cache_axes"]) if "cache_axes" in meta else dict(_CONFORMER_CACHE_AXES),
+                cache_init=json.loads(meta.get("cache_init", "{}")),
+                second_pass=meta.get("second_pass", ""),
             )
         except (KeyError, ValueError) as exc:
             raise ModelError(f"model metadata is incomplete or invalid: {exc!r}") from None
@@ -96,50 +102,71 @@ class SessionOptions:
     provider: str = "auto"  # auto | cpu | cuda
 
 
+def _session(path: Path, options: SessionOptions) -> ort.InferenceSession:
+    if not path.exists():
+        raise ModelError(f"model file {path} does not exist")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = options.intra_op_threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        return ort.InferenceSession(str(path), so, providers=_providers(options.provider))
+    except Exception as exc:  # onnxruntime raises its own unrelated exception types
+        raise ModelError(f"cannot load {path}: {exc}") from None
+
+
 class AcousticModel:
-    """A loaded streaming acoustic model: one onnxruntime session plus its spec."""
+    """A loaded streaming acoustic model: one onnxruntime session plus its spec.
+
+    The step's inputs are ``feats`` and the caches named in the spec; its outputs are
+    ``log_probs`` and ``new_<cache>`` for each cache.
+    """
 
     def __init__(self, path: Path, options: SessionOptions | None = None) -> None:
-        options = options or SessionOptions()
         path = Path(path)
-        if not path.exists():
-            raise ModelError(f"model file {path} does not exist")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = options.intra_op_threads
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        try:
-            self.session = ort.InferenceSession(str(path), so, providers=_providers(options.provider))
-        except Exception as exc:  # onnxruntime raises its own unrelated exception types
-            raise ModelError(f"cannot load {path}: {exc}") from None
+        self.session = _session(path, options or SessionOptions())
         self.path = path
         self.spec = AcousticSpec.from_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        missing = {"feats", *self.spec.cache_axes} - set(inputs)
+        if missing:
+            raise ModelError(f"{path} lacks the inputs {sorted(missing)}")
+        self._shapes = {name: inputs[name].shape for name in self.spec.cache_axes}
+        self._outputs = [o.name for o in self.session.get_outputs()]
 
     @property
     def provider(self) -> str:
         return self.session.get_providers()[0]
 
-    def init_cache(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        s = self.spec
-        return (
-            np.zeros((s.num_layers, batch, s.left_frames, s.d_model), np.float32),
-            np.zeros((s.num_layers, batch, s.d_model, s.conv_cache), np.float32),
-            np.zeros((batch,), np.int64),
-        )
+    def init_cache(self) -> dict[str, np.ndarray]:
+        """One new stream's caches, each without its batch axis."""
+        out = {}
+        for name, axis in self.spec.cache_axes.items():
+            shape = [d for k, d in enumerate(self._shapes[name]) if k != axis]
+            if not all(isinstance(d, int) for d in shape):
+                raise ModelError(f"cache {name} has a dynamic shape {self._shapes[name]}; expected fixed sizes")
+            dtype = np.int64 if name == "cache_len" else np.float32
+            out[name] = np.full(shape, self.spec.cache_init.get(name, 0), dtype)
+        return out
 
-    def step(
-        self, feats: np.ndarray, att_cache: np.ndarray, conv_cache: np.ndarray, cache_len: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def step(self, feats: np.ndarray, caches: list[dict[str, np.ndarray]]
+             ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
         """One streaming step for B streams.
 
-        feats float32 (B, T, mel) with T = 4 * C' + 3; caches as ``init_cache``.
-        Returns log-probs float32 (B, C', vocab) and the new caches.
+        feats float32 (B, T, mel) with T = subsampling * C + context_frames; ``caches`` one dict
+        per stream as ``init_cache`` gives. Returns log-probs float32 (B, C, vocab) and each
+        stream's new caches.
         """
-        out = self.session.run(
-            None, {"feats": feats, "att_cache": att_cache, "conv_cache": conv_cache, "cache_len": cache_len}
-        )
-        return out[0], out[1], out[2], out[3]
+        feed = {"feats": feats}
+        for name, axis in self.spec.cache_axes.items():
+            feed[name] = np.stack([c[name] for c in caches], axis=axis)
+        out = dict(zip(self._outputs, self.session.run(None, feed)))
+        new = [
+            {name: np.take(out[f"new_{name}"], i, axis=axis) for name, axis in self.spec.cache_axes.items()}
+            for i in range(len(caches))
+        ]
+        return out["log_probs"], new
 
 
 def _providers(choice: str) -> list[str]:
@@ -151,12 +178,27 @@ def _providers(choice: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+BUNDLED_HEAD = ASSETS / "ctc_head.pt"
+
+
+def default_asr_dir() -> Path:
+    """Where set-up builds the recogniser's ONNX graphs (``callstream build-asr``).
+
+    The name carries a hash of the bundled head, so a new bundle is built anew.
+    """
+    digest = hashlib.sha1(BUNDLED_HEAD.read_bytes()).hexdigest()[:10] if BUNDLED_HEAD.exists() else "missing"
+    return cache_root() / f"asr-whisper-tiny-ctc-{digest}"
+
+
 def default_model_path(quantized: bool = True) -> Path:
-    """The bundled model, or ``CALLSTREAM_MODEL`` when set."""
+    """The streaming step built at set-up, or ``CALLSTREAM_MODEL`` when set."""
     env = os.environ.get("CALLSTREAM_MODEL")
     if env:
         return Path(env)
-    return ASSETS / ("acoustic.int8.onnx" if quantized else "acoustic.onnx")
+    path = default_asr_dir() / ("acoustic.int8.onnx" if quantized else "acoustic.onnx")
+    if not path.exists():
+        raise ModelError(f"the acoustic model is not built in {path.parent}: run `make setup` (callstream build-asr)")
+    return path
 
 
 def load_acoustic(path: Path | None = None, options: SessionOptions | None = None) -> AcousticModel:

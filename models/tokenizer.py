@@ -7,7 +7,7 @@ hours at most, and characters need no LM of their own to spell unseen words
 
 from __future__ import annotations
 
-__all__ = ["BLANK", "VOCAB", "decode_ids", "encode_text"]
+__all__ = ["BLANK", "VOCAB", "encode_text"]
 
 BLANK = ""
 VOCAB: tuple[str, ...] = (BLANK, " ", "'", *"abcdefghijklmnopqrstuvwxyz")
@@ -23,8 +23,3 @@ def encode_text(text: str) -> list[int]:
             raise ValueError(f"expected only a-z, apostrophe and space, got {ch!r} in {text!r}")
         ids.append(idx)
     return ids
-
-
-def decode_ids(ids: list[int]) -> str:
-    """Token ids -> text (blanks skipped; no CTC collapsing here)."""
-    return "".join(VOCAB[i] for i in ids)

@@ -3,7 +3,10 @@
 The shared part is the onnxruntime session (``models.runtime.AcousticModel``);
 each stream's caches live in its ``AcousticState``. ``feed_batch`` runs one
 chunk of many streams in a single session call, which is where the
-throughput of the server comes from.
+throughput of the server comes from. For a model whose finals get a second
+pass, the state keeps the feature frames its chunks consumed
+(``kept_features``) until the caller drops what it no longer needs
+(``drop_features``).
 """
 
 from __future__ import annotations
@@ -23,13 +26,19 @@ class AcousticState:
     """Per-stream caches and the features not yet consumed by a chunk."""
 
     pending: np.ndarray  # float32 (n, mel): feature frames waiting for a chunk
-    att_cache: np.ndarray  # float32 (layers, left, d)
-    conv_cache: np.ndarray  # float32 (layers, d, kernel - 1)
-    cache_len: int = 0
+    caches: dict[str, np.ndarray]  # the model's caches, without the batch axis (never written in place)
     frames_out: int = 0  # encoder frames produced so far
-    chunks: int = 0
     flushed: bool = False
+    features_in: int = 0  # feature frames consumed so far
+    # Feature frames from ``kept_start`` on, for a second pass over whole utterances.
+    kept: list[np.ndarray] = field(default_factory=list)
+    kept_start: int = 0
     _buffered: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def cache_len(self) -> int:
+        """Encoder frames of attention left context the next chunk sees."""
+        return int(self.caches["cache_len"])
 
 
 class AcousticOperator:
@@ -38,10 +47,8 @@ class AcousticOperator:
         self.spec: AcousticSpec = model.spec
 
     def new_state(self) -> AcousticState:
-        a, c, _ = self.model.init_cache(1)
-        return AcousticState(
-            pending=np.zeros((0, self.spec.features.num_mel_bins), np.float32), att_cache=a[:, 0], conv_cache=c[:, 0]
-        )
+        return AcousticState(pending=np.zeros((0, self.spec.features.num_mel_bins), np.float32),
+                             caches=self.model.init_cache())
 
     def push(self, state: AcousticState, feats: np.ndarray) -> None:
         """Queue float32 feature frames of shape (n, mel)."""
@@ -62,11 +69,27 @@ class AcousticOperator:
 
         Queued features stay. The arrays are shared, never written in place.
         """
-        state.att_cache, state.conv_cache, state.cache_len = template.att_cache, template.conv_cache, template.cache_len
+        state.caches = dict(template.caches)
 
     def limit_context(self, state: AcousticState, frames: int) -> None:
         """Keep at most the last ``frames`` encoder frames of attention left context."""
-        state.cache_len = min(state.cache_len, frames)
+        state.caches = {**state.caches, "cache_len": np.minimum(state.caches["cache_len"], frames)}
+
+    def kept_features(self, state: AcousticState, start: int, end: int) -> np.ndarray:
+        """Kept feature frames [start, end) of the stream: float32 (n, mel)."""
+        if len(state.kept) > 1:
+            state.kept = [np.concatenate(state.kept)]
+        if not state.kept:
+            return np.zeros((0, self.spec.features.num_mel_bins), np.float32)
+        return state.kept[0][max(0, start - state.kept_start) : max(0, end - state.kept_start)]
+
+    def drop_features(self, state: AcousticState, before: int) -> None:
+        """Forget the kept feature frames before frame ``before``."""
+        if before <= state.kept_start:
+            return
+        rest = self.kept_features(state, before, state.features_in)
+        state.kept = [rest] if rest.size else []
+        state.kept_start = before if rest.size else state.features_in
 
     def frames_to_chunk(self, state: AcousticState) -> int:
         """Feature frames still missing for the next whole chunk (0 when ``ready``)."""
@@ -128,13 +151,12 @@ class AcousticOperator:
         return self._run([state], state.pending[None, : n * sub + ctx], advance=n * sub)[0]
 
     def _run(self, states: Sequence[AcousticState], feats: np.ndarray, advance: int) -> list[np.ndarray]:
-        att = np.stack([s.att_cache for s in states], axis=1)
-        conv = np.stack([s.conv_cache for s in states], axis=1)
-        lens = np.array([s.cache_len for s in states], np.int64)
-        log_probs, att, conv, lens = self.model.step(np.ascontiguousarray(feats), att, conv, lens)
+        log_probs, caches = self.model.step(np.ascontiguousarray(feats), [s.caches for s in states])
         for i, s in enumerate(states):
-            s.att_cache, s.conv_cache, s.cache_len = att[:, i], conv[:, i], int(lens[i])
+            s.caches = caches[i]
+            if self.spec.second_pass:
+                s.kept.append(s.pending[:advance])
             s.pending = s.pending[advance:]
+            s.features_in += advance
             s.frames_out += log_probs.shape[1]
-            s.chunks += 1
         return [log_probs[i] for i in range(len(states))]

@@ -203,7 +203,6 @@ class AudioDecoder:
 @dataclass
 class ResamplerState:
     stream: soxr.ResampleStream | None = None
-    samples_in: int = 0
 
 
 class Resampler:
@@ -222,7 +221,6 @@ class Resampler:
 
     def feed(self, state: ResamplerState, samples: np.ndarray) -> np.ndarray:
         """float32 (N,) at in_rate -> float32 (M,) at out_rate; M depends on soxr's delay."""
-        state.samples_in += samples.shape[0]
         if state.stream is None:
             return samples.astype(np.float32, copy=False)
         return state.stream.resample_chunk(np.ascontiguousarray(samples, dtype=np.float32))

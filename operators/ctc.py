@@ -72,7 +72,6 @@ class BeamConfig:
     beam_width: int = 16
     beam_prune_logp: float = -10.0  # drop beams this far below the best
     token_min_logp: float = -5.0  # ignore tokens below this log-prob in a frame
-    prune_history: bool = False
     nbest: int = 3
     # Default weight of hotwords given without one. pyctcdecode's default is 10; on the hotword
     # bench (8 unknown names, 40 utterances) 20 found 3x more names (0.30 vs 0.10) with the same
@@ -371,7 +370,6 @@ class BeamDecoder(_StreamingCtc):
         )
         self._idx2vocab = self._reference._idx2vocab
         self._lm = self._reference._language_model
-        self._lm_order = 1 if self._lm is None else self._lm.order
         self._partial_scores: dict[str, float] = {}
 
     @property
@@ -401,7 +399,7 @@ class BeamDecoder(_StreamingCtc):
         logit_col = np.clip(log_probs, np.log(_pcd.MIN_TOKEN_CLIP_P), 0)
         frame_idx = state.frame - state.utt_start
         candidates = np.flatnonzero(logit_col >= self.beam.token_min_logp)
-        if best == 0 and candidates.size <= 1 and not self.beam.prune_history:
+        if best == 0 and candidates.size <= 1:
             self._blank_frame(state, float(logit_col[0]))
             return
         idx_list = set(candidates) | {best}
@@ -426,11 +424,8 @@ class BeamDecoder(_StreamingCtc):
         top = max(b[-1] for b in scored)
         scored = [b for b in scored if b[-1] >= top + self.beam.beam_prune_logp]
         trimmed = _pcd._sort_and_trim_beams(scored, self.beam.beam_width)
-        if self.beam.prune_history:
-            state.beams = _pcd._prune_history(trimmed, lm_order=self._lm_order)
-        else:
-            state.beams = [b[:-1] for b in trimmed]
-            state.lm_parts = [b[-1] - b[-2] for b in trimmed]
+        state.beams = [b[:-1] for b in trimmed]
+        state.lm_parts = [b[-1] - b[-2] for b in trimmed]
 
     def _fill_partial_scores(self, state: BeamState, beams: list[_Beam]) -> None:
         """Put the LM's score of each new partial word into the stream's cache from a shared one.

@@ -1,12 +1,18 @@
-"""Streaming log-mel filterbank features in numpy.
+"""Streaming log-mel filterbank features in numpy, in two kinds.
 
-The computation is Kaldi's ``fbank`` (the one ``torchaudio.compliance.kaldi.fbank``
-implements, which the training recipe uses): povey window, pre-emphasis, DC
-removal, power spectrum, triangular mel filters, natural log. It is written
-here in numpy because the serving path must not import torch, and because
-streaming needs frame-exact state across chunks, which no numpy library offers.
+* ``kaldi``: Kaldi's ``fbank`` (the one ``torchaudio.compliance.kaldi.fbank``
+  implements): povey window, pre-emphasis, DC removal, power spectrum,
+  triangular mel filters, natural log. The from-scratch Conformer uses it.
+* ``whisper``: Whisper's front end: periodic Hann window over 400 samples,
+  400-point power spectrum, Slaney-normalised mel filters from 0 to 8 kHz,
+  log10 with a floor of 1e-10. The stream starts with half a window of zeros,
+  so frame ``i`` is centred on sample ``160 i`` as in Whisper's centred STFT.
+  Whisper's per-input normalisation (clamp at max - 8, then (x + 4) / 4) needs
+  a whole window of frames, so it belongs to the encoder step, not here.
 
-Frames are ``snip_edges`` style: frame ``i`` covers samples
+Both are written in numpy because the serving path must not import torch, and
+because streaming needs frame-exact state across chunks, which no numpy
+library offers. Frames are ``snip_edges`` style: frame ``i`` covers samples
 ``[i * shift, i * shift + window)``, so the features of a stream do not depend
 on how its audio was chunked.
 """
@@ -18,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["FeatureConfig", "FeatureState", "LogMelOperator", "mel_bin_centres", "mel_filterbank"]
+__all__ = ["FeatureConfig", "FeatureState", "LogMelOperator", "mel_bin_centres", "mel_filterbank", "whisper_filterbank"]
 
 # Kaldi works on int16-scaled samples; our audio is float in [-1, 1].
 _INT16_SCALE = 32768.0
@@ -29,6 +35,7 @@ _LOG_FLOOR = float(np.finfo(np.float32).eps)
 class FeatureConfig:
     """Log-mel settings. They travel in the ONNX metadata of every model."""
 
+    kind: str = "kaldi"  # kaldi | whisper
     sample_rate: int = 16000  # Hz
     num_mel_bins: int = 80
     frame_length_ms: float = 25.0
@@ -49,6 +56,8 @@ class FeatureConfig:
 
     @property
     def fft_size(self) -> int:
+        if self.kind == "whisper":
+            return self.window_size
         return 1 << (self.window_size - 1).bit_length()
 
     def as_metadata(self) -> dict[str, str]:
@@ -60,8 +69,11 @@ class FeatureConfig:
         for name, f in cls.__dataclass_fields__.items():
             raw = meta.get(f"feature.{name}")
             if raw is not None:
-                kwargs[name] = int(raw) if f.type in ("int", int) else float(raw)
-        return cls(**kwargs)  # type: ignore[arg-type]
+                kwargs[name] = raw if f.type in ("str", str) else int(raw) if f.type in ("int", int) else float(raw)
+        config = cls(**kwargs)  # type: ignore[arg-type]
+        if config.kind not in ("kaldi", "whisper"):
+            raise ValueError(f"expected feature kind 'kaldi' or 'whisper', got {config.kind!r}")
+        return config
 
 
 def _mel(f: np.ndarray | float) -> np.ndarray:
@@ -98,6 +110,31 @@ def mel_filterbank(cfg: FeatureConfig) -> np.ndarray:
     return np.concatenate([banks, np.zeros((cfg.num_mel_bins, 1))], axis=1).T
 
 
+def _slaney_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above (librosa's default, Whisper's)."""
+    f = np.asarray(f, dtype=np.float64)
+    log_part = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(f >= 1000.0, log_part, 3.0 * f / 200.0)
+
+
+def _slaney_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), 200.0 * m / 3.0)
+
+
+def whisper_filterbank(cfg: FeatureConfig) -> np.ndarray:
+    """Slaney-normalised mel filters from 0 Hz to Nyquist: float64 (fft_size // 2 + 1, num_mel_bins)."""
+    n = cfg.num_mel_bins
+    edges = _slaney_hz(np.linspace(0.0, float(_slaney_mel(cfg.sample_rate / 2)), n + 2))
+    bins = np.linspace(0.0, cfg.sample_rate / 2, cfg.fft_size // 2 + 1)
+    ramps = edges[:, None] - bins[None, :]
+    widths = np.diff(edges)
+    lower = -ramps[:n] / widths[:n, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper)) * (2.0 / (edges[2:] - edges[:n]))[:, None]
+    return weights.T
+
+
 @dataclass
 class FeatureState:
     """Per-stream state: samples not yet covered by a whole frame."""
@@ -112,12 +149,16 @@ class LogMelOperator:
     def __init__(self, config: FeatureConfig | None = None) -> None:
         self.config = config or FeatureConfig()
         n = self.config.window_size
-        self._window = np.power(
-            0.5 - 0.5 * np.cos(2.0 * math.pi * np.arange(n) / (n - 1)), 0.85
-        )
-        self._banks = mel_filterbank(self.config)
+        if self.config.kind == "whisper":
+            self._window = 0.5 - 0.5 * np.cos(2.0 * math.pi * np.arange(n) / n)
+            self._banks = whisper_filterbank(self.config)
+        else:
+            self._window = np.power(0.5 - 0.5 * np.cos(2.0 * math.pi * np.arange(n) / (n - 1)), 0.85)
+            self._banks = mel_filterbank(self.config)
 
     def new_state(self) -> FeatureState:
+        if self.config.kind == "whisper":
+            return FeatureState(pending=np.zeros(self.config.fft_size // 2, dtype=np.float32))
         return FeatureState()
 
     def feed(self, state: FeatureState, samples: np.ndarray) -> np.ndarray:
@@ -138,13 +179,12 @@ class LogMelOperator:
         frames = np.lib.stride_tricks.sliding_window_view(buf, win)[::shift][:n_frames]
         return self.compute(frames)
 
-    def flush(self, state: FeatureState) -> np.ndarray:
-        """End of stream: samples shorter than a window make no frame (Kaldi's snip_edges)."""
-        state.pending = np.zeros(0, dtype=np.float32)
-        return np.zeros((0, self.config.num_mel_bins), dtype=np.float32)
-
     def compute(self, frames: np.ndarray) -> np.ndarray:
         """Log-mel of framed audio: (F, window_size) float in [-1, 1] -> (F, num_mel_bins) float32."""
+        if self.config.kind == "whisper":
+            spec = np.fft.rfft(frames.astype(np.float64) * self._window, n=self.config.fft_size, axis=1)
+            mel = (spec.real**2 + spec.imag**2) @ self._banks
+            return np.log10(np.maximum(mel, 1e-10)).astype(np.float32)
         x = frames.astype(np.float64) * _INT16_SCALE
         x = x - x.mean(axis=1, keepdims=True)
         prev = np.concatenate([x[:, :1], x[:, :-1]], axis=1)

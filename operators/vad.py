@@ -47,9 +47,6 @@ class VadState:
         """Stream time at the end of the last whole frame."""
         return self.start_s + self.frames * config.frame_s
 
-    def quiet_s(self, config: VadConfig) -> float:
-        return self.quiet_frames * config.frame_s
-
 
 class EnergyVad:
     def __init__(self, config: VadConfig | None = None) -> None:

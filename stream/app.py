@@ -33,6 +33,7 @@ class DecodingConfig:
     beta: float = 1.0  # word insertion bonus
     hotwords: tuple[tuple[str, float], ...] = ()  # global hotwords (phrase, weight)
     vad_endpoint: bool = True  # also end utterances on the audio's energy (Pipeline.endpoint)
+    second_pass: bool = True  # decode finals again with Whisper's decoder, when the model supports it
 
 
 def lm_config(cfg: DecodingConfig) -> LanguageModelConfig | None:
@@ -84,6 +85,12 @@ def build_pipeline(
         decoder = BeamDecoder(spec.vocab, spec.frame_seconds, endpoint, beam=beam, lm=lm, hotwords=decoding.hotwords)
         no_lm = decoder if lm is None else BeamDecoder(
             spec.vocab, spec.frame_seconds, endpoint, beam=beam, hotwords=decoding.hotwords)
+    rescorer = None
+    if decoding.second_pass and spec.second_pass == "whisper":
+        from models.second_pass import SecondPass, SecondPassConfig
+
+        rescorer = SecondPass(acoustic.model.path.parent, SecondPassConfig(quantized=spec.quantized),
+                              SessionOptions(intra_op_threads=threads)).transcribe
     enricher = None
     if enrich:
         from operators.enrich import default_enricher
@@ -93,6 +100,7 @@ def build_pipeline(
         acoustic=acoustic, decoder=decoder, decoder_no_lm=no_lm, endpoint=endpoint,
         enricher=(lambda state, final, mask: enricher.enrich(state, final, mask_profanity=mask)) if enricher else None,
         new_enrich_state=enricher.new_state if enricher else None, vad_endpoint=decoding.vad_endpoint,
+        second_pass=rescorer,
     )
 
 
@@ -111,6 +119,8 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
                    help="boost a word or phrase (repeatable)")
     p.add_argument("--no-vad-endpoint", action="store_true",
                    help="end utterances on the model's blank frames alone, not also on the audio's energy")
+    p.add_argument("--no-second-pass", action="store_true",
+                   help="finals from the streaming CTC search alone, without Whisper's decoder")
 
 
 def decoding_from_args(args: argparse.Namespace) -> DecodingConfig:
@@ -122,4 +132,5 @@ def decoding_from_args(args: argparse.Namespace) -> DecodingConfig:
         search="greedy" if args.greedy else "beam", beam_width=args.beam, lm=None if args.no_lm else args.lm,
         general_lm=None if args.no_general_lm else args.general_lm,
         alpha=args.alpha, beta=args.beta, hotwords=tuple(hotwords), vad_endpoint=not args.no_vad_endpoint,
+        second_pass=not args.no_second_pass,
     )

@@ -13,7 +13,6 @@ from typing import Union
 __all__ = [
     "AudioChunk",
     "ContentFlags",
-    "Control",
     "EndOfStream",
     "SessionInfo",
     "Enriched",
@@ -191,5 +190,4 @@ class StreamEnd:
     close: bool = True
 
 
-Control = Union[StreamConfig, StreamEnd]
 Event = Union[AudioChunk, Partial, Final, Enriched, Error, EndOfStream, SessionInfo, StreamConfig, StreamEnd]

@@ -1,4 +1,4 @@
-"""The per-stream pipeline: decode -> split -> resample -> features -> acoustic -> CTC -> enrich.
+"""The per-stream pipeline: decode -> split -> resample -> features -> acoustic -> CTC -> second pass -> enrich.
 
 One ``Pipeline`` holds the shared, read-only parts (model session, decoder
 tables, enrichment models) and serves any number of streams, each with its
@@ -14,18 +14,20 @@ own ``StreamState``. Transports use it in one of two ways:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from operators.acoustic import AcousticOperator, AcousticState
+from operators.align import align_words
 from operators.audio import AudioDecoder, AudioDecoderState, AudioFormat, Resampler, ResamplerState, dither
 from operators.ctc import BeamDecoder, DecoderState, EndpointConfig, GreedyDecoder
 from operators.features import FeatureState, LogMelOperator
 from operators.itn import format_final
+from operators.spoken_form import normalize_text
 from operators.vad import EnergyVad, VadConfig, VadState
 from stream.errors import ConfigError
-from stream.events import EndOfStream, Enriched, Event, Final, StreamConfig
+from stream.events import EndOfStream, Enriched, Event, Final, StreamConfig, Word
 
 __all__ = ["ChannelState", "Enricher", "Pipeline", "StreamState", "channel_names"]
 
@@ -42,6 +44,15 @@ _QUIET_CONTEXT_S = 0.48
 
 # (per-stream enrichment state, final) -> enriched event; the state is opaque here.
 Enricher = Callable[[object, Final, bool], Enriched]
+# Log-mel frames (T, mel) of utterances -> their transcripts (models.second_pass.SecondPass.transcribe).
+Rescorer = Callable[[list[np.ndarray]], list[str]]
+# When the second pass replaces a final's text. Whisper makes words up on isolated words (Speech
+# Commands dev: WER 0.66 with its text, 0.15 with the first pass's), so one-word finals keep the
+# first pass; far more words than the first pass heard, or a word said over and over where the
+# first pass heard no such run, are Whisper looping (a 16-digit card number: "one" 40 times).
+_SECOND_PASS_MIN_WORDS = 2
+_SECOND_PASS_MAX_RATIO, _SECOND_PASS_MAX_EXTRA = 2.0, 4
+_SECOND_PASS_MAX_RUN = 3
 
 
 def channel_names(config: StreamConfig) -> tuple[str, ...]:
@@ -77,6 +88,10 @@ class ChannelState:
     # decides, on a short chunk, whether it ends; None: no checkpoint is pending.
     checkpoint: str | None = None
     checkpoint_s: float = 0.0  # stream time of the pending checkpoint
+    # CTC log-probs of the frames from ``log_probs_start`` on (second pass only): the open
+    # utterance's, to time the words of its rescored final.
+    log_probs: list[np.ndarray] = field(default_factory=list)
+    log_probs_start: int = 0
 
 
 @dataclass
@@ -103,9 +118,13 @@ class Pipeline:
         enricher: Enricher | None = None,
         new_enrich_state: Callable[[], object] | None = None,
         vad_endpoint: bool = True,
+        second_pass: Rescorer | None = None,
     ) -> None:
         self.acoustic = acoustic
         spec = acoustic.spec
+        if second_pass is not None and not spec.second_pass:
+            raise ValueError("this acoustic model keeps no features for a second pass")
+        self.second_pass = second_pass
         self.features = LogMelOperator(spec.features)
         # Ends utterances at 10 ms resolution when the audio's energy and the model agree (endpoint()).
         self.vad = EnergyVad(VadConfig(sample_rate=self.features.config.sample_rate)) if vad_endpoint else None
@@ -256,6 +275,10 @@ class Pipeline:
         until the next one has a character, the context is kept short (``_QUIET_CONTEXT_S``).
         """
         start = channel.decoder.utt_start
+        if self.second_pass is not None:
+            if not channel.log_probs:
+                channel.log_probs_start = channel.decoder.frame
+            channel.log_probs.append(log_probs)
         events = channel.ctc.feed(channel.decoder, log_probs)
         if channel.decoder.utt_start != start:
             self.acoustic.reset_context(channel.acoustic, self.empty_context)
@@ -333,16 +356,81 @@ class Pipeline:
         events.append(EndOfStream(stream_id=state.stream_id, reason=reason, audio_seconds=round(seconds, 3)))
         return events
 
+    def _rescore(self, state: StreamState, events: Sequence[Event]) -> list[Event]:
+        """Finals rewritten by the second pass, their words timed on the CTC log-probs.
+
+        The first pass's text stays where the second is not to be trusted (``_SECOND_PASS_*``).
+        Kept features and log-probs before the open utterance are dropped.
+        """
+        if self.second_pass is None:
+            return list(events)
+        finals = [ev for ev in events if isinstance(ev, Final) and len(ev.text.split()) >= _SECOND_PASS_MIN_WORDS]
+        channels = {ch.name: ch for ch in state.channels}
+        shift = self.features.config.frame_shift_ms / 1000.0
+        fs = self.acoustic.spec.frame_seconds
+        mels = [self.acoustic.kept_features(channels[f.channel].acoustic, round(f.start / shift),
+                                            round(f.end / shift)) for f in finals]
+        texts = self.second_pass([m for m in mels if m.shape[0]]) if finals else []
+        rescored: dict[int, Final] = {}
+        for f, mel in zip(finals, mels):
+            if not mel.shape[0]:
+                continue
+            text = normalize_text(texts.pop(0))
+            first, second = f.text.split(), text.split()
+            if not second or len(second) > _SECOND_PASS_MAX_RATIO * len(first) + _SECOND_PASS_MAX_EXTRA:
+                continue
+            if _longest_run(second) >= _SECOND_PASS_MAX_RUN and _longest_run(second) > _longest_run(first) + 1:
+                continue
+            rescored[id(f)] = replace(f, text=text, words=self._timed_words(channels[f.channel], f, text))
+        for ch in state.channels:
+            keep_from = ch.decoder.utt_start
+            self.acoustic.drop_features(ch.acoustic, round(keep_from * fs / shift))
+            drop = keep_from - ch.log_probs_start
+            if drop > 0 and ch.log_probs:
+                rest = np.concatenate(ch.log_probs)[drop:]
+                ch.log_probs = [rest] if rest.size else []
+                ch.log_probs_start = keep_from
+        return [rescored.get(id(ev), ev) for ev in events]
+
+    def _timed_words(self, ch: ChannelState, final: Final, text: str) -> tuple[Word, ...]:
+        """Words of ``text`` timed by forced alignment on the utterance's CTC log-probs.
+
+        Where the text cannot be aligned (too many characters for the frames), the words share
+        the utterance's span evenly, with the first pass's mean confidence.
+        """
+        fs = self.acoustic.spec.frame_seconds
+        first = round(final.start / fs)
+        lp = np.concatenate(ch.log_probs) if ch.log_probs else np.zeros((0, len(self.acoustic.spec.vocab)))
+        lp = lp[max(0, first - ch.log_probs_start) : max(0, round(final.end / fs) - ch.log_probs_start)]
+        spans = align_words(lp, text, self.acoustic.spec.vocab)
+        words = text.split()
+        if spans is None:
+            step = (final.end - final.start) / len(words)
+            conf = float(np.mean([w.confidence for w in final.words])) if final.words else 0.0
+            return tuple(Word(w, round(final.start + i * step, 3), round(final.start + (i + 1) * step, 3),
+                              round(conf, 4)) for i, w in enumerate(words))
+        return tuple(Word(w, round((first + a) * fs, 3), round((first + b) * fs, 3), round(c, 4))
+                     for w, (a, b, c) in zip(words, spans))
+
     def _enrich(self, state: StreamState, events: Sequence[Event]) -> list[Event]:
-        """Format numbers of finals when the stream asked, then add the enriched event."""
+        """Second pass on finals, numbers formatted when the stream asked, then the enriched event."""
         out: list[Event] = []
-        for ev in events:
+        for ev in self._rescore(state, events):
             if isinstance(ev, Final) and state.config.number_formatting:
                 ev = format_final(ev)
             out.append(ev)
             if isinstance(ev, Final) and self.enricher is not None:
                 out.append(self.enricher(state.enrich_state, ev, state.config.mask_profanity))
         return out
+
+
+def _longest_run(words: list[str]) -> int:
+    """The most times one word is said in a row."""
+    best = run = 0
+    for i, w in enumerate(words):
+        run = run + 1 if i and w == words[i - 1] else 1
+        best = max(best, run)
+    return best
 
 
 def _positive(value: float | None, default: float, name: str) -> float:

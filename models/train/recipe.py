@@ -1,0 +1,58 @@
+"""``callstream train-asr``: the acoustic model's whole recipe, every step resumable.
+
+1. Render the synthetic corpus: general-English, intent and call-centre text
+   spoken by the offline TTS engines (``models.corpus``, ``--general``).
+2. Encode it, and the shared real speech, once with the frozen streaming
+   Whisper encoder (``models.train.encode_corpus``), in two processes.
+3. Train the Conformer-CTC head on the features (``models.train.train_head``).
+4. Build the recogniser's graphs from the best head (``build-asr``) into
+   ``OUT/model``, ready for ``--model OUT/model/acoustic.int8.onnx``.
+
+Each step skips what an earlier run finished, so rerunning the same command
+after an interruption goes on where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from models.corpus import build_corpus
+
+__all__ = ["add_arguments", "run"]
+
+DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data" / "speech"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("runs/asr"), help="working folder (corpus, features, checkpoints)")
+    p.add_argument("--utterances", type=int, default=16000, help="synthetic utterances to render")
+    p.add_argument("--steps", type=int, default=900, help="head training steps")
+    p.add_argument("--data-root", type=Path, default=DATA_ROOT, help="the shared real speech")
+    p.add_argument("--workers", type=int, default=2, help="processes for rendering and encoding")
+    p.add_argument("--seed", type=int, default=2)
+
+
+def run(args: argparse.Namespace) -> int:
+    from models.train.export_whisper import build_asr
+    from models.train.train_head import train
+
+    out: Path = args.out
+    print(f"[1/4] rendering {args.utterances} synthetic utterances into {out / 'corpus'}", flush=True)
+    manifest = build_corpus(out / "corpus", n_utterances=args.utterances, seed=args.seed, workers=args.workers,
+                            general=True)
+    print(f"[2/4] encoding with the streaming Whisper encoder into {out / 'features'}", flush=True)
+    parts = [out / "features" / f"part{i}" for i in range(args.workers)]
+    procs = [subprocess.Popen([sys.executable, "-m", "models.train.encode_corpus", "--out", str(part),
+                               "--corpus", str(manifest), "--data-root", str(args.data_root),
+                               "--part", f"{i}/{args.workers}"]) for i, part in enumerate(parts)]
+    if any(p.wait() for p in procs):
+        print("train-asr: encoding failed; rerun the same command to go on", file=sys.stderr)
+        return 1
+    print(f"[3/4] training the CTC head for {args.steps} steps in {out / 'head'}", flush=True)
+    best = train(data=parts, out=out / "head", steps=args.steps, data_root=args.data_root)
+    print(f"[4/4] building the recogniser from {best}", flush=True)
+    build_asr(out / "model", head_path=best, force=True)
+    return 0

