@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.common import ROOT
 
-AREAS = ("acoustic", "decoder", "hotwords", "streams", "websocket", "kafka", "spoken-intent", "peers")
+AREAS = ("acoustic", "decoder", "hotwords", "streams", "websocket", "kafka", "spoken-intent", "peers", "asr-dev")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,6 +114,15 @@ def main(argv: list[str] | None = None) -> int:
             key = {"whisper": "whisper_tiny_en"}.get(key, key)
             headline.setdefault(f"{key}_mean_wer", round(v["mean_wer"], 4))
             headline.setdefault(f"{key}_median_rtf", round(v["median_rtf"], 4))
+    if "asr-dev" in areas:
+        from bench.asr_dev import dev_table, final_latency
+
+        text, r = dev_table(20 if quick else 200)
+        lat_text, r["time_to_final"] = final_latency(5 if quick else 20)
+        print(text + lat_text, flush=True)
+        raw["asr_dev"] = r
+        headline.update(barista_slot_recall=r["two-pass"]["barista_dev"]["slot_recall"],
+                        time_to_final_p50_ms=r["time_to_final"]["two-pass"]["p50_ms"])
     raw["wall_s"] = time.perf_counter() - t_start
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(raw, indent=1, default=float))
