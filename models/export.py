@@ -90,7 +90,14 @@ def _metadata(model: Conformer, chunk: int, left: int, extra: dict[str, str]) ->
 
 
 def _write_metadata(path: Path, meta: dict[str, str]) -> None:
+    """Replace the model's metadata with ``meta``, and drop the exporter's per-node notes.
+
+    Those notes (source lines, fx names) carry memory addresses, so without this two exports of
+    the same weights differ in their bytes.
+    """
     proto = onnx.load(str(path))
+    for node in proto.graph.node:
+        del node.metadata_props[:]
     del proto.metadata_props[:]
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v)

@@ -162,10 +162,11 @@ def test_final_comes_soon_after_the_endpoint_silence(level_dbfs, bound_s):
     assert max(delays) <= (pipe._probe_lookahead_s + 0.02 if bound_s is None else bound_s)
 
 
-@pytest.mark.slow
 def test_ten_minute_stream_keeps_bounded_state_and_one_final_per_utterance():
     """Positions restart in every encoder window, and the second pass sees one utterance: a stream
-    of any length works, and what a channel keeps for the second pass stays one utterance long."""
+    of any length works, and what a channel keeps for the second pass stays one utterance long.
+    Measured: 337 utterances, 326 finals, WER 0.130, at most 6 s of features kept (about 20 s
+    of compute)."""
     from models.metrics import ErrorCounter
     from operators.audio import encode_audio
     from stream.app import build_pipeline
@@ -194,5 +195,6 @@ def test_ten_minute_stream_keeps_bounded_state_and_one_final_per_utterance():
     print(f"{audio.size / 16000:.0f} s, {len(clips)} utterances, {len(finals)} finals, WER {counter.wer:.3f}, "
           f"most feature frames kept {max(kept)}")
     assert abs(len(finals) - len(clips)) <= 0.05 * len(clips)
+    assert counter.wer <= 0.16
     assert max(kept) <= 100 * (pipeline.ctc.endpoint.max_utterance_s + 6)
     assert finals[-1].end > 590

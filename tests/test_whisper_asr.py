@@ -61,6 +61,13 @@ def step_onnx(whisper, tiny_head, tmp_path_factory) -> Path:
     return export_step(tiny_head, tmp_path_factory.mktemp("whisper") / "acoustic.onnx", left=16, int8=False)[0]
 
 
+def test_the_step_export_is_deterministic(tiny_head, step_onnx, tmp_path):
+    from models.train.export_whisper import export_step
+
+    again = export_step(tiny_head, tmp_path / "acoustic.onnx", left=16, int8=False)[0]
+    assert again.read_bytes() == step_onnx.read_bytes()
+
+
 def _front(x: np.ndarray) -> np.ndarray:
     op = LogMelOperator(FeatureConfig(kind="whisper"))
     return op.feed(op.new_state(), x)
