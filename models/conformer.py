@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Conformer", "ConformerConfig", "chunk_mask", "subsampled_length"]
+__all__ = ["Conformer", "ConformerConfig", "chunk_mask", "stream_blocks", "subsampled_length"]
 
 
 @dataclass(frozen=True)
@@ -250,17 +250,25 @@ class Conformer(nn.Module):
         at the end of att_cache. Returns log-probs (B, C, vocab) and new caches.
         """
         x = self.subsampling((feats - self.feat_mean) * self.feat_istd)
-        b, t, _ = x.shape
-        left = att_cache.shape[2]
-        pos = torch.arange(left, device=x.device)[None, :]
-        cache_ok = pos >= (left - cache_len)[:, None]
-        mask = torch.cat([cache_ok, torch.ones(b, t, dtype=torch.bool, device=x.device)], dim=1)
-        mask = mask[:, None, :].expand(b, t, left + t)
-        new_att, new_conv = [], []
-        for i, block in enumerate(self.blocks):
-            x, kv_in, conv = block(x, mask, att_cache[i], conv_cache[i])
-            new_att.append(kv_in[:, kv_in.shape[1] - left :])
-            new_conv.append(conv)
-        log_probs = F.log_softmax(self.head(x), dim=-1)
-        new_len = torch.clamp(cache_len + t, max=left)
-        return log_probs, torch.stack(new_att), torch.stack(new_conv), new_len
+        x, att, conv, lens = stream_blocks(self.blocks, x, att_cache, conv_cache, cache_len)
+        return F.log_softmax(self.head(x), dim=-1), att, conv, lens
+
+
+def stream_blocks(blocks: nn.ModuleList, x: Tensor, att_cache: Tensor, conv_cache: Tensor, cache_len: Tensor
+                  ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One chunk (B, T, d) through Conformer ``blocks`` with their caches.
+
+    att_cache (layers, B, L, d) of normed inputs, the last ``cache_len`` (B,) of them valid;
+    conv_cache (layers, B, d, kernel - 1). Returns the output and the new caches.
+    """
+    b, t, _ = x.shape
+    left = att_cache.shape[2]
+    cache_ok = torch.arange(left, device=x.device)[None, :] >= (left - cache_len)[:, None]
+    mask = torch.cat([cache_ok, torch.ones(b, t, dtype=torch.bool, device=x.device)], dim=1)
+    mask = mask[:, None, :].expand(b, t, left + t)
+    new_att, new_conv = [], []
+    for i, block in enumerate(blocks):
+        x, kv_in, conv = block(x, mask, att_cache[i], conv_cache[i])
+        new_att.append(kv_in[:, kv_in.shape[1] - left :])
+        new_conv.append(conv)
+    return x, torch.stack(new_att), torch.stack(new_conv), torch.clamp(cache_len + t, max=left)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.conformer import ConformerBlock, ConformerConfig, chunk_mask
+from models.conformer import ConformerBlock, ConformerConfig, chunk_mask, stream_blocks
 from models.train.stream_encoder import LEFT_MEL, RIGHT_MEL, WindowedEncoder
 
 __all__ = ["CtcHead", "HeadConfig", "StreamingStep"]
@@ -74,19 +74,8 @@ class CtcHead(nn.Module):
     def infer(self, feats: Tensor, att_cache: Tensor, conv_cache: Tensor, cache_len: Tensor
               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """One chunk: feats (B, C, input_dim) and caches -> log-probs (B, C, vocab) and new caches."""
-        x = self.input(feats)
-        b, t, _ = x.shape
-        left = att_cache.shape[2]
-        cache_ok = torch.arange(left, device=x.device)[None, :] >= (left - cache_len)[:, None]
-        mask = torch.cat([cache_ok, torch.ones(b, t, dtype=torch.bool, device=x.device)], dim=1)
-        mask = mask[:, None, :].expand(b, t, left + t)
-        new_att, new_conv = [], []
-        for i, block in enumerate(self.blocks):
-            x, kv_in, conv = block(x, mask, att_cache[i], conv_cache[i])
-            new_att.append(kv_in[:, kv_in.shape[1] - left :])
-            new_conv.append(conv)
-        return (F.log_softmax(self.out(x), dim=-1), torch.stack(new_att), torch.stack(new_conv),
-                torch.clamp(cache_len + t, max=left))
+        x, att, conv, lens = stream_blocks(self.blocks, self.input(feats), att_cache, conv_cache, cache_len)
+        return F.log_softmax(self.out(x), dim=-1), att, conv, lens
 
 
 class StreamingStep(nn.Module):
