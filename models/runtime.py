@@ -19,8 +19,8 @@ import onnxruntime as ort
 from operators.features import FeatureConfig
 from stream.errors import ModelError
 
-__all__ = ["ASSETS", "BUNDLED_HEAD", "FORMAT", "default_asr_dir", "FORMATS", "WHISPER_FORMAT", "AcousticModel", "AcousticSpec", "SessionOptions",
-           "default_model_path", "load_acoustic"]
+__all__ = ["ASSETS", "BUNDLED_HEAD", "FORMAT", "FORMATS", "WHISPER_FORMAT", "AcousticModel", "AcousticSpec",
+           "SessionOptions", "default_asr_dir", "default_model_path", "load_acoustic", "open_session"]
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -102,7 +102,8 @@ class SessionOptions:
     provider: str = "auto"  # auto | cpu | cuda
 
 
-def _session(path: Path, options: SessionOptions) -> ort.InferenceSession:
+def open_session(path: Path, options: SessionOptions) -> ort.InferenceSession:
+    """An onnxruntime session with our threading and provider choice; ModelError if it cannot load."""
     if not path.exists():
         raise ModelError(f"model file {path} does not exist")
     so = ort.SessionOptions()
@@ -125,7 +126,7 @@ class AcousticModel:
 
     def __init__(self, path: Path, options: SessionOptions | None = None) -> None:
         path = Path(path)
-        self.session = _session(path, options or SessionOptions())
+        self.session = open_session(path, options or SessionOptions())
         self.path = path
         self.spec = AcousticSpec.from_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
         inputs = {i.name: i for i in self.session.get_inputs()}

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from models.runtime import SessionOptions, _session, default_asr_dir
+from models.runtime import SessionOptions, default_asr_dir, open_session
 from stream.errors import ModelError
 
 __all__ = ["SecondPass", "SecondPassConfig"]
@@ -50,8 +50,8 @@ class SecondPass:
             raise ModelError(f"no second-pass decoder in {folder}: run `make setup` (callstream build-asr)")
         meta = json.loads(meta_path.read_text())
         options = options or SessionOptions()
-        self.encode = _session(folder / f"whisper_encode{suffix}", options)
-        self.step = _session(folder / f"whisper_step{suffix}", options)
+        self.encode = open_session(folder / f"whisper_encode{suffix}", options)
+        self.step = open_session(folder / f"whisper_step{suffix}", options)
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.eot: int = meta["eot"]
         self.sot_sequence: list[int] = meta["sot_sequence"]
