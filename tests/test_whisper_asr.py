@@ -187,6 +187,7 @@ def _torch_second_pass(whisper, mel: np.ndarray) -> list[int]:
     return tokens[2:]
 
 
+@pytest.mark.skipif(not AN4.exists(), reason="../shared/data is not here")
 def test_second_pass_onnx_transcribes_like_torch(whisper, tmp_path_factory):
     from models.second_pass import SecondPass
     from models.train.export_whisper import export_second_pass
