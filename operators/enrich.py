@@ -20,14 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from operators.content import (
-    RedactionConfig,
-    RedactionState,
-    ToxicityModel,
-    mask_text,
-    redact,
-    spans_for_words,
-)
+from operators.content import ToxicityModel
+from operators.redaction import RedactionConfig, RedactionState, mask_text, redact, spans_for_words
 from operators.intent import IntentClassifier, IntentConfig, load_classifier
 from stream.events import ContentFlags, Enriched, Final, IntentResult, RedactedSpan, Word
 

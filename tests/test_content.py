@@ -11,16 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from operators.content import (
-    DEFAULT_TOXICITY,
-    RedactionState,
-    ToxicityModel,
-    luhn_valid,
-    mask_text,
-    redact,
-    spans_for_words,
-    text_features,
-)
+from operators.content import DEFAULT_TOXICITY, ToxicityModel, text_features
+from operators.redaction import RedactionState, luhn_valid, mask_text, redact, spans_for_words
 from stream.events import RedactedSpan, Word
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "intent"

@@ -107,7 +107,7 @@ def test_toxicity_reads_the_intent_embedding(filters_only):
     assert "toxicity" not in enrich(new_state(), clean).flags.flagged
 
 
-@pytest.mark.parametrize("module", ["operators.intent", "operators.content", "operators.enrich"])
+@pytest.mark.parametrize("module", ["operators.intent", "operators.content", "operators.redaction", "operators.enrich"])
 def test_serving_modules_import_no_torch_or_sklearn(module):
     code = (
         f"import sys, {module}; bad = [m for m in sys.modules if m.split('.')[0] in "
