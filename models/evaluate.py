@@ -11,6 +11,7 @@ import csv
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from tqdm import tqdm
 
 from models.metrics import ErrorCounter
 from operators.audio import encode_audio
+from operators.redaction import check_modes
 from operators.spoken_form import normalize_text
 from stream.errors import AudioFileError, InputError
 from stream.events import Final, StreamConfig
@@ -48,11 +50,16 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
     return x, int(sr)
 
 
-def transcribe_file(pipeline: Pipeline, path: Path, stream_id: str = "file") -> tuple[list[Final], float]:
-    """All finals of a WAV/FLAC file (any rate; channels averaged), and the audio seconds."""
+def transcribe_file(pipeline: Pipeline, path: Path, stream_id: str = "file", *,
+                    redact: Sequence[str] = ()) -> tuple[list[Final], float]:
+    """All finals of a WAV/FLAC file (any rate; channels averaged), and the audio seconds.
+
+    ``redact``: redaction modes (``StreamConfig.redact``); none by default, as measurements
+    of the recogniser compare raw words.
+    """
     x, sr = read_audio(path)
     mono = x.mean(axis=1)
-    state = pipeline.open(stream_id, StreamConfig(sample_rate=sr, encoding="f32", channels=1))
+    state = pipeline.open(stream_id, StreamConfig(sample_rate=sr, encoding="f32", channels=1, redact=tuple(redact)))
     step = max(1, int(sr * CHUNK_S))
     events = []
     for i in range(0, mono.size, step):
@@ -150,15 +157,23 @@ def add_transcribe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", type=Path, nargs="+", help="WAV or FLAC files, any sample rate")
     p.add_argument("--model", type=Path)
     p.add_argument("--words", action="store_true", help="also print word timings and confidences")
+    p.add_argument("--redact", default=",".join(StreamConfig().redact),
+                   help="redaction modes, comma-separated: pci, ssn, phone, email, dob, numbers; "
+                        "'none' for raw text (default: %(default)s)")
     add_decoding_arguments(p)
 
 
 def run_transcribe(args: argparse.Namespace) -> int:
     pipeline = build_pipeline(model=args.model, decoding=decoding_from_args(args))
+    try:
+        redact = () if args.redact == "none" else check_modes([m.strip() for m in args.redact.split(",") if m.strip()])
+    except ValueError as e:
+        print(f"callstream transcribe: --redact: {e}", file=sys.stderr)
+        return 2
     failed = 0
     for path in args.files:
         try:
-            finals, seconds = transcribe_file(pipeline, path)
+            finals, seconds = transcribe_file(pipeline, path, redact=redact)
         except AudioFileError as e:
             print(f"callstream transcribe: {e}", file=sys.stderr)
             failed += 1

@@ -106,12 +106,14 @@ class Enricher:
             tokens = [w.text for w in words]
             red_state = state.redaction.get(final.channel, RedactionState())
             state.redaction[final.channel], items = redact(red_state, tokens, self.redaction)
-            spans = list(spans_for_words(items, words))
+            # The recogniser's own redaction (``final.redactions``) comes first; what the
+            # enricher finds in the rest is added to it.
+            spans = list(final.redactions) + list(spans_for_words(items, words))
             taken = {i for s in spans for i in range(s.first_word, s.last_word + 1)}
             profane = [i for i, t in enumerate(tokens) if i not in taken and self.toxicity.profane(t)]
             if mask_profanity:
                 spans += [RedactedSpan("profanity", i, i, words[i].start, words[i].end) for i in profane]
-                spans.sort(key=lambda s: s.first_word)
+            spans.sort(key=lambda s: s.first_word)
             toxicity = self.toxicity.score(final.text, embedding) if final.text.strip() else 0.0
             flagged = sorted(
                 {s.kind for s in spans if s.kind != "profanity"}

@@ -34,17 +34,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
-from stream.events import RedactedSpan, Word
+from stream.events import Final, Partial, RedactedSpan, StreamConfig, Word
 
 __all__ = [
+    "DEFAULT_MODES",
+    "MODES",
     "RedactionConfig",
     "RedactionState",
+    "StreamRedactionState",
+    "StreamRedactor",
+    "check_modes",
     "luhn_valid",
     "mask_text",
     "redact",
     "spans_for_words",
+    "spoken_digits",
 ]
 
 def mask_text(words: Sequence[str], spans: Sequence[RedactedSpan]) -> str:
@@ -73,7 +79,11 @@ _TEENS = {
 _TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
 _REPEAT = {"double": 2, "triple": 3}
 # Spoken separators and fillers that may sit inside a number without ending it.
-_INSIDE = {"dash", "hyphen", "slash", "space", "uh", "um", "er", "ah", "hmm"}
+# Words inside a number that do not end it: separators, hesitations, the articles a recogniser
+# inserts between digits ("five six the one one"), and a "hundred" that no grouping explains
+# (digits written as "seven hundred seven hundred oh").
+_INSIDE = {"dash", "hyphen", "slash", "space", "uh", "um", "er", "ah", "hmm", "a", "the", "and", "hundred",
+           "thousand"}  # fmt: skip
 # Words that may open a final before the rest of a number begun in the previous one.
 _LEAD_IN = {"uh", "um", "er", "ah", "hmm", "and", "then", "okay", "ok", "so"}
 _MONTHS = {
@@ -112,11 +122,14 @@ _DOB_KEYS = ("birth", "born", "dob", "d o b", "birthday", "birthdate")
 
 @dataclass(frozen=True)
 class RedactionConfig:
-    """Redaction settings (distances are in words)."""
+    """Redaction settings (distances are in words unless a field says seconds)."""
 
     keyword_window: int = 6  # a keyword counts for a number starting this many words after it
     card_window: int = 12  # cvv/expiry count as near a card within this many words after it
     prefix_digits: int = 6  # a trailing digit run this long is held as a possible card start
+    long_run_digits: int = 7  # an unexplained run this long is a phone (up to 11 digits) or a card
+    capture_digits: int = 4  # in a card-capture context, a run this long is redacted as a card
+    capture_s: float = 30.0  # a card-capture context lasts this long after its last cue (stream time)
 
 
 @dataclass
@@ -199,7 +212,7 @@ def _number_runs(tokens: Sequence[str]) -> list[_Run]:
                 value, j = str(_TENS.get(w) or _TEENS[w]), i + 1
             elif w in _UNITS and (w != "o" or digits):  # a lone "o" is a letter, inside a number it is 0
                 value, j = str(_UNITS[w]), i + 1
-            elif w in _INSIDE and digits and _starts_number(nxt):
+            elif (w in _INSIDE or w in _REPEAT) and digits and _number_follows(tokens, i + 1):
                 i += 1
                 continue
             else:
@@ -214,6 +227,44 @@ def _number_runs(tokens: Sequence[str]) -> list[_Run]:
         else:
             i += 1
     return runs
+
+
+# Words the recogniser writes for a digit it misheard ("four one for one", "one to two").
+_HOMOPHONES = {"for": "four", "fore": "four", "to": "two", "too": "two", "won": "one", "ate": "eight",
+               "tree": "three", "nought": "zero", "nil": "zero"}  # fmt: skip
+
+
+def _as_digits(tokens: list[str]) -> list[str]:
+    """``tokens`` with digit homophones read as digits where they sit among digits.
+
+    A homophone counts inside a stretch of number words, homophones and fillers
+    that holds two or more number words: "four one for one", "seven won ate
+    five"; "for two tickets" stays as it is.
+    """
+    out = list(tokens)
+    i, n = 0, len(tokens)
+    while i < n:
+        j, numbers = i, 0
+        while j < n and (_starts_number(tokens[j]) or tokens[j] in _HOMOPHONES or tokens[j] in _INSIDE):
+            numbers += _starts_number(tokens[j])
+            j += 1
+        if numbers >= 2:
+            for k in range(i, j):
+                out[k] = _HOMOPHONES.get(tokens[k], tokens[k])
+        i = max(j, i + 1)
+    return out
+
+
+def _number_follows(tokens: Sequence[str], i: int) -> bool:
+    """Whether a number word comes at ``i``, after any words that sit inside numbers."""
+    while i < len(tokens) and (tokens[i] in _INSIDE or tokens[i] in _REPEAT):
+        i += 1
+    return i < len(tokens) and _starts_number(tokens[i])
+
+
+def _ends_text(tokens: Sequence[str], last: int) -> bool:
+    """Whether only fillers follow word ``last``: a number there may go on in the next final."""
+    return all(t in _INSIDE or t in _REPEAT or t in _LEAD_IN for t in tokens[last + 1 :])
 
 
 def _is_written_number(w: str) -> bool:
@@ -349,6 +400,10 @@ def _card_in_run(run: _Run, spans: _Spans, tail: str = "") -> int | None:
             break
     if 3 <= len(rest) <= 4:
         spans.add("cvv", owner[b], owner[-1])
+    elif len(rest) > 4:  # more digits than an expiry and a cvv: the card said twice, or another one
+        # The card's last word may hold the first of these digits ("5261" split by the window).
+        spans.add("card", owner[b] if owner[b] > owner[b - 1] else owner[b - 1] + 1, owner[-1])
+        end = owner[-1]
     return end
 
 
@@ -420,10 +475,12 @@ def _dates_of_birth(tokens: Sequence[str], runs: Sequence[_Run], cfg: RedactionC
 
 
 def redact(
-    state: RedactionState, tokens: Sequence[str], config: RedactionConfig | None = None
+    state: RedactionState, tokens: Sequence[str], config: RedactionConfig | None = None, *, capture: bool = False
 ) -> tuple[RedactionState, list[tuple[str, int, int]]]:
     """Find PII/PCI in one final's words (lowercase strings, in order).
 
+    ``capture``: the call is in a card-capture context (see ``StreamRedactor``),
+    where every run of ``capture_digits`` or more is redacted, Luhn or not.
     Returns the new state and ``(kind, first_word, last_word)`` spans
     (inclusive word indices), sorted by position, never overlapping.
     ``state`` is not modified.
@@ -431,7 +488,7 @@ def redact(
     cfg = config or RedactionConfig()
     toks = [t.lower().strip(",;:!?\"") for t in tokens]
     # A sentence-final period belongs to the sentence, not to "4111." or "gmail.com.".
-    toks = [t[:-1] if t.endswith(".") and len(t) > 1 else t for t in toks]
+    toks = _as_digits([t[:-1] if t.endswith(".") and len(t) > 1 else t for t in toks])
     spans = _Spans(len(toks))
     _emails(toks, spans)
     runs = [r for r in _number_runs(toks) if not any(spans.taken[r.first : r.last + 1])]
@@ -455,8 +512,14 @@ def redact(
         near_card = card_end is not None and run.first - card_end <= cfg.card_window
         kind = _classify(run, toks, near_card, cfg)
         is_date = bool(_WRITTEN_DATE.match(run.formatted)) or (run.first > 0 and toks[run.first - 1] in _MONTHS)
-        if kind is None and not is_date and run.last == len(toks) - 1 and cfg.prefix_digits <= len(d) < 13:
+        if kind is None and capture and len(d) >= cfg.capture_digits:
+            kind = "card"
+        elif kind is None and not is_date and _ends_text(toks, run.last) and cfg.prefix_digits <= len(d) < 13:
             kind = "card"  # possibly the first half of a card that the next final completes
+        elif kind is None and not is_date and len(d) >= cfg.long_run_digits:
+            # A card or phone number that the recogniser got a digit wrong in fails every
+            # checksum and length rule; a long run of spoken digits is private either way.
+            kind = "phone" if len(d) <= 11 else "card"
         if kind is not None:
             spans.add(kind, run.first, run.last)
     # Months spoken as names after an expiry keyword: "expires april twenty six".
@@ -467,7 +530,7 @@ def redact(
                 spans.add("expiry", i, run.last)
 
     tail = ""
-    if runs and runs[-1].last == len(toks) - 1:
+    if runs and _ends_text(toks, runs[-1].last):
         tail = runs[-1].digits[-18:]
     last_card = max((last for kind, _, last in spans.items if kind == "card"), default=None)
     if last_card is not None:
@@ -485,3 +548,136 @@ def spans_for_words(
 ) -> tuple[RedactedSpan, ...]:
     """Attach the times of ``words`` to ``(kind, first, last)`` spans."""
     return tuple(RedactedSpan(kind, a, b, words[a].start, words[b].end) for kind, a, b in items)
+
+
+# ---------------------------------------------------------------------------
+# Streams: partials and finals redacted before they leave the recogniser
+# ---------------------------------------------------------------------------
+
+# What each redaction mode (as hosted ASR APIs name them) covers, in span kinds.
+MODES: dict[str, frozenset[str]] = {
+    "pci": frozenset({"card", "cvv", "expiry"}),
+    "ssn": frozenset({"ssn"}),
+    "phone": frozenset({"phone"}),
+    "email": frozenset({"email"}),
+    "dob": frozenset({"dob"}),
+    "numbers": frozenset({"number"}),
+}
+DEFAULT_MODES = StreamConfig().redact
+# Words that open a capture context: the agent asks for the card (or a phone number), or the
+# caller names it.
+_CAPTURE_CUES = ("card", "credit", "debit", "visa", "mastercard", "amex", "number", "digits", "phone", "call",
+                 "reach", "cell", "mobile", "contact")  # fmt: skip
+
+
+def check_modes(modes: Sequence[str]) -> tuple[str, ...]:
+    """``modes`` validated; raises ``ValueError`` naming the unknown ones."""
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        raise ValueError(f"unknown redaction mode {', '.join(unknown)}; expected some of {', '.join(MODES)}")
+    return tuple(dict.fromkeys(modes))
+
+
+@dataclass
+class StreamRedactionState:
+    """Per stream (one call): the kinds to redact, each channel's tail, and the card-capture context.
+
+    The context is shared by the channels: when the agent asks for the card,
+    the customer's digits that follow are read in it.
+    """
+
+    kinds: frozenset[str]
+    channels: dict[str, RedactionState] = field(default_factory=dict)
+    capture_until: float = float("-inf")  # s, stream time the card-capture context ends
+
+
+class StreamRedactor:
+    """Redacts partials and finals of streams; shared and read-only apart from each stream's state.
+
+    Partials are redacted against the stream's state without advancing it;
+    their number words never count as stable, so a later partial may still
+    mask them. A final advances the state and carries its spans
+    (``Final.redactions``) so that the audio can be muted.
+    """
+
+    def __init__(self, config: RedactionConfig | None = None) -> None:
+        self.config = config or RedactionConfig()
+
+    def new_state(self, modes: Sequence[str] = DEFAULT_MODES) -> StreamRedactionState:
+        kinds = frozenset().union(*(MODES[m] for m in check_modes(modes)))
+        return StreamRedactionState(kinds=kinds)
+
+    def _spans(
+        self, state: StreamRedactionState, channel: str, words: Sequence[Word], *, partial: bool = False
+    ) -> tuple[RedactionState, list[tuple[str, int, int]]]:
+        tokens = [w.text.lower() for w in words]
+        cues = [i for i, t in enumerate(tokens) if t.strip(",.?!") in _CAPTURE_CUES]
+        if cues:
+            state.capture_until = max(state.capture_until, words[cues[-1]].end + self.config.capture_s)
+        capture = bool(cues) or (bool(words) and words[0].start <= state.capture_until)
+        previous = state.channels.get(channel, RedactionState())
+        # The trailing digits of a partial may be the start of a card still being read.
+        config = replace(self.config, prefix_digits=self.config.capture_digits) if partial else self.config
+        new, items = redact(previous, tokens, config, capture=capture)
+        if "number" in state.kinds:
+            taken = {k for _, a, b in items for k in range(a, b + 1)}
+            toks = _as_digits([t.strip(",;:!?\".") for t in tokens])
+            items += [("number", r.first, r.last) for r in _number_runs(toks)
+                      if not taken & set(range(r.first, r.last + 1))]
+        items = sorted((it for it in items if it[0] in state.kinds), key=lambda it: it[1])
+        if capture and any(kind == "card" for kind, _, _ in items):
+            last = max(b for kind, _, b in items if kind == "card")
+            state.capture_until = max(state.capture_until, words[last].end + self.config.capture_s)
+        return new, items
+
+    def final(self, state: StreamRedactionState, final: Final) -> Final:
+        """``final`` with its private words masked and ``redactions`` set; advances ``state``."""
+        words = _timed_tokens(final.text, final.words, final.start, final.end)
+        new, items = self._spans(state, final.channel, words)
+        state.channels[final.channel] = new
+        spans = spans_for_words(items, words)
+        nbest = tuple(replace(h, text=self._masked_text(state, final.channel, h.text, final.start, final.end))
+                      for h in final.nbest)
+        return replace(final, text=mask_text([w.text for w in words], spans), words=_masked(words, spans),
+                       nbest=nbest, redactions=spans)
+
+    def partial(self, state: StreamRedactionState, partial: Partial) -> Partial:
+        """``partial`` with its private words masked, and no number word counted as stable."""
+        words = _timed_tokens(partial.text, partial.words, partial.start, partial.end)
+        _, items = self._spans(state, partial.channel, words, partial=True)
+        spans = spans_for_words(items, words)
+        toks = _as_digits([w.text.lower().strip(",;:!?\".") for w in words])
+        first_number = next((i for i, t in enumerate(toks) if _starts_number(t) or t in _TEENS or t in _TENS),
+                            len(toks))
+        return replace(partial, text=mask_text([w.text for w in words], spans), words=_masked(words, spans),
+                       stable=min(partial.stable, first_number))
+
+    def _masked_text(self, state: StreamRedactionState, channel: str, text: str, start: float, end: float) -> str:
+        words = _timed_tokens(text, (), start, end)
+        _, items = self._spans(state, channel, words)
+        return mask_text([w.text for w in words], spans_for_words(items, words))
+
+
+def _timed_tokens(text: str, words: Sequence[Word], start: float, end: float) -> tuple[Word, ...]:
+    """The words of ``text``: ``words`` when they match it, else its tokens spread over [start, end]."""
+    tokens = text.split()
+    if len(words) == len(tokens) and all(w.text == t for w, t in zip(words, tokens)):
+        return tuple(words)
+    step = (end - start) / max(len(tokens), 1)
+    return tuple(Word(t, start + i * step, start + (i + 1) * step, 0.0) for i, t in enumerate(tokens))
+
+
+def _masked(words: Sequence[Word], spans: Sequence[RedactedSpan]) -> tuple[Word, ...]:
+    hidden = {i for s in spans for i in range(s.first_word, s.last_word + 1)}
+    return tuple(replace(w, text="#" * max(len(w.text), 1)) if i in hidden else w for i, w in enumerate(words))
+
+
+def spoken_digits(text: str) -> list[str]:
+    """The digits of each run of number words in ``text``, as a reader of the text would take them.
+
+    >>> spoken_digits("call four one for one or 555-0100")
+    ['4141', '5550100']
+    """
+    tokens = [t.lower().strip(",;:!?\"") for t in text.split()]
+    tokens = _as_digits([t[:-1] if t.endswith(".") and len(t) > 1 else t for t in tokens])
+    return [r.digits for r in _number_runs(tokens)]

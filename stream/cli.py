@@ -44,6 +44,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                     "accuracy, macro-F1 and out-of-scope rate of the intent model on a CSV"),
     "eval-filter": ("models.text_eval", "add_filter_arguments", "run_filter",
                     "precision, recall and F1 of the toxicity filter on a CSV"),
+    "eval-redaction": ("models.redaction_eval", "add_arguments", "run",
+                       "card and phone numbers that redaction leaks, on a text,secret CSV"),
     "train-toxicity": ("models.toxicity_train", "add_arguments", "run", "train the toxicity filter on Davidson"),
     "build-encoder": ("models.encoder_export", "add_arguments", "run",
                       "export the sentence encoder to ONNX from its wheel (set-up does this once)"),

@@ -93,6 +93,9 @@ class Final:
     endpoint: str = "silence"  # silence | max_length | end_of_stream | flush
     received_at: float | None = None
     emitted_at: float | None = None
+    # Words masked by the stream's redaction (``text`` and ``words`` hold "#"s there), with the
+    # audio span of each, so that recordings can be muted.
+    redactions: tuple[RedactedSpan, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,9 @@ class StreamConfig:
     max_utterance_s: float | None = None
     session_id: str | None = None  # to resume a held session
     resume_offset: int | None = None  # sample frame the client's next audio starts at (None: the server's offset)
+    # Redaction modes applied to partials and finals before they leave the server: pci, ssn,
+    # phone, email, dob, numbers (operators.redaction.MODES). Empty: raw text.
+    redact: tuple[str, ...] = ("pci", "ssn", "phone", "email", "dob")
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ import argparse
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -138,7 +138,7 @@ class AsrWorker:
                 return
             chunk = codec.audio_from_record(record.key, record.value, headers)
             if call is None:
-                call = self._open(chunk, partition, record.offset)
+                call = self._open(chunk, partition, record.offset, _redact_modes(headers))
             events = await self._off_loop(self.pipeline.feed, call.state, chunk.payload)
         except InputError as exc:
             await self._dead_letter(record, f"{exc.code}: {exc}")
@@ -148,10 +148,12 @@ class AsrWorker:
     async def _off_loop(self, fn: Callable[..., list[Event]], *args: object) -> list[Event]:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def _open(self, chunk: AudioChunk, partition: int, offset: int) -> _Call:
+    def _open(self, chunk: AudioChunk, partition: int, offset: int, redact: tuple[str, ...] | None) -> _Call:
         saved = self._resume.get(chunk.stream_id, {})
         config = StreamConfig(sample_rate=chunk.sample_rate, encoding=chunk.encoding, channels=chunk.channels,
                               interim_results=self.config.partials)
+        if redact is not None:
+            config = replace(config, redact=redact)
         state = self.pipeline.open(chunk.stream_id, config, start_s=chunk.sample_offset / chunk.sample_rate,
                                    utterance_index=saved.get("next", {}))
         call = _Call(state, partition, resume_offset=offset, skip_before=saved.get("offset", -1))
@@ -296,3 +298,15 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _redact_modes(headers: Sequence[tuple[str, bytes]]) -> tuple[str, ...] | None:
+    """The call's redaction modes from its ``cs-redact`` header ("pci,phone"; "none": raw), else None.
+
+    Unknown modes are left for ``Pipeline.open`` to refuse, which dead-letters the record.
+    """
+    value = next((v for k, v in headers if k == "cs-redact"), None)
+    if value is None:
+        return None
+    text = value.decode("utf-8", "replace").strip()
+    return () if text == "none" else tuple(m.strip() for m in text.split(",") if m.strip())

@@ -241,9 +241,31 @@ def test_card_followed_by_expiry_and_cvv_without_keywords():
     assert [s[0] for s in spans] == ["card", "expiry", "cvv"]
 
 
-def test_not_luhn_is_not_a_card():
-    _, spans = redact(RedactionState(), "my number is four one one one one one one one one one one one one one one two".split())
-    assert all(k != "card" for k, _, _ in spans)
+def test_a_misheard_card_that_fails_luhn_is_still_redacted():
+    # One digit wrong ("two" for "one") breaks the checksum; the run is private all the same.
+    _, spans = redact(RedactionState(), "my number is four one one one one one one one one one one one one one one two and".split())
+    assert spans == [("card", 3, 18)]
+
+
+def test_long_digit_runs_are_redacted_without_keywords_or_checksums():
+    _, spans = redact(RedactionState(), "it is five five five one two three four and that is all".split())
+    assert spans == [("phone", 2, 8)]
+    _, spans = redact(RedactionState(), "it is four one one one two two two two three three three three four four and".split())
+    assert spans == [("card", 2, 15)]
+
+
+def test_digit_homophones_among_digits_are_read_as_digits():
+    tokens = "it is four one for one one one to one one one one one one one one one ok".split()
+    _, spans = redact(RedactionState(), tokens)
+    assert spans == [("card", 2, 17)]
+    _, spans = redact(RedactionState(), "i paid for two tickets to rome".split())
+    assert spans == []
+
+
+def test_a_card_capture_context_redacts_shorter_runs():
+    tokens = "it is four one one one and then two two two two ok".split()
+    assert redact(RedactionState(), tokens)[1] == []
+    assert redact(RedactionState(), tokens, capture=True)[1] == [("card", 2, 5), ("card", 8, 11)]
 
 
 def test_no_redaction_of_ordinary_numbers():
