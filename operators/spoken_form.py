@@ -155,6 +155,12 @@ _RE_GROUPED = re.compile(r"\b\d{1,3}(?:,\d{3})+\b")
 _RE_MIXED = re.compile(r"\b(?=[a-z]*\d)(?=\d*[a-z])[a-z\d]+\b", re.IGNORECASE)
 _RE_NUMBER = re.compile(r"\d+")
 _RE_CAPS = re.compile(r"\b[A-Z]{2,4}\b")
+# Numbers too long to spell as one cardinal (a quadrillion or more, in any grouping): a model
+# looping on "7,000,000,..." or a run of card digits. They are read digit by digit.
+_RE_HUGE = re.compile(r"\d(?:,?\d){15,}")
+# Three or more groups of 2-4 digits: a card, phone or account number read out ("4111 1111 1111
+# 1111", "555-123-4567"), which a caller says digit by digit, not as "eleven eleven".
+_RE_DIGIT_GROUPS = re.compile(r"(?<![\d,.$])\d{2,4}(?:[ -]\d{2,4}){2,}(?![\d,.%])")
 
 
 def amount_words(whole: str, frac: str | None, symbol: str, scale: str | None) -> str:
@@ -248,6 +254,8 @@ def normalize_text(s: str) -> str:
     words = re.findall(r"[A-Za-z]+", s)
     if words and sum(w.isupper() and len(w) > 1 for w in words) * 2 <= len(words):
         s = _RE_CAPS.sub(_caps_token, s)
+    s = _RE_HUGE.sub(lambda m: f" {digits_to_words(m.group(0).replace(',', ''))} ", s)
+    s = _RE_DIGIT_GROUPS.sub(lambda m: f" {digits_to_words(re.sub('[ -]', '', m.group(0)))} ", s)
     s = _RE_CURRENCY.sub(_currency, s)
     s = _RE_PERCENT.sub(lambda m: f" {_number_or_decimal(m.group(1))} percent ", s)
     s = _RE_CLOCK.sub(_clock, s)
