@@ -20,7 +20,8 @@ from pathlib import Path
 
 from bench.common import ROOT
 
-AREAS = ("acoustic", "decoder", "hotwords", "streams", "websocket", "kafka", "spoken-intent", "peers", "asr-dev")
+AREAS = ("acoustic", "decoder", "hotwords", "streams", "websocket", "kafka", "spoken-intent", "peers", "asr-dev",
+         "redaction")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         raw["asr_dev"] = r
         headline.update(barista_slot_recall=r["two-pass"]["barista_dev"]["slot_recall"],
                         time_to_final_p50_ms=r["time_to_final"]["two-pass"]["p50_ms"])
+    if "redaction" in areas:
+        from bench.redaction import run as redaction_leaks
+
+        text, r = redaction_leaks(4 if quick else 40)
+        print(text, flush=True)
+        raw["redaction"] = r
+        headline.update(redaction_calls_leaking=r["calls_leaking"], redaction_raw_calls_leaking=r["raw_calls_leaking"])
     raw["wall_s"] = time.perf_counter() - t_start
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(raw, indent=1, default=float))

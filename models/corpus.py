@@ -69,8 +69,8 @@ __all__ = [
     "HELDOUT_VOICE",
     "MAX_WORDS",
     "SAMPLE_RATE",
-    "VOICES",
     "Utterance",
+    "VOICES",
     "build_corpus",
     "load_intent_sentences",
     "main",
@@ -78,6 +78,7 @@ __all__ = [
     "number_to_words",
     "ordinal_to_words",
     "plan_utterances",
+    "speak",
     "speech_text",
     "year_to_words",
 ]
@@ -785,6 +786,15 @@ def _postprocess(audio: np.ndarray, rate: int, settings: dict[str, float]) -> np
     if not _MIN_DURATION_S <= duration <= _MAX_DURATION_S:
         raise RuntimeError(f"implausible duration {duration:.2f} s")
     return audio * (10 ** (settings["peak_dbfs"] / 20) / np.abs(audio).max())
+
+
+def speak(text: str, engine: str, voice: str, seed: int = 0) -> np.ndarray:
+    """``text`` rendered by one TTS voice with random settings from ``seed``: float32 (T,), 16 kHz."""
+    settings = _random_settings(random.Random(seed), engine, voice)
+    utt = Utterance(uid="speak", text=text, engine=engine, voice=voice, settings=settings)
+    with tempfile.TemporaryDirectory(prefix="speak-") as tmp:
+        audio, rate = _RENDERERS[engine](utt, Path(tmp))
+    return _postprocess(audio, rate, settings).astype(np.float32)
 
 
 class _Result(NamedTuple):

@@ -82,9 +82,11 @@ def _phone(rng: random.Random) -> str:
     return rng.choice("23456789") + "".join(rng.choice("0123456789") for _ in range(9))
 
 
-def _read(rng: random.Random, digits: str) -> list[str]:
-    """Words of ``digits`` as a caller says them and the recogniser may write them."""
+def _read(rng: random.Random, digits: str, spoken: bool = False) -> list[str]:
+    """Words of ``digits`` as a caller says them and (unless ``spoken``) the recogniser may write them."""
     style = rng.random()
+    if spoken and style < 0.4:
+        style = 0.15 + style * 0.375  # in pairs or digit by digit: how people say them
     if style < 0.15:  # as the second pass writes grouped digits: "one hundred eleven"
         words = []
         for i in range(0, len(digits), 3):
@@ -132,8 +134,12 @@ def _mishear(rng: random.Random, words: list[str], rate: float) -> list[str]:
     return out
 
 
-def generate(n: int, seed: int = 0) -> list[Call]:
-    """``n`` adversarial calls: half cards, half phone numbers, every pattern in the module docstring."""
+def generate(n: int, seed: int = 0, *, spoken: bool = False) -> list[Call]:
+    """``n`` adversarial calls: half cards, half phone numbers, every pattern in the module docstring.
+
+    ``spoken``: the texts as callers say them, to be rendered by TTS voices (no written numbers,
+    no recogniser errors: the recogniser makes its own).
+    """
     rng = random.Random(seed)
     calls = []
     for k in range(n):
@@ -142,7 +148,8 @@ def generate(n: int, seed: int = 0) -> list[Call]:
         finals: list[tuple[str, str]] = []
         if rng.random() < 0.7:
             finals.append(("agent", rng.choice(_AGENT_ASKS if is_card else _AGENT_PHONE)))
-        words = _mishear(rng, _read(rng, secret), rng.choice((0.0, 0.1, 0.25)))
+        rate = rng.choice((0.0, 0.1, 0.25))
+        words = _read(rng, secret, spoken) if spoken else _mishear(rng, _read(rng, secret), rate)
         lead = rng.choice(_CARD_LEAD if is_card else _PHONE_LEAD).split()
         if rng.random() < 0.35 and len(words) > 4:  # read in two turns, the agent in between
             cut = rng.randint(2, len(words) - 2)
