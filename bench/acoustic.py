@@ -63,11 +63,12 @@ def full_pipeline_rtf(seconds: float, threads: int = 1) -> dict:
     """Whole-pipeline RTF of one stream (features, acoustic, beam search with the LM), 100 ms chunks."""
     pipeline = build_pipeline(threads=threads, decoding=DecodingConfig())
     audio = encode_audio(speech_clip(seconds, seed=2), "pcm16")
-    state = pipeline.open("rtf", StreamConfig(sample_rate=16000, encoding="pcm16"))
+    state = pipeline.create_stream("rtf", StreamConfig(sample_rate=16000, encoding="pcm16"))
     step = 3200
     t0 = time.perf_counter()
     for i in range(0, len(audio), step):
-        pipeline.feed(state, audio[i : i + step])
+        pipeline.accept_bytes(state, audio[i : i + step])
+        pipeline.decode_streams([state])
     pipeline.finish(state)
     return {"pipeline_rtf": (time.perf_counter() - t0) / seconds}
 
@@ -87,19 +88,14 @@ async def _drive(pipeline: Pipeline, streams: range, n: int, seconds: float, aud
     start = loop.time() + max(0.0, start_at - time.time())
 
     async def stream(i: int) -> None:
-        state = pipeline.open(f"bench-{i}", StreamConfig(sample_rate=16000, encoding="pcm16"))
+        state = pipeline.create_stream(f"bench-{i}", StreamConfig(sample_rate=16000, encoding="pcm16"))
         base = (i * 44_100 * 2) % max(2, len(audio) - span) // 2 * 2
         phase = CHUNK_S * i / n
         for k in range(n_chunks):
             due = start + phase + (k + 1) * CHUNK_S
             await asyncio.sleep(max(0.0, due - loop.time()))
-            pipeline.push(state, audio[base + k * chunk_bytes : base + (k + 1) * chunk_bytes])
-            while True:
-                while ready := pipeline.ready_channels(state):
-                    await mb.run(ready)
-                if not pipeline.at_checkpoint(state):
-                    break
-                pipeline.endpoint(state)
+            await mb.call(pipeline.accept_bytes, state, audio[base + k * chunk_bytes : base + (k + 1) * chunk_bytes])
+            await mb.decode(state)
             latencies.append(loop.time() - due)
 
     cpu0, wall0 = time.process_time(), time.perf_counter()

@@ -63,11 +63,13 @@ def _texts(ev: Event) -> Iterator[str]:
 
 
 def _stream(pipeline: Pipeline, audio: np.ndarray, redact: tuple[str, ...]) -> list[Event]:
-    state = pipeline.open("call", StreamConfig(sample_rate=CALL_RATE, encoding="mulaw", channels=2, redact=redact))
+    state = pipeline.create_stream("call", StreamConfig(sample_rate=CALL_RATE, encoding="mulaw", channels=2,
+                                                        redact=redact))
     step = CALL_RATE // 10
     events: list[Event] = []
     for i in range(0, audio.shape[0], step):
-        events += pipeline.feed(state, encode_audio(audio[i : i + step], "mulaw"))
+        pipeline.accept_bytes(state, encode_audio(audio[i : i + step], "mulaw"))
+        events += pipeline.decode_streams([state])
     return events + pipeline.finish(state)
 
 

@@ -59,11 +59,13 @@ def transcribe_file(pipeline: Pipeline, path: Path, stream_id: str = "file", *,
     """
     x, sr = read_audio(path)
     mono = x.mean(axis=1)
-    state = pipeline.open(stream_id, StreamConfig(sample_rate=sr, encoding="f32", channels=1, redact=tuple(redact)))
+    state = pipeline.create_stream(stream_id, StreamConfig(sample_rate=sr, encoding="f32", channels=1,
+                                                           redact=tuple(redact)))
     step = max(1, int(sr * CHUNK_S))
     events = []
     for i in range(0, mono.size, step):
-        events += pipeline.feed(state, encode_audio(mono[i : i + step], "f32"))
+        pipeline.accept_waveform(state, mono[i : i + step], sr)
+        events += pipeline.decode_streams([state])
     events += pipeline.finish(state)
     return [e for e in events if isinstance(e, Final)], mono.size / sr
 

@@ -1,15 +1,16 @@
-"""Cross-stream micro-batcher: one acoustic call for the ready chunks of many streams.
+"""Cross-stream micro-batcher: the recogniser's work for many streams, off the event loop.
 
-Streams submit their ready channels and await the events. A single
-collector task gathers submissions for up to ``max_wait_ms`` (or until
-``max_batch`` channels) and runs the acoustic model of the whole batch on
-the inference thread; the CTC decoding of that batch then runs on a second
-thread while the collector goes on to the next batch. The event loop never
-runs inference, and since onnxruntime releases the GIL, batch N+1's model
-call overlaps batch N's beam search (pure Python) on another core.
+Streams that have audio to decode submit themselves and await their events.
+A single collector task gathers submissions for up to ``max_wait_ms`` (or
+until ``max_batch`` channels) and runs ``Pipeline.decode_streams`` over all
+of them on the recogniser thread: one model call for their ready chunks,
+then the search, endpoints and second pass. Every other call into the
+recogniser (audio in, finalize, finish) runs on that same thread too, so a
+stream's state is only ever touched by one thread, and the event loop never
+runs model, feature or search work.
 
-Per stream, order holds: a stream has at most one chunk in flight (it awaits
-its events before submitting again), and decoding runs batches in order.
+Per stream, order holds: a stream has at most one call in flight (it awaits
+its events before submitting again), and the thread runs calls in order.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import TypeVar
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
-from stream.events import Event
-from stream.pipeline import ChannelState, Pipeline
+from stream.events import Enriched, Event
+from stream.pipeline import Pipeline, StreamState
 
 __all__ = ["BatcherConfig", "MicroBatcher"]
 
@@ -31,13 +32,13 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True)
 class BatcherConfig:
-    max_batch: int = 64  # channels per acoustic call
-    max_wait_ms: float = 5.0  # how long the first chunk waits for company
+    max_batch: int = 64  # channels per model call
+    max_wait_ms: float = 5.0  # how long the first stream waits for company
 
 
 @dataclass
 class _Job:
-    channels: list[ChannelState]
+    state: StreamState
     future: asyncio.Future[list[Event]]
 
 
@@ -46,13 +47,11 @@ class MicroBatcher:
         self.pipeline = pipeline
         self.config = config or BatcherConfig()
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
-        # One inference thread: onnxruntime parallelises inside a call; two calls at once
-        # would only fight over the same cores. One decoding thread: beam search holds the GIL.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstream-infer")
-        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstream-decode")
+        # One recogniser thread: onnxruntime parallelises inside a call, and the search holds
+        # the GIL, so a second thread would only fight over the same cores.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstream-recognizer")
         self._task: asyncio.Task[None] | None = None
-        self._decoding: set[asyncio.Task[None]] = set()
-        self.on_batch: Callable[[int, float], None] | None = None  # (channels, acoustic seconds) per batch
+        self.on_batch: Callable[[int, float], None] | None = None  # (channels, seconds) per batch
 
     async def start(self) -> None:
         if self._task is None:
@@ -66,32 +65,25 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        if self._decoding:
-            await asyncio.gather(*self._decoding, return_exceptions=True)
         self._executor.shutdown(wait=True)
-        self._decoder.shutdown(wait=True)
 
     async def call(self, fn: Callable[..., _T], *args: object) -> _T:
-        """``fn(*args)`` on the decoding thread: one stream's endpoint, finalize or finish.
+        """``fn(*args)`` on the recogniser thread: one stream's audio, finalize or finish."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-        These run the model and the search (and the second pass on finals), so never on the
-        event loop; on the decoding thread they keep their order with that stream's chunks.
-        """
-        return await asyncio.get_running_loop().run_in_executor(self._decoder, fn, *args)
-
-    async def run(self, channels: list[ChannelState]) -> list[Event]:
-        """Run one chunk for each of ``channels`` (all ready) and return the decoded events."""
-        if not channels:
+    async def decode(self, state: StreamState) -> list[Event]:
+        """The stream's events from decoding what it has ready, batched with other streams."""
+        if not self.pipeline.is_ready(state):
             return []
         future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Job(channels, future))
+        await self._queue.put(_Job(state, future))
         return await future
 
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             jobs = [await self._queue.get()]
-            size = len(jobs[0].channels)
+            size = len(jobs[0].state.channels)
             deadline = loop.time() + self.config.max_wait_ms / 1000.0
             while size < self.config.max_batch:
                 timeout = deadline - loop.time()
@@ -102,47 +94,24 @@ class MicroBatcher:
                 except asyncio.TimeoutError:
                     break
                 jobs.append(job)
-                size += len(job.channels)
+                size += len(job.state.channels)
             try:
-                log_probs = await loop.run_in_executor(self._executor, self._acoustic, jobs)
+                results = await loop.run_in_executor(self._executor, self._decode, jobs)
             except Exception as exc:  # a failed batch fails its submitters, never the collector
-                _fail(jobs, exc)
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
                 continue
-            task = asyncio.create_task(self._decode(jobs, log_probs))
-            self._decoding.add(task)
-            task.add_done_callback(self._decoding.discard)
+            for job, events in zip(jobs, results):
+                if not job.future.done():
+                    job.future.set_result(events)
 
-    async def _decode(self, jobs: list[_Job], log_probs: list) -> None:
-        try:
-            results = await asyncio.get_running_loop().run_in_executor(self._decoder, self._ctc, jobs, log_probs)
-        except Exception as exc:
-            _fail(jobs, exc)
-            return
-        for job, events in zip(jobs, results):
-            if not job.future.done():
-                job.future.set_result(events)
-
-    def _acoustic(self, jobs: list[_Job]) -> list:
+    def _decode(self, jobs: list[_Job]) -> list[list[Event]]:
         t0 = time.perf_counter()
-        channels = [ch for job in jobs for ch in job.channels]
-        log_probs = self.pipeline.acoustic.feed_batch([ch.acoustic for ch in channels])
+        events = self.pipeline.decode_streams([job.state for job in jobs])
         if self.on_batch is not None:
-            self.on_batch(len(channels), time.perf_counter() - t0)
-        return log_probs
-
-    def _ctc(self, jobs: list[_Job], log_probs: list) -> list[list[Event]]:
-        out: list[list[Event]] = []
-        i = 0
-        for job in jobs:
-            events: list[Event] = []
-            for ch in job.channels:
-                events.extend(self.pipeline.decode(ch, log_probs[i]))
-                i += 1
-            out.append(events)
-        return out
-
-
-def _fail(jobs: list[_Job], exc: Exception) -> None:
-    for job in jobs:
-        if not job.future.done():
-            job.future.set_exception(exc)
+            self.on_batch(sum(len(job.state.channels) for job in jobs), time.perf_counter() - t0)
+        by_stream: dict[str, list[Event]] = {job.state.stream_id: [] for job in jobs}
+        for ev in events:
+            by_stream[ev.transcript.stream_id if isinstance(ev, Enriched) else ev.stream_id].append(ev)
+        return [by_stream[job.state.stream_id] for job in jobs]

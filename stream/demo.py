@@ -64,14 +64,15 @@ def run(args: argparse.Namespace) -> int:
     channels = audio.shape[1]
     encoding = "mulaw" if sf.info(args.audio).subtype == "ULAW" else "pcm16"
     config = StreamConfig(sample_rate=int(rate), encoding=encoding, channels=channels)
-    state = pipeline.open("demo-call", config)
+    state = pipeline.create_stream("demo-call", config)
     print(f"callstream demo: {args.audio.name}, {audio.shape[0] / rate:.1f} s, {channels} channel(s), "
           f"{rate} Hz {encoding}; model {pipeline.acoustic.model.path.name} on {pipeline.acoustic.model.provider}")
     step = int(rate * FRAME_S)
     t0 = time.perf_counter()
     last_partial: dict[str, str] = {}
     for i in range(0, audio.shape[0], step):
-        events = pipeline.feed(state, encode_audio(audio[i : i + step], encoding))
+        pipeline.accept_waveform(state, audio[i : i + step], rate)
+        events = pipeline.decode_streams([state])
         if args.realtime:
             time.sleep(max(0.0, t0 + (i + step) / rate - time.perf_counter()))
         _show(events, args.partials, last_partial)

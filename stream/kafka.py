@@ -139,11 +139,15 @@ class AsrWorker:
             chunk = codec.audio_from_record(record.key, record.value, headers)
             if call is None:
                 call = self._open(chunk, partition, record.offset, _redact_modes(headers))
-            events = await self._off_loop(self.pipeline.feed, call.state, chunk.payload)
+            events = await self._off_loop(self._decode, call.state, chunk.payload)
         except InputError as exc:
             await self._dead_letter(record, f"{exc.code}: {exc}")
             return
         await self._publish(call, events, record.offset)
+
+    def _decode(self, state: StreamState, payload: bytes) -> list[Event]:
+        self.pipeline.accept_bytes(state, payload)
+        return self.pipeline.decode_streams([state])
 
     async def _off_loop(self, fn: Callable[..., list[Event]], *args: object) -> list[Event]:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -154,7 +158,7 @@ class AsrWorker:
                               interim_results=self.config.partials)
         if redact is not None:
             config = replace(config, redact=redact)
-        state = self.pipeline.open(chunk.stream_id, config, start_s=chunk.sample_offset / chunk.sample_rate,
+        state = self.pipeline.create_stream(chunk.stream_id, config, start_s=chunk.sample_offset / chunk.sample_rate,
                                    utterance_index=saved.get("next", {}))
         call = _Call(state, partition, resume_offset=offset, skip_before=saved.get("offset", -1))
         self.calls[chunk.stream_id] = call

@@ -1,14 +1,21 @@
 """The per-stream pipeline: decode -> split -> resample -> features -> acoustic -> CTC -> second pass -> enrich.
 
-One ``Pipeline`` holds the shared, read-only parts (model session, decoder
-tables, enrichment models) and serves any number of streams, each with its
-own ``StreamState``. Transports use it in one of two ways:
+One ``Pipeline`` is the recogniser: it holds the shared, read-only parts
+(model sessions, decoder tables, enrichment models) and serves any number of
+streams, each with its own ``StreamState``. Every caller (the WebSocket
+server, the Kafka worker, ``demo``, ``transcribe``, ``eval-asr``, the
+benches) uses the same surface, after sherpa-onnx's ``OnlineRecognizer``:
 
-* ``feed`` / ``finish``: everything for one stream, synchronously (the
-  in-process mode, Kafka workers, tests);
-* ``push`` -> ``ready_channels`` -> ``AcousticOperator.feed_batch`` over many
-  streams -> ``decode``: the micro-batched path, where the acoustic call of
-  many streams runs at once in an executor.
+* ``create_stream(stream_id, config)`` validates the config and opens a stream;
+* ``accept_waveform(stream, samples, sample_rate)`` takes float audio, and
+  ``accept_bytes(stream, payload)`` wire-format audio (the transports' step);
+* ``is_ready(stream)`` says whether decoding has work to do;
+* ``decode_streams(streams)`` runs the model over the ready chunks of all the
+  streams in one batch, then the search, endpointing, second pass,
+  redaction and enrichment, and returns their events;
+* ``finalize(stream)`` ends the open utterance, ``finish(stream)`` the stream.
+
+Nothing here does I/O or waits; transports run the calls off their event loop.
 """
 
 from __future__ import annotations
@@ -84,7 +91,7 @@ class ChannelState:
     decoder: DecoderState
     vad: VadState
     samples: int = 0  # model-rate samples received so far (their stream time times the rate)
-    held: np.ndarray | None = None  # model-rate audio after a checkpoint, until endpoint() runs
+    held: np.ndarray | None = None  # model-rate audio after a checkpoint, until _endpoint() runs
     # What happens at the checkpoint: "end" ends the open utterance; at "probe" the model
     # decides, on a short chunk, whether it ends; None: no checkpoint is pending.
     checkpoint: str | None = None
@@ -128,7 +135,7 @@ class Pipeline:
             raise ValueError("this acoustic model keeps no features for a second pass")
         self.second_pass = second_pass
         self.features = LogMelOperator(spec.features)
-        # Ends utterances at 10 ms resolution when the audio's energy and the model agree (endpoint()).
+        # Ends utterances at 10 ms resolution when the audio's energy and the model agree (_endpoint()).
         self.vad = EnergyVad(VadConfig(sample_rate=self.features.config.sample_rate)) if vad_endpoint else None
         self.ctc = decoder or GreedyDecoder(spec.vocab, spec.frame_seconds, endpoint)
         # Streams that turn the language model off use this one.
@@ -158,8 +165,8 @@ class Pipeline:
     def sample_rate(self) -> int:
         return self.features.config.sample_rate
 
-    def open(self, stream_id: str, config: StreamConfig, *, start_s: float = 0.0,
-             utterance_index: dict[str, int] | None = None) -> StreamState:
+    def create_stream(self, stream_id: str, config: StreamConfig, *, start_s: float = 0.0,
+                      utterance_index: dict[str, int] | None = None) -> StreamState:
         """Validate ``config`` (raises ``InputError``) and create the stream's state.
 
         ``start_s`` is the stream time of the first audio and ``utterance_index``
@@ -201,15 +208,32 @@ class Pipeline:
             state.redaction = self.redactor.new_state(modes)
         return state
 
-    def push(self, state: StreamState, payload: bytes) -> None:
-        """Front-end for one audio chunk: decode, split, resample, features; queue for the model.
+    def accept_bytes(self, state: StreamState, payload: bytes) -> None:
+        """Wire-format audio of the stream's config (raises ``DecodeError`` on bad bytes)."""
+        self._accept(state, state.audio.feed(state.decoder, payload))
 
-        A channel may stop at a checkpoint (``_front``): decode the ready chunks, then call
-        ``endpoint``, which goes on with the rest. ``drain`` does all of it synchronously.
+    def accept_waveform(self, state: StreamState, samples: np.ndarray, sample_rate: int) -> None:
+        """Float audio in [-1, 1]: shape (T,) for one channel or (T, channels), at the stream's rate."""
+        fmt = state.format
+        if sample_rate != fmt.sample_rate:
+            raise ValueError(f"expected audio at the stream's {fmt.sample_rate} Hz, got {sample_rate} Hz")
+        x = np.asarray(samples, dtype=np.float32)
+        frames = x.reshape(-1, 1) if x.ndim == 1 and fmt.channels == 1 else x
+        if frames.ndim != 2 or frames.shape[1] != fmt.channels:
+            raise ValueError(f"expected samples of shape (T, {fmt.channels}), got {x.shape}")
+        if not np.isfinite(frames).all():
+            raise ValueError("samples hold a NaN or infinity")
+        state.decoder.samples_decoded += frames.shape[0]
+        self._accept(state, frames)
+
+    def _accept(self, state: StreamState, frames: np.ndarray) -> None:
+        """Split, resample and feature one block of frames (T, channels); queue it for the model.
+
+        A channel may stop at a checkpoint (``_front``); ``decode_streams`` decodes the ready
+        chunks, then passes it (``_endpoint``), which goes on with the rest.
         """
         if state.closed:
             raise ValueError(f"stream {state.stream_id} is closed")
-        frames = state.audio.feed(state.decoder, payload)
         for i, ch in enumerate(state.channels):
             audio = self._dither(ch, state.resampler.feed(ch.resampler, np.ascontiguousarray(frames[:, i])))
             if ch.held is not None:
@@ -274,10 +298,34 @@ class Pipeline:
         frames = self.acoustic.frames_to_chunk(ch.acoustic)
         return max(1, (frames - 1) * cfg.window_shift + cfg.window_size - ch.features.pending.size)
 
-    def ready_channels(self, state: StreamState) -> list[ChannelState]:
+    def is_ready(self, state: StreamState) -> bool:
+        """Whether ``decode_streams`` has work for the stream: a whole chunk, or a checkpoint."""
+        return bool(self._ready_channels(state)) or self._at_checkpoint(state)
+
+    def decode_streams(self, states: Sequence[StreamState]) -> list[Event]:
+        """Decode every ready chunk of ``states`` and pass their checkpoints; the events, in order per stream.
+
+        Each round runs the model once over the ready chunks of all the streams (one batch),
+        then the search of each chunk; streams at a checkpoint then pass it, which may make
+        more chunks ready.
+        """
+        events: list[Event] = []
+        while True:
+            ready = [ch for state in states for ch in self._ready_channels(state)]
+            if ready:
+                for ch, lp in zip(ready, self.acoustic.feed_batch([c.acoustic for c in ready])):
+                    events.extend(self._decode(ch, lp))
+                continue
+            waiting = [state for state in states if self._at_checkpoint(state)]
+            if not waiting:
+                return events
+            for state in waiting:
+                events.extend(self._endpoint(state))
+
+    def _ready_channels(self, state: StreamState) -> list[ChannelState]:
         return [ch for ch in state.channels if self.acoustic.ready(ch.acoustic)]
 
-    def decode(self, channel: ChannelState, log_probs: np.ndarray) -> list[Event]:
+    def _decode(self, channel: ChannelState, log_probs: np.ndarray) -> list[Event]:
         """CTC decoding of one chunk's log-probs (n, vocab); finals are enriched.
 
         When an utterance ends (or a silence restarts one), the model's left context is reset;
@@ -295,17 +343,17 @@ class Pipeline:
             self.acoustic.limit_context(channel.acoustic, self._quiet_context_frames)
         return self._enrich(channel.stream, events)
 
-    def at_checkpoint(self, state: StreamState) -> bool:
-        """Whether a channel waits at a checkpoint: decode the ready chunks, then call ``endpoint``."""
+    def _at_checkpoint(self, state: StreamState) -> bool:
+        """Whether a channel waits at a checkpoint: decode the ready chunks, then call ``_endpoint``."""
         return any(ch.held is not None or ch.checkpoint for ch in state.channels)
 
-    def endpoint(self, state: StreamState) -> list[Event]:
+    def _endpoint(self, state: StreamState) -> list[Event]:
         """Pass each channel's checkpoint (see ``_front``), once the chunks before it are decoded.
 
         Returns the finals of the utterances that end there. After an energy checkpoint the
         audio is quiet, so it holds none of their words; it starts the next utterance. At a
         probe, the model's frames of the queued part of a chunk go to the decoder now, whose
-        rule ends the utterance if they are blank (``decode``); if speech goes on, so does it.
+        rule ends the utterance if they are blank (``_decode``); if speech goes on, so does it.
         """
         events: list[Event] = []
         for ch in state.channels:
@@ -317,27 +365,11 @@ class Pipeline:
             elif checkpoint == "probe":
                 log_probs = self.acoustic.run_partial(ch.acoustic)
                 if log_probs is not None:
-                    events.extend(self.decode(ch, log_probs))
+                    events.extend(self._decode(ch, log_probs))
             held, ch.held = ch.held, None
             if held is not None:
                 self._front(ch, held)
         return events
-
-    def drain(self, state: StreamState) -> list[Event]:
-        """Decode every ready chunk of the stream and pass its checkpoints, synchronously."""
-        events: list[Event] = []
-        while True:
-            while ready := self.ready_channels(state):
-                for ch, lp in zip(ready, self.acoustic.feed_batch([c.acoustic for c in ready])):
-                    events.extend(self.decode(ch, lp))
-            if not self.at_checkpoint(state):
-                return events
-            events.extend(self.endpoint(state))
-
-    def feed(self, state: StreamState, payload: bytes) -> list[Event]:
-        """Everything for one chunk of one stream, synchronously (channels batched together)."""
-        self.push(state, payload)
-        return self.drain(state)
 
     def finalize(self, state: StreamState) -> list[Event]:
         """End the open utterance of every channel now and keep the stream open.
@@ -353,12 +385,12 @@ class Pipeline:
         """End of stream: flush every stage, emit the last finals and ``EndOfStream``."""
         if state.closed:
             return []
-        events = self.drain(state)
+        events = self.decode_streams([state])
         for ch in state.channels:
             tail = np.concatenate([self._dither(ch, state.resampler.flush(ch.resampler)), self.end_tail])
             self.acoustic.push(ch.acoustic, self.features.feed(ch.features, tail))
             for lp in self.acoustic.flush(ch.acoustic):
-                events.extend(self.decode(ch, lp))
+                events.extend(self._decode(ch, lp))
             events.extend(self._enrich(state, ch.ctc.flush(ch.decoder)))
         state.closed = True
         seconds = state.decoder.samples_decoded / state.format.sample_rate

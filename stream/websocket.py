@@ -215,7 +215,7 @@ class WebSocketServer:
                 raise ResumeError(f"session {sid!r} is not held (unknown, ended or past its "
                                   f"{self.config.resume_grace_s:g} s grace period); start a new stream",
                                   "session_expired")
-            return _Session(self.pipeline.open(stream_id, config), _RateLimit(self.config.max_bytes_per_s)), False
+            return _Session(self.pipeline.create_stream(stream_id, config), _RateLimit(self.config.max_bytes_per_s)), False
         old = held.state.config
         if (config.sample_rate, config.encoding, config.channels) != (old.sample_rate, old.encoding, old.channels):
             raise ResumeError("a resumed session keeps its audio format: "
@@ -279,17 +279,11 @@ class WebSocketServer:
                     session.skip -= drop
                     message = message[drop * frame_bytes :]
                 session.first_audio = session.first_audio or now
-                self.pipeline.push(state, message)
+                await self.batcher.call(self.pipeline.accept_bytes, state, message)
                 session.frames += len(message) // frame_bytes
                 if state.decoder.samples_decoded / state.format.sample_rate > cfg.max_session_s:
                     raise LimitExceeded(f"session longer than max_session_s={cfg.max_session_s:g}")
-                events = []
-                while True:
-                    while ready := self.pipeline.ready_channels(state):
-                        events += await self.batcher.run(ready)
-                    if not self.pipeline.at_checkpoint(state):
-                        break
-                    events += await self.batcher.call(self.pipeline.endpoint, state)
+                events = await self.batcher.decode(state)
             else:
                 control = codec.decode_client(message)
                 if not isinstance(control, StreamEnd):

@@ -12,6 +12,7 @@ from operators.ctc import BeamConfig, BeamDecoder, EndpointConfig
 from operators.features import LogMelOperator
 from stream.app import BUNDLED_LM, DecodingConfig, lm_config
 from stream.events import Final
+from tests.recognizer import feed
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech"
 NO_ENDPOINT = EndpointConfig(silence_after_speech_s=1e9, silence_no_speech_s=1e9, max_utterance_s=1e9)
@@ -61,10 +62,10 @@ def _stream_finals(pipeline, audio: np.ndarray) -> list[Final]:
     from operators.audio import encode_audio
     from stream.events import StreamConfig
 
-    state = pipeline.open("long", StreamConfig())
+    state = pipeline.create_stream("long", StreamConfig())
     events = []
     for i in range(0, audio.size, 320):
-        events += pipeline.feed(state, encode_audio(audio[i : i + 320], "pcm16"))
+        events += feed(pipeline, state, encode_audio(audio[i : i + 320], "pcm16"))
     return [e for e in events + pipeline.finish(state) if isinstance(e, Final)]
 
 
@@ -111,17 +112,17 @@ def test_context_stays_short_until_an_utterance_has_a_character():
     from stream.pipeline import _QUIET_CONTEXT_S
 
     pipe = build_pipeline(decoding=DecodingConfig(lm=None, beam_width=4))
-    state = pipe.open("s", StreamConfig(sample_rate=16000, encoding="pcm16"))
+    state = pipe.create_stream("s", StreamConfig(sample_rate=16000, encoding="pcm16"))
     channel = state.channels[0]
     cap = round(_QUIET_CONTEXT_S / pipe.acoustic.spec.frame_seconds)
     quiet = 10 ** (-60 / 20) * np.random.default_rng(0).standard_normal(3 * 16000)
-    pipe.feed(state, encode_audio(quiet[:, None].astype(np.float32), "pcm16"))
+    feed(pipe, state, encode_audio(quiet[:, None].astype(np.float32), "pcm16"))
     assert not channel.decoder.speech
     assert 0 < channel.acoustic.cache_len <= cap
     lengths = []
     speech = load_audio(real_speech_splits(DATA)["an4"]["dev"][0].path)
     for i in range(0, speech.size, 1600):
-        pipe.feed(state, encode_audio(speech[i : i + 1600, None], "pcm16"))
+        feed(pipe, state, encode_audio(speech[i : i + 1600, None], "pcm16"))
         lengths.append((channel.decoder.speech, channel.acoustic.cache_len))
     assert any(speaking and n > cap for speaking, n in lengths)
     assert all(n <= cap for speaking, n in lengths if not speaking)
@@ -143,9 +144,9 @@ def test_final_comes_soon_after_the_endpoint_silence(level_dbfs, bound_s):
     for u in splits["speechcommands"]["dev"][:40:5] + splits["fsdd"]["dev"][:40:10]:
         noise = 10 ** (level_dbfs / 20) * rng.standard_normal(int(1.6 * 16000))  # -38: 17 dB over the VAD's quiet
         audio = np.concatenate([load_audio(u.path), noise.astype(np.float32)])
-        state = pipe.open("s", StreamConfig(sample_rate=16000, encoding="pcm16"))
+        state = pipe.create_stream("s", StreamConfig(sample_rate=16000, encoding="pcm16"))
         for i in range(0, audio.size, 320):
-            for e in pipe.feed(state, encode_audio(audio[i : i + 320, None], "pcm16")):
+            for e in feed(pipe, state, encode_audio(audio[i : i + 320, None], "pcm16")):
                 if isinstance(e, Final):
                     rule = e.words[-1].end + pipe.ctc.endpoint.silence_after_speech_s
                     # The rule reads the greedy path, whose last character can come after the
@@ -183,10 +184,10 @@ def test_ten_minute_stream_keeps_bounded_state_and_one_final_per_utterance():
         total += clips[-1][1].size + gap.size
     audio = np.concatenate([part for _, clip in clips for part in (clip, gap)])
     audio += 3e-4 * rng.standard_normal(audio.size).astype(np.float32)
-    state = pipeline.open("ten-minutes", StreamConfig())
+    state = pipeline.create_stream("ten-minutes", StreamConfig())
     finals, kept = [], []
     for i in range(0, audio.size, 1600):
-        finals += [e for e in pipeline.feed(state, encode_audio(audio[i : i + 1600], "pcm16")) if isinstance(e, Final)]
+        finals += [e for e in feed(pipeline, state, encode_audio(audio[i : i + 1600], "pcm16")) if isinstance(e, Final)]
         ch = state.channels[0]
         kept.append(sum(k.shape[0] for k in ch.acoustic.kept))
     finals += [e for e in pipeline.finish(state) if isinstance(e, Final)]

@@ -14,6 +14,7 @@ from operators.audio import encode_audio
 from stream import codec
 from stream.events import AudioChunk, EndOfStream, Final
 from stream.kafka import AsrWorker, KafkaConfig
+from tests.recognizer import feed
 
 
 def _config(broker, **kw):
@@ -140,7 +141,7 @@ def test_a_killed_worker_is_replaced_without_losing_or_repeating_a_final(broker,
     # The reference: the same records through the same pipeline, in process, no crash.
     from stream.events import StreamConfig
 
-    ref_state = pipeline.open("call-7", StreamConfig(sample_rate=8000, encoding="mulaw"))
+    ref_state = pipeline.create_stream("call-7", StreamConfig(sample_rate=8000, encoding="mulaw"))
     reference = []
     for _, value, headers in first_half + second_half:
         h = dict(headers)
@@ -149,7 +150,7 @@ def test_a_killed_worker_is_replaced_without_losing_or_repeating_a_final(broker,
         elif h.get("cs-end") == b"1":
             reference += pipeline.finish(ref_state)
         else:
-            reference += pipeline.feed(ref_state, value)
+            reference += feed(pipeline, ref_state, value)
     reference = [e for e in reference if isinstance(e, Final)]
     # four finalized utterances, and the tail short of a chunk that the end of the call flushes
     assert [f.utterance_index for f in reference] == [0, 1, 2, 3, 4]

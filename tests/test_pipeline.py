@@ -7,6 +7,7 @@ from operators.audio import encode_audio
 from stream.errors import AudioFormatError, ConfigError, DecodeError
 from stream.events import EndOfStream, Final, Partial, StreamConfig
 from stream.pipeline import channel_names
+from tests.recognizer import feed
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +22,12 @@ def _noise(seconds: float, rate: int, channels: int, seed: int = 0) -> np.ndarra
 
 
 def _run(pipeline, sid, config, audio, frame_s=0.02):
-    state = pipeline.open(sid, config)
+    state = pipeline.create_stream(sid, config)
     step = int(config.sample_rate * frame_s)
     events = []
     for i in range(0, audio.shape[0], step):
-        events += pipeline.feed(state, encode_audio(audio[i : i + step], config.encoding))
+        pipeline.accept_bytes(state, encode_audio(audio[i : i + step], config.encoding))
+        events += pipeline.decode_streams([state])
     return state, events + pipeline.finish(state)
 
 
@@ -54,11 +56,11 @@ def test_chunking_of_the_audio_does_not_change_the_transcripts(pipeline):
 
 def test_bad_config_is_rejected_clearly(pipeline):
     with pytest.raises(AudioFormatError, match="unknown encoding"):
-        pipeline.open("s", StreamConfig(encoding="opus"))
+        pipeline.create_stream("s", StreamConfig(encoding="opus"))
     with pytest.raises(AudioFormatError, match="outside"):
-        pipeline.open("s", StreamConfig(sample_rate=0))
+        pipeline.create_stream("s", StreamConfig(sample_rate=0))
     with pytest.raises(ConfigError, match="positive"):
-        pipeline.open("s", StreamConfig(endpoint_silence_s=-1.0))
+        pipeline.create_stream("s", StreamConfig(endpoint_silence_s=-1.0))
     with pytest.raises(ConfigError, match="2 names for 1 channel"):
         channel_names(StreamConfig(channel_names=("a", "b")))
 
@@ -67,19 +69,19 @@ def test_bad_audio_in_one_stream_leaves_another_untouched(pipeline):
     cfg = StreamConfig(sample_rate=16000, encoding="pcm16")
     audio = _noise(1.0, 16000, 1, seed=5)
     _, ref = _run(pipeline, "good", cfg, audio)
-    good, bad = pipeline.open("good", cfg), pipeline.open("bad", cfg)
+    good, bad = pipeline.create_stream("good", cfg), pipeline.create_stream("bad", cfg)
     events = []
     for i in range(0, audio.shape[0], 320):
-        events += pipeline.feed(good, encode_audio(audio[i : i + 320], "pcm16"))
+        events += feed(pipeline, good, encode_audio(audio[i : i + 320], "pcm16"))
         with pytest.raises(DecodeError, match="multiple of 2 bytes"):
-            pipeline.feed(bad, b"\x01\x02\x03")
+            feed(pipeline, bad, b"\x01\x02\x03")
     assert events + pipeline.finish(good) == ref
 
 
 def test_dither_depends_on_the_sample_position_only(pipeline):
     """The same samples get the same dither however the audio is cut, and in a resumed stream."""
     config = StreamConfig(sample_rate=16000, encoding="pcm16")
-    whole, resumed = pipeline.open("a", config).channels[0], pipeline.open("b", config, start_s=1.0).channels[0]
+    whole, resumed = pipeline.create_stream("a", config).channels[0], pipeline.create_stream("b", config, start_s=1.0).channels[0]
     zeros = np.zeros(3 * 16000, np.float32)
     cut = np.concatenate([pipeline._dither(whole, zeros[:1000]), pipeline._dither(whole, zeros[1000:])])
     assert np.array_equal(cut[16000:], pipeline._dither(resumed, zeros[:32000]))

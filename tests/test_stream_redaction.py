@@ -107,10 +107,12 @@ def sample_call_events():
     pipeline = build_pipeline(enrich=True)
     out = {}
     for name, redact in (("redacted", StreamConfig().redact), ("raw", ())):
-        state = pipeline.open("call", StreamConfig(sample_rate=rate, encoding="pcm16", channels=2, redact=redact))
+        state = pipeline.create_stream("call", StreamConfig(sample_rate=rate, encoding="pcm16", channels=2,
+                                                            redact=redact))
         events = []
         for i in range(0, audio.shape[0], rate // 10):
-            events += pipeline.feed(state, encode_audio(audio[i : i + rate // 10], "pcm16"))
+            pipeline.accept_bytes(state, encode_audio(audio[i : i + rate // 10], "pcm16"))
+            events += pipeline.decode_streams([state])
         out[name] = events + pipeline.finish(state)
     return out
 
@@ -136,3 +138,11 @@ def test_no_event_of_the_sample_call_shows_its_card_number(sample_call_events):
     assert not [t for t in texts(sample_call_events["redacted"]) if leaks(t, secret)]
     finals = [ev for ev in sample_call_events["redacted"] if isinstance(ev, Final) and ev.redactions]
     assert finals and all(s.kind == "card" and s.end > s.start for f in finals for s in f.redactions)
+
+
+def test_a_partial_ending_inside_a_number_word_counts_it_as_a_digit():
+    r = StreamRedactor()
+    p = r.partial(r.new_state(), _partial("fifty two eighty one forty six fift"))
+    assert p.text == "##### ### ###### ### ##### ### ####"
+    p = r.partial(r.new_state(), _partial("it is nine five eight six eight eight zer"))
+    assert p.text.startswith("it is #### ")

@@ -8,6 +8,7 @@ import pytest
 from operators.audio import encode_audio
 from operators.vad import EnergyVad, VadConfig
 from stream.events import Final, StreamConfig
+from tests.recognizer import feed
 
 SPEECH = Path(__file__).parent / "fixtures" / "speech16k.flac"
 
@@ -68,9 +69,9 @@ def pipelines():
 
 
 def _first_final(pipeline, audio: np.ndarray, step: int) -> tuple[float, Final]:
-    state = pipeline.open("v", StreamConfig())
+    state = pipeline.create_stream("v", StreamConfig())
     for i in range(0, audio.size, step):
-        finals = [e for e in pipeline.feed(state, encode_audio(audio[i : i + step], "pcm16")) if isinstance(e, Final)]
+        finals = [e for e in feed(pipeline, state, encode_audio(audio[i : i + step], "pcm16")) if isinstance(e, Final)]
         if finals:
             return min(audio.size, i + step) / 16000, finals[0]
     raise AssertionError("no final")

@@ -27,6 +27,7 @@ from operators.acoustic import AcousticOperator  # noqa: E402
 from operators.align import align_words  # noqa: E402
 from operators.audio import dither  # noqa: E402
 from operators.features import FeatureConfig, LogMelOperator  # noqa: E402
+from tests.recognizer import feed  # noqa: E402
 
 AN4 = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech" / "an4"
 SAMPLE = Path(__file__).resolve().parents[1] / "models" / "assets" / "sample_call.wav"
@@ -216,10 +217,10 @@ def test_pipeline_rewrites_finals_with_the_second_pass_and_times_their_words(ste
         return ["Hello, world: 2 cards."] * len(mels)
 
     pipeline = Pipeline(acoustic=AcousticOperator(AcousticModel(step_onnx)), second_pass=rescorer)
-    state = pipeline.open("s", StreamConfig(sample_rate=16000, encoding="f32"))
+    state = pipeline.create_stream("s", StreamConfig(sample_rate=16000, encoding="f32"))
     events = []
     for i in range(0, speech.size, 1600):
-        events += pipeline.feed(state, encode_audio(speech[i : i + 1600], "f32"))
+        events += feed(pipeline, state, encode_audio(speech[i : i + 1600], "f32"))
     events += pipeline.finish(state)
     finals = [e for e in events if isinstance(e, Final)]
     assert finals and len(seen) == len(finals)
@@ -240,8 +241,8 @@ def test_second_pass_that_hears_nothing_or_too_much_keeps_the_first_pass(step_on
     def finals_with(answer: str) -> list[Final]:
         pipeline = Pipeline(acoustic=AcousticOperator(AcousticModel(step_onnx)),
                             second_pass=lambda mels: [answer] * len(mels))
-        state = pipeline.open("s", StreamConfig(sample_rate=16000, encoding="f32"))
-        events = pipeline.feed(state, encode_audio(speech, "f32")) + pipeline.finish(state)
+        state = pipeline.create_stream("s", StreamConfig(sample_rate=16000, encoding="f32"))
+        events = feed(pipeline, state, encode_audio(speech, "f32")) + pipeline.finish(state)
         return [e for e in events if isinstance(e, Final)]
 
     first = [f.text for f in finals_with("")]
