@@ -1,6 +1,6 @@
 """The WebSocket server's event loop never waits on model or search work.
 
-Fifty streams of real speech decode at once through the bundled recogniser
+Fifty streams of real speech, sent at real time, decode at once through the bundled recogniser
 (streaming model, beam search with LMs, second pass at each endpoint) while a
 probe measures how late the loop wakes from a 5 ms sleep: its lag. Model and
 search work run in the micro-batcher's thread, so the lag stays small however
@@ -26,9 +26,9 @@ LAG_LIMIT_S = 0.020
 
 
 def _speech() -> np.ndarray:
-    """The sample call's customer channel, 8 kHz: speech and pauses, so utterances end and get a second pass."""
+    """6 s of the sample call's agent channel, 8 kHz: speech and a pause, so an utterance ends."""
     audio, _ = sf.read(ASSETS / "sample_call.wav", dtype="float32", always_2d=True)
-    return audio[: 8000 * 12, 1]
+    return audio[: 8000 * 6, 0]
 
 
 async def _client(url: str, audio: np.ndarray, offset: int) -> list:
@@ -36,11 +36,11 @@ async def _client(url: str, audio: np.ndarray, offset: int) -> list:
     events = []
     async with connect(url, max_size=None) as ws:
         await ws.send(codec.encode_client(config).decode())
-        step = 1600  # 200 ms
+        step = 1600  # 200 ms, sent at real time
         x = np.roll(audio, offset)
         for i in range(0, x.size, step):
             await ws.send(encode_audio(x[i : i + step], "pcm16"))
-            await asyncio.sleep(0)
+            await asyncio.sleep(step / 8000)
         await ws.send(codec.encode_client(StreamEnd(close=True)).decode())
         async for message in ws:
             events.append(codec.decode(message))
@@ -69,7 +69,7 @@ def test_the_event_loop_lag_stays_small_while_fifty_streams_decode():
         probe = asyncio.create_task(_probe(lags, stop))
         try:
             url = f"ws://127.0.0.1:{server.port}"
-            results = await asyncio.gather(*(_client(url, audio, k * 800) for k in range(STREAMS)))
+            results = await asyncio.gather(*(_client(url, audio, k * 80) for k in range(STREAMS)))
         finally:
             stop.set()
             await probe
@@ -79,7 +79,7 @@ def test_the_event_loop_lag_stays_small_while_fifty_streams_decode():
     results, lags = asyncio.run(main())
     # Every stream was decoded to its end, with finals, while the probe ran.
     assert all(any(isinstance(e, EndOfStream) for e in r) for r in results)
-    assert sum(isinstance(e, Final) for r in results for e in r) >= STREAMS
+    assert all(any(isinstance(e, Final) and e.text for e in r) for r in results)
     assert len(lags) > 100
     p99, worst = float(np.percentile(lags, 99)), max(lags)
     print(f"event-loop lag over {len(lags)} probes: p50 {np.median(lags) * 1e3:.2f} ms, "
