@@ -1,6 +1,6 @@
 // The caption page: settings, audio sources, status, rolling captions and downloads.
 
-import { SAMPLE_RATE, decodeFile, openMicrophone, playAtRealTime } from "./audio.js";
+import { decodeFile, openMicrophone, playAtRealTime } from "./audio.js";
 import { CaptionClient } from "./client.js";
 import { Transcript, clock, displayWords, toSrt, toText, toVtt } from "./transcript.js";
 
@@ -241,6 +241,7 @@ ui.micStart.addEventListener("click", () => {
 ui.file.addEventListener("change", () => {
   const file = ui.file.files[0];
   if (!file) return;
+  const describe = (s) => `${file.name}, ${s.channels === 2 ? "stereo" : "mono"}`;
   startRun(async (push) => {
     const decoded = await decodeFile(file);
     let player = null;
@@ -252,12 +253,12 @@ ui.file.addEventListener("change", () => {
     setTimeout(() => {
       if (run?.source !== source) return;
       player = playAtRealTime(decoded, push, (s) => {
-        ui.audio.textContent = `${file.name}: ${clock(s)} of ${clock(decoded.seconds)}`;
+        ui.audio.textContent = `${describe(decoded)}: ${clock(s)} of ${clock(decoded.seconds)}`;
       });
       player.done.then(() => { if (run?.source === source) stopRun(); });
     });
     return source;
-  }, (s) => `${file.name}, ${s.channels === 2 ? "stereo" : "mono"}, ${SAMPLE_RATE} Hz`);
+  }, describe);
   ui.file.value = "";
 });
 
