@@ -28,6 +28,9 @@ import soxr
 
 from models.metrics import ErrorCounter
 from models.runtime import ASSETS
+from stream.events import (
+    ContentFlags, EndOfStream, Enriched, Final, IntentResult, Partial, RedactedSpan, SessionInfo, Word,
+)
 from stream.websocket import ServerConfig, WebSocketServer
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -319,3 +322,119 @@ def test_a_wrong_token_or_a_foreign_origin_is_refused(chromium, pipeline, tmp_pa
         assert outcome == "closed 1006"
         refused = served.server.metrics.refused
         assert refused.labels(reason="origin")._value.get() == 1 and refused.labels(reason="auth")._value.get() == 1
+
+
+@contextlib.contextmanager
+def _scripted_server(events):
+    """The page's files, and a WebSocket that answers any config with ``events``: the page's rendering alone."""
+    from websockets.asyncio.server import serve
+    from websockets.datastructures import Headers
+    from websockets.http11 import Response
+
+    from stream import codec
+    from stream.web import StaticFiles, select_subprotocol
+
+    files = StaticFiles()
+    loop = asyncio.new_event_loop()
+
+    def page(connection, request):
+        if "websocket" in request.headers.get("Upgrade", "").lower():
+            return None
+        f = files.get(request.path)
+        return Response(200, "OK", Headers([("Content-Type", f.content_type), ("Content-Length", str(len(f.body)))]),
+                        f.body) if f else connection.respond(404, "")
+
+    async def script(ws):
+        await ws.recv()
+        for event in events:
+            await ws.send(codec.encode(event).decode())
+        async for message in ws:
+            if message == '{"type":"end"}':
+                await ws.send(codec.encode(EndOfStream(stream_id="scripted")).decode())
+                return
+
+    async def start():
+        return await serve(script, "127.0.0.1", 0, process_request=page,
+                           select_subprotocol=lambda _conn, offered: select_subprotocol(offered))
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    finally:
+        server.close()
+        asyncio.run_coroutine_threadsafe(server.wait_closed(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def _timed(text, start, step=0.5):
+    return tuple(Word(w, start + i * step, start + i * step + 0.4, 0.9) for i, w in enumerate(text.split()))
+
+
+def test_flags_channels_and_caption_files_render_from_the_events(chromium, tmp_path):
+    """Scripted events (no recogniser): redacted PII and masked profanity, partial stability, exact files."""
+    card = "my card is four one one one"
+    words = _timed(card, 1.0)
+    final = Final(stream_id="s", channel="customer", utterance_id="s/customer/0", utterance_index=0, text=card,
+                  words=words, start=0.8, end=4.2)
+    swear = Final(stream_id="s", channel="agent", utterance_id="s/agent/0", utterance_index=0,
+                  text="well damn that is a long sentence that goes on past one caption line of text",
+                  words=_timed("well damn that is a long sentence that goes on past one caption line of text", 5.0, 0.3),
+                  start=5.0, end=9.6)
+    events = [
+        SessionInfo(stream_id="scripted-1", session_id="scripted-1", grace_s=30.0),
+        Partial(stream_id="s", channel="customer", utterance_id="s/customer/0", utterance_index=0,
+                text="my car", words=_timed("my car", 1.0), stable=1, start=0.8, end=1.9),
+        Partial(stream_id="s", channel="customer", utterance_id="s/customer/0", utterance_index=0,
+                text="my card is for", words=_timed("my card is for", 1.0), stable=3, start=0.8, end=2.9),
+        final,
+        Enriched(transcript=final, intent=IntentResult("card_info", 0.9),
+                 flags=ContentFlags(flagged=("card",), spans=(RedactedSpan("card", 3, 6, 2.5, 4.4),)),
+                 redacted_text="my card is #### ### ### ###"),
+        swear,
+        Enriched(transcript=swear, flags=ContentFlags(profanity=1.0, flagged=("profanity",),
+                                                      spans=(RedactedSpan("profanity", 1, 1, 5.3, 5.7),)),
+                 redacted_text="well d*** that is a long sentence that goes on past one caption line of text"),
+    ]
+    stereo = tmp_path / "quiet.wav"  # two channels, so the captions name them
+    sf.write(stereo, np.zeros((2 * 8000, 2), np.float32), 8000, subtype="PCM_16")
+    with _scripted_server(events) as url, _browser(chromium, tmp_path) as browser:
+        page = browser.new_page()
+        page.goto(url)
+        # Keyboard order: settings, microphone, file picker, the captions (Stop and downloads are disabled).
+        order = []
+        for _ in range(4):
+            page.keyboard.press("Tab")
+            order.append(page.evaluate("document.activeElement.id || document.activeElement.tagName"))
+        assert order == ["SUMMARY", "mic-start", "file-input", "caption-box"]
+        page.get_by_label("Stream an audio file at real time").set_input_files(stereo)
+        _wait(lambda: page.locator("#conn-status").text_content() == "ended", 15, "the end of the file")
+        assert page.locator("#session-id").text_content() == "scripted-1"
+        customer = page.locator('.final[data-channel="customer"]')
+        assert customer.locator(".text").text_content() == "my card is #### ### ### ###"
+        assert customer.locator(".word.pii").all_text_contents() == ["####", "###", "###", "###"]
+        assert customer.locator(".word.pii").first.get_attribute("title") == "redacted card"
+        assert customer.locator(".badges").text_content() == "card redactedintent: card_info"
+        assert customer.locator(".meta").text_content() == "00:00.8–00:04.2 customer"
+        agent = page.locator('.final[data-channel="agent"]')
+        assert agent.locator(".word.profanity").text_content() == "d***"
+        assert agent.locator(".badges").text_content() == "profanity masked"
+        assert page.locator("#partials .partial").count() == 0  # the final replaced its partial
+
+        vtt = _download(page, "WebVTT (.vtt)")
+        assert vtt == (
+            "WEBVTT\n\n"
+            "1\n00:00:01.000 --> 00:00:04.400\n<v customer>my card is #### ### ### ###\n\n"
+            "2\n00:00:05.000 --> 00:00:07.500\n<v agent>well d*** that is a long sentence that\n\n"
+            "3\n00:00:07.400 --> 00:00:09.900\n<v agent>goes on past one caption line of text\n"
+        )
+        srt = _download(page, "SubRip (.srt)")
+        assert srt.startswith("1\n00:00:01,000 --> 00:00:04,400\ncustomer: my card is #### ### ### ###\n\n2\n")
+        assert len(_cues(srt, vtt=False)) == 3
+        assert _download(page, "Text (.txt)") == (
+            "[00:00.8-00:04.2] customer: my card is #### ### ### ###\n"
+            "[00:05.0-00:09.6] agent: well d*** that is a long sentence that goes on past one caption line of text\n"
+        )
