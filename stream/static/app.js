@@ -162,7 +162,6 @@ function showEnriched(enriched) {
   for (const kind of kinds) badges.append(badge(kind === "profanity" ? "profanity masked" : `${kind} redacted`, true));
   if (enriched.flags.flagged.includes("toxicity")) badges.append(badge("toxic", true));
   if (enriched.intent && enriched.intent.label !== "out_of_scope") badges.append(badge(`intent: ${enriched.intent.label}`, false));
-  item.dataset.flags = enriched.flags.flagged.join(" ");
 }
 
 function onEvent(event) {
@@ -191,7 +190,8 @@ async function startRun(openSource, describe) {
   ui.micStart.disabled = true;
   ui.file.disabled = true;
   ui.stop.disabled = false;
-  const state = { transcript: new Transcript(), utterances: new Map(), client: null, source: null, channels: 1 };
+  const state = { transcript: new Transcript(), utterances: new Map(), client: null, source: null, channels: 1,
+                  stopped: false };
   run = state;
   try {
     state.source = await openSource((pcm) => state.client?.pushAudio(pcm));
@@ -200,8 +200,9 @@ async function startRun(openSource, describe) {
     finishRun();
     return;
   }
-  if (run !== state) {
+  if (run !== state || state.stopped) { // Stop was pressed while the source was opening
     await state.source.stop();
+    if (run === state) finishRun();
     return;
   }
   state.channels = state.source.channels;
@@ -223,6 +224,7 @@ async function stopSource() {
 
 async function stopRun() {
   ui.stop.disabled = true;
+  if (run) run.stopped = true;
   await stopSource();
   run?.client?.end();
 }
