@@ -4,17 +4,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 KENLM := $(VENV)/kenlm
-# Debian packages: KenLM's lmplz build, and the TTS engines and general-English text of the training recipe.
+# Debian packages: KenLM's lmplz build, the TTS engines and general-English text of the training recipe,
+# and the headless browser of the caption page's tests (tests/test_browser.py).
 APT_PACKAGES := cmake build-essential libboost-program-options-dev libboost-system-dev libboost-thread-dev \
 	libboost-test-dev libeigen3-dev zlib1g-dev libbz2-dev liblzma-dev espeak-ng flite festival \
-	festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k wordnet-base fortunes
+	festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k wordnet-base fortunes chromium
 
 .PHONY: setup system-packages kenlm encoder general-lm asr demo test test-slow bench
 
 # The models too large to commit are built into the cache folder (models/runtime.py cache_root:
 # $CALLSTREAM_CACHE_DIR, else $XDG_CACHE_HOME/callstream, else ~/.cache/callstream). Their targets
-# run at every set-up and return at once when the cache already holds them.
-setup: $(STAMP) kenlm encoder general-lm asr
+# run at every set-up and return at once when the cache already holds them. system-packages also runs
+# every time (it only asks dpkg when nothing is missing), so a machine whose KenLM is already built
+# still gets a package added to APT_PACKAGES later.
+setup: system-packages $(STAMP) kenlm encoder general-lm asr
 
 system-packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

@@ -19,6 +19,8 @@ class Metrics:
                               registry=self.registry)
         self.errors = Counter("callstream_stream_errors", "Streams closed by an error", ["code"],
                               registry=self.registry)
+        self.refused = Counter("callstream_refused_handshakes", "WebSocket handshakes refused (origin, auth)",
+                               ["reason"], registry=self.registry)
         self.first_partial = Histogram("callstream_time_to_first_partial_seconds",
                                        "Wall time from a stream's first audio to its first partial",
                                        buckets=_LATENCY_BUCKETS, registry=self.registry)

@@ -10,6 +10,11 @@ Protocol (every JSON message has ``type``; see README and ``stream/events.schema
    stream; ``{"type": "end"}`` flushes everything and closes;
 5. server: ``partial``, ``final``, ``enriched``, ``error`` and ``end`` events.
 
+Plain HTTP ``GET`` requests get the caption page (``stream/static/``),
+``/metrics`` and ``/healthz``. A WebSocket handshake from a browser must come
+from an allowed ``Origin`` (HTTP 403 otherwise) and, with a token configured,
+carry it (HTTP 401 otherwise); ``stream.web`` holds both rules.
+
 Resume: a connection that drops without ``end`` leaves its session held for
 ``resume_grace_s``. A client that reconnects with ``session_id`` (and
 optionally ``resume_offset``, the frame its next audio starts at) continues
@@ -26,13 +31,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import hmac
 import http
 import os
 import re
 import ssl
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +53,7 @@ from stream.errors import InputError, LimitExceeded, ResumeError
 from stream.events import EndOfStream, Enriched, Error, Event, Final, Partial, SessionInfo, StreamConfig, StreamEnd
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline, StreamState
+from stream.web import StaticFiles, normalize_origin, origin_allowed, select_subprotocol, token_matches
 
 __all__ = ["ServerConfig", "WebSocketServer", "add_arguments", "run"]
 
@@ -61,6 +67,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8765  # 0: any free port
     token: str | None = None  # bearer token; None: no auth
+    # origins (scheme://host[:port]) whose pages may open a WebSocket, besides the server's own
+    allow_origins: tuple[str, ...] = ()
     certfile: Path | None = None  # TLS when given
     keyfile: Path | None = None
     max_frame_bytes: int = 1 << 20  # per WebSocket message
@@ -115,6 +123,7 @@ class WebSocketServer:
         self._server: Server | None = None
         self._sessions: dict[str, _Session] = {}
         self._closing: set[asyncio.Task[object]] = set()  # finish() of dropped sessions, off the loop
+        self.static = StaticFiles()
 
     @property
     def port(self) -> int:
@@ -133,6 +142,7 @@ class WebSocketServer:
             self._handle, cfg.host, cfg.port, ssl=tls, max_size=cfg.max_frame_bytes,
             ping_interval=cfg.ping_interval_s, ping_timeout=cfg.ping_interval_s,
             process_request=self._process_request,
+            select_subprotocol=lambda _conn, offered: select_subprotocol(offered),
         )
 
     async def close(self) -> None:
@@ -145,21 +155,36 @@ class WebSocketServer:
             await asyncio.gather(*self._closing, return_exceptions=True)
         await self.batcher.close()
 
-    async def serve_forever(self) -> None:
+    async def serve_forever(self, on_start: Callable[[int], None] | None = None) -> None:
+        """Start, tell ``on_start`` the port listened on, and serve until cancelled."""
         await self.start()
         assert self._server is not None
+        if on_start is not None:
+            on_start(self.port)
         await self._server.serve_forever()
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if request.path == "/metrics":
-            return Response(http.HTTPStatus.OK, "OK", Headers([("Content-Type", "text/plain; version=0.0.4")]),
-                            self.metrics.render())
-        if request.path == "/healthz":
+        """Plain GETs: metrics, health, the page. WebSocket handshakes: the origin and token rules."""
+        path = request.path.split("?", 1)[0]
+        if path == "/metrics":
+            return _response(self.metrics.render(), "text/plain; version=0.0.4")
+        if path == "/healthz":
             return connection.respond(http.HTTPStatus.OK, "ok\n")
+        headers = request.headers
+        if "websocket" not in headers.get("Upgrade", "").lower():
+            page = self.static.get(request.path)
+            if page is None:
+                return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+            return _response(page.body, page.content_type, PAGE_HEADERS)
+        if not origin_allowed(headers.get("Origin"), headers.get("Host"), self.config.allow_origins):
+            self.metrics.refused.labels(reason="origin").inc()
+            return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
         if self.config.token is not None:
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {self.config.token}".encode()):
-                return connection.respond(http.HTTPStatus.UNAUTHORIZED, "missing or bad bearer token\n")
+            offered = [p.strip() for value in headers.get_all("Sec-WebSocket-Protocol") for p in value.split(",")]
+            if not token_matches(self.config.token, authorization=headers.get("Authorization"),
+                                 protocols=offered, target=request.path):
+                self.metrics.refused.labels(reason="auth").inc()
+                return connection.respond(http.HTTPStatus.UNAUTHORIZED, "missing or bad token\n")
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -344,12 +369,37 @@ class WebSocketServer:
         await ws.close(CLOSE_POLICY if code in ("protocol", LimitExceeded.code) else CLOSE_BAD_DATA, message[:120])
 
 
+# The page loads only its own files and talks only to its own server.
+PAGE_HEADERS = (
+    ("Content-Security-Policy", "default-src 'self'; connect-src 'self'; object-src 'none'; "
+                                "base-uri 'none'; frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Cache-Control", "no-cache"),
+)
+
+
+def _response(body: bytes, content_type: str, extra: tuple[tuple[str, str], ...] = ()) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
+                       ("Connection", "close"), *extra])
+    return Response(http.HTTPStatus.OK, "OK", headers, body)
+
+
+def _origin(value: str) -> str:
+    if normalize_origin(value) is None:
+        raise argparse.ArgumentTypeError(f"expected an origin such as https://app.example.com, got {value!r}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = ServerConfig()
     p.add_argument("--host", default=d.host)
     p.add_argument("--port", type=int, default=d.port)
     p.add_argument("--token", default=os.environ.get("CALLSTREAM_TOKEN"),
-                   help="require 'Authorization: Bearer TOKEN' (env CALLSTREAM_TOKEN)")
+                   help="require the token: 'Authorization: Bearer TOKEN', subprotocol 'token.TOKEN' or "
+                        "'?token=TOKEN' (env CALLSTREAM_TOKEN)")
+    p.add_argument("--allow-origin", action="append", default=[], type=_origin, metavar="URL",
+                   help="also let pages from this origin (scheme://host[:port]) open WebSockets; repeatable. "
+                        "Default: only the server's own page and non-browser clients")
     p.add_argument("--certfile", type=Path, help="TLS certificate (PEM); enables wss://")
     p.add_argument("--keyfile", type=Path, help="TLS private key (PEM)")
     p.add_argument("--max-frame-bytes", type=int, default=d.max_frame_bytes)
@@ -370,7 +420,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = ServerConfig(
-        host=args.host, port=args.port, token=args.token, certfile=args.certfile, keyfile=args.keyfile,
+        host=args.host, port=args.port, token=args.token, allow_origins=tuple(args.allow_origin),
+        certfile=args.certfile, keyfile=args.keyfile,
         max_frame_bytes=args.max_frame_bytes, max_session_s=args.max_session_s,
         max_bytes_per_s=args.max_bytes_per_s, idle_timeout_s=args.idle_timeout_s,
         resume_grace_s=args.resume_grace_s,
@@ -379,10 +430,14 @@ def run(args: argparse.Namespace) -> int:
     pipeline = build_pipeline(model=args.model, threads=args.threads, decoding=decoding_from_args(args),
                               enrich=not args.no_enrich)
     server = WebSocketServer(pipeline, config)
-    scheme = "wss" if config.certfile else "ws"
-    print(f"callstream serve: {scheme}://{config.host}:{config.port} (metrics at /metrics)", flush=True)
+    tls = "s" if config.certfile else ""
+
+    def announce(port: int) -> None:
+        print(f"callstream serve: ws{tls}://{config.host}:{port}/ (captions page at http{tls}://{config.host}:{port}/, "
+              "metrics at /metrics)", flush=True)
+
     try:
-        asyncio.run(server.serve_forever())
+        asyncio.run(server.serve_forever(announce))
     except KeyboardInterrupt:
         pass
     return 0

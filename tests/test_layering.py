@@ -9,7 +9,7 @@ SERVING_MODULES = [
     "stream.codec", "stream.events", "stream.cli", "stream.pipeline", "stream.app", "stream.websocket",
     "stream.batcher", "stream.demo", "operators.audio", "operators.features", "operators.acoustic", "operators.ctc",
     "models.runtime", "models.evaluate", "models.lm", "models.second_pass", "operators.align",
-    "operators.spoken_form", "operators.redaction", "stream.kafka", "stream.agents",
+    "operators.spoken_form", "operators.redaction", "stream.kafka", "stream.agents", "stream.web",
 ]
 
 

@@ -136,6 +136,85 @@ def test_bearer_token_is_required_when_configured(pipeline):
     assert status == 401 and code == 1000 and isinstance(events[-1], EndOfStream)
 
 
+async def _status(url, **kwargs):
+    """The handshake's HTTP status, and the subprotocol the server chose (101 only)."""
+    try:
+        async with connect(url, **kwargs) as ws:
+            return 101, ws.subprotocol
+    except InvalidStatus as exc:
+        return exc.response.status_code, None
+
+
+def test_browser_token_carriers_and_origin_rule(pipeline):
+    """A browser sends the token as subprotocol ``token.X`` or ``?token=X``, and always an Origin."""
+
+    async def body(url, server):
+        own = f"http://127.0.0.1:{server.port}"
+        return {
+            "subprotocol": await _status(url, subprotocols=["callstream", "token.s3cret"], origin=own),
+            "query": await _status(f"{url}/?token=s3cret", subprotocols=["callstream"], origin=own),
+            "no protocol offered": await _status(f"{url}/?token=s3cret"),
+            "wrong subprotocol token": await _status(url, subprotocols=["callstream", "token.nope"], origin=own),
+            "wrong query token": await _status(f"{url}/?token=nope", origin=own),
+            "none": await _status(url, origin=own),
+            "foreign origin, right token": await _status(url, subprotocols=["callstream", "token.s3cret"],
+                                                         origin="http://evil.test"),
+            "other port": await _status(url, additional_headers={"Authorization": "Bearer s3cret"},
+                                        origin=f"http://127.0.0.1:{server.port + 1}"),
+            "allowed origin": await _status(url, additional_headers={"Authorization": "Bearer s3cret"},
+                                            origin="https://app.example.com"),
+            "metrics": server.metrics.render().decode(),
+        }
+
+    got = asyncio.run(_with_server(pipeline, body, token="s3cret", allow_origins=("https://app.example.com",)))
+    metrics = got.pop("metrics")
+    assert got == {
+        "subprotocol": (101, "callstream"),
+        "query": (101, "callstream"),
+        "no protocol offered": (101, None),
+        "wrong subprotocol token": (401, None),
+        "wrong query token": (401, None),
+        "none": (401, None),
+        "foreign origin, right token": (403, None),
+        "other port": (403, None),
+        "allowed origin": (101, None),
+    }
+    assert 'callstream_refused_handshakes_total{reason="origin"} 2.0' in metrics
+    assert 'callstream_refused_handshakes_total{reason="auth"} 3.0' in metrics
+
+
+async def _http_get(port, target):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_plain_get_serves_the_caption_page_without_a_token(pipeline):
+    from stream.web import STATIC_DIR
+
+    async def body(url, server):
+        targets = ["/", "/?token=x", "/app.js", "/pcm-worklet.js", "/style.css", "/../pyproject.toml",
+                   "/%2e%2e/websocket.py", "/static/app.js", "/healthz"]
+        return {t: await _http_get(server.port, t) for t in targets}
+
+    got = asyncio.run(_with_server(pipeline, body, token="s3cret"))
+    status, headers, page = got["/"]
+    assert status == 200 and page == (STATIC_DIR / "index.html").read_bytes()
+    assert headers["Content-Type"] == "text/html; charset=utf-8" and headers["Content-Length"] == str(len(page))
+    assert "default-src 'self'" in headers["Content-Security-Policy"] and headers["X-Content-Type-Options"] == "nosniff"
+    assert got["/?token=x"][2] == page
+    for script in ("/app.js", "/pcm-worklet.js"):
+        assert got[script][0] == 200 and got[script][1]["Content-Type"] == "text/javascript; charset=utf-8"
+    assert got["/style.css"][1]["Content-Type"] == "text/css; charset=utf-8"
+    assert [got[t][0] for t in ("/../pyproject.toml", "/%2e%2e/websocket.py", "/static/app.js")] == [404] * 3
+    assert got["/healthz"][:3:2] == (200, b"ok\n")
+
+
 def test_metrics_endpoint_reports_streams_and_batches(pipeline):
     async def body(url, server):
         await _session(url, StreamConfig(), _audio(1.0))
