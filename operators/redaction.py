@@ -570,6 +570,9 @@ _CAPTURE_CUES = ("card", "credit", "debit", "visa", "mastercard", "amex", "numbe
                  "reach", "cell", "mobile", "contact")  # fmt: skip
 
 
+_NUMBER_WORDS = tuple(sorted({*_UNITS, *_TEENS, *_TENS, *_REPEAT} - {"o"}))
+
+
 def check_modes(modes: Sequence[str]) -> tuple[str, ...]:
     """``modes`` validated; raises ``ValueError`` naming the unknown ones."""
     unknown = sorted(set(modes) - set(MODES))
@@ -611,6 +614,9 @@ class StreamRedactor:
         self, state: StreamRedactionState, channel: str, words: Sequence[Word], *, partial: bool = False
     ) -> tuple[RedactionState, list[tuple[str, int, int]]]:
         tokens = [w.text.lower() for w in words]
+        if partial and tokens and not _starts_number(tokens[-1]):
+            # A partial's last word may still be growing: "fift" is a number word on its way.
+            tokens[-1] = next((w for w in _NUMBER_WORDS if w.startswith(tokens[-1])), tokens[-1])
         cues = [i for i, t in enumerate(tokens) if t.strip(",.?!") in _CAPTURE_CUES]
         if cues:
             state.capture_until = max(state.capture_until, words[cues[-1]].end + self.config.capture_s)
