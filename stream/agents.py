@@ -1,10 +1,11 @@
 """Faust enrichment agents (``callstream agents``): transcripts topic in, enriched topic out.
 
 Each final transcript is enriched by the same operator the in-process mode
-uses (``operators.enrich``) and published keyed by call id. A per-call table
-with a changelog keeps the utterance count, the intents seen, the flags
-raised and the ids of recent finals, so finals repeated by an ASR worker
-restart are dropped by id.
+uses (``operators.enrich``) and published keyed by call id. What the agent
+decides (drop repeats by final id, the per-call summary its table keeps,
+each call's enrichment state) is the pure operator ``operators.calls``; the
+agent decodes, calls it, sends, and stores the summary in a Faust table with
+a changelog.
 
 Latency: faust-streaming hard-codes ``fetch_max_wait_ms=1500`` for its
 consumer, so every record could wait 1.5 s at the broker. The
@@ -15,8 +16,9 @@ setting taken from ``AgentsConfig.fetch_max_wait_ms``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
-from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,16 +26,14 @@ import faust
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from operators.enrich import EnrichState, Enricher, default_enricher
+from operators.calls import CallTracker
+from operators.enrich import Enricher, default_enricher
 from stream import codec
 from stream.errors import CodecError
-from stream.events import EndOfStream, Final
 
 __all__ = ["AgentsConfig", "LowLatencyTransport", "add_arguments", "create_app", "run"]
 
 _LOG = logging.getLogger(__name__)
-_SEEN_IDS = 64  # recent final ids kept per call for de-duplication
-_OPEN_CALLS = 10000  # per-call redaction memory kept in this worker
 
 
 @dataclass(frozen=True)
@@ -83,15 +83,8 @@ def create_app(cfg: AgentsConfig, enricher: Enricher | None = None) -> faust.App
     transcripts = app.topic(cfg.transcripts_topic, key_type=bytes, value_type=bytes)
     enriched = app.topic(cfg.enriched_topic, key_type=bytes, value_type=bytes)
     calls = app.Table("calls", default=dict, partitions=cfg.partitions, value_type=dict)
-    memory: OrderedDict[str, EnrichState] = OrderedDict()
-    models: list[Enricher] = [enricher] if enricher else []
-
-    def enrich_state(call_id: str) -> EnrichState:
-        state = memory.pop(call_id, None) or EnrichState()
-        memory[call_id] = state
-        while len(memory) > _OPEN_CALLS:
-            memory.popitem(last=False)
-        return state
+    tracker = CallTracker((lambda: enricher) if enricher else default_enricher, mask_profanity=cfg.mask_profanity)
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstream-enrich")
 
     @app.agent(transcripts)
     async def enrich_transcripts(stream: Any) -> None:
@@ -102,28 +95,13 @@ def create_app(cfg: AgentsConfig, enricher: Enricher | None = None) -> faust.App
                 _LOG.warning("dropping undecodable transcript record for %r: %s", key, exc)
                 continue
             call_id = (key or b"").decode("utf-8", "replace")
-            if isinstance(event, EndOfStream):
-                memory.pop(call_id, None)
-                summary = dict(calls[call_id])
-                summary["ended"] = True
+            # Enrichment runs the sentence encoder: on the tracker's own thread, never on the loop.
+            summary, result = await asyncio.get_running_loop().run_in_executor(
+                worker, tracker.handle, call_id, dict(calls[call_id]), event)
+            if result is not None:
+                await enriched.send(key=key, value=codec.encode(result))
+            if summary is not None:
                 calls[call_id] = summary
-                continue
-            if not isinstance(event, Final):
-                continue
-            summary = dict(calls[call_id])
-            seen = list(summary.get("seen", []))
-            if event.utterance_id in seen:
-                continue
-            if not models:
-                models.append(default_enricher())
-            result = models[0].enrich(enrich_state(call_id), event, mask_profanity=cfg.mask_profanity)
-            await enriched.send(key=key, value=codec.encode(result))
-            intents = dict(summary.get("intents", {}))
-            if result.intent is not None:
-                intents[result.intent.label] = intents.get(result.intent.label, 0) + 1
-            flags = sorted(set(summary.get("flags", [])) | set(result.flags.flagged))
-            calls[call_id] = {"utterances": summary.get("utterances", 0) + 1, "intents": intents, "flags": flags,
-                              "seen": (seen + [event.utterance_id])[-_SEEN_IDS:]}
 
     return app
 

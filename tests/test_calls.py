@@ -1,0 +1,42 @@
+"""The enrichment agents' per-call logic (operators.calls), without Kafka or Faust."""
+
+from __future__ import annotations
+
+import pytest
+
+from operators.calls import CallTracker
+from operators.enrich import default_enricher
+from stream.events import EndOfStream, Final, Partial, Word
+
+
+def _final(call: str, index: int, text: str, channel: str = "customer") -> Final:
+    words = tuple(Word(w, 0.3 * i, 0.3 * (i + 1), 0.9) for i, w in enumerate(text.split()))
+    return Final(call, channel, f"{call}/{channel}/{index}", index, text, words, start=0.0, end=words[-1].end)
+
+
+@pytest.fixture(scope="module")
+def tracker() -> CallTracker:
+    return CallTracker(default_enricher, seen_ids=4, open_calls=2)
+
+
+def test_finals_are_enriched_once_and_summarised(tracker):
+    summary: dict = {}
+    summary, out = tracker.handle("c1", summary, _final("c1", 0, "i lost my card and need to block it"))
+    assert out is not None and out.transcript.utterance_id == "c1/customer/0"
+    assert summary["utterances"] == 1 and summary["seen"] == ["c1/customer/0"]
+    assert sum(summary["intents"].values()) == 1
+    again, repeat = tracker.handle("c1", summary, _final("c1", 0, "i lost my card and need to block it"))
+    assert (again, repeat) == (None, None)
+    assert tracker.handle("c1", summary, Partial("c1", "customer", "c1/customer/1", 1, "hello")) == (None, None)
+    ended, nothing = tracker.handle("c1", summary, EndOfStream("c1"))
+    assert ended["ended"] is True and ended["utterances"] == 1 and nothing is None
+
+
+def test_recent_ids_are_bounded_and_a_card_split_across_finals_stays_redacted(tracker):
+    summary: dict = {}
+    summary, first = tracker.handle("c2", summary, _final("c2", 0, "my card is four one one one one one one one"))
+    summary, second = tracker.handle("c2", summary, _final("c2", 1, "one one one one one one one one"))
+    assert "one" not in first.redacted_text and "one" not in second.redacted_text
+    for i in range(2, 8):
+        summary, _ = tracker.handle("c2", summary, _final("c2", i, "thank you"))
+    assert len(summary["seen"]) == 4 and summary["seen"][-1] == "c2/customer/7"
