@@ -12,7 +12,7 @@ APT_PACKAGES := cmake build-essential libboost-program-options-dev libboost-syst
 
 .PHONY: setup system-packages kenlm encoder general-lm asr demo test test-slow bench
 
-# The models too large to commit are built into the cache folder (models/runtime.py cache_root:
+# The models too large to commit are built into the cache folder (stream/cache.py cache_root:
 # $CALLSTREAM_CACHE_DIR, else $XDG_CACHE_HOME/callstream, else ~/.cache/callstream). Their targets
 # run at every set-up and return at once when the cache already holds them. system-packages also runs
 # every time (it only asks dpkg when nothing is missing), so a machine whose KenLM is already built

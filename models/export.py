@@ -24,7 +24,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import Tensor, nn
 
 from models.conformer import SUBSAMPLING, SUBSAMPLING_CONTEXT, Conformer
-from models.runtime import FORMAT
+from operators.acoustic import FORMAT
 from models.tokenizer import VOCAB
 from operators.features import FeatureConfig
 

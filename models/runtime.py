@@ -1,14 +1,13 @@
 """onnxruntime session factory for exported acoustic models (no torch).
 
 Every setting the runtime needs travels in the ONNX metadata (written by
-``models.export``) and is read here into a typed ``AcousticSpec``; the serving
-code never repeats those numbers.
+``models.export``) and is read into a typed ``operators.acoustic.AcousticSpec``;
+the serving code never repeats those numbers.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,26 +15,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from operators.features import FeatureConfig
+from operators.acoustic import AcousticSpec
+from stream.cache import cache_root
 from stream.errors import ModelError
 
-__all__ = ["ASSETS", "BUNDLED_HEAD", "FORMAT", "FORMATS", "WHISPER_FORMAT", "AcousticModel", "AcousticSpec",
-           "SessionOptions", "default_asr_dir", "default_model_path", "load_acoustic", "open_session"]
+__all__ = ["ASSETS", "BUNDLED_HEAD", "AcousticModel", "SessionOptions", "default_asr_dir", "default_model_path", "load_acoustic", "open_session"]
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-
-
-def cache_root() -> Path:
-    """Where set-up builds the models too large to commit (the sentence encoder, the general LM).
-
-    ``$CALLSTREAM_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/callstream``
-    (``~/.cache/callstream``): outside the work tree, so fresh clones on one
-    machine share it.
-    """
-    root = os.environ.get("CALLSTREAM_CACHE_DIR")
-    if root:
-        return Path(root)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "callstream"
 
 
 def default_general_lm() -> Path:
@@ -43,59 +29,6 @@ def default_general_lm() -> Path:
     # The suffix names the recipe (3: pocketsphinx's trigrams, models.sphinx_lm): a cache built
     # by another recipe is not reused.
     return cache_root() / "lm-general-en-3"
-FORMAT = "callstream-conformer-ctc-stream/1"  # the from-scratch Conformer-CTC (models.conformer)
-WHISPER_FORMAT = "callstream-whisper-ctc-stream/1"  # Whisper's encoder under a CTC head (models.train)
-FORMATS = (FORMAT, WHISPER_FORMAT)
-# The from-scratch model's caches: (layers, B, ...) attention and convolution caches, (B,) valid length.
-_CONFORMER_CACHE_AXES = {"att_cache": 1, "conv_cache": 1, "cache_len": 0}
-
-
-@dataclass(frozen=True)
-class AcousticSpec:
-    """What an exported streaming acoustic model expects and returns."""
-
-    chunk_frames: int  # encoder frames per chunk
-    left_frames: int  # encoder frames of attention cache
-    subsampling: int  # feature frames per encoder frame
-    context_frames: int  # extra feature frames each chunk needs (look-ahead or receptive field)
-    vocab: tuple[str, ...]  # index 0 is the CTC blank ("")
-    features: FeatureConfig
-    quantized: bool
-    cache_axes: dict[str, int]  # cache input name -> its batch axis; "cache_len" counts valid left frames
-    cache_init: dict[str, float]  # value a new stream's cache starts at (0 when not listed)
-    second_pass: str = ""  # "whisper": finals are decoded again from the utterance's features
-
-    @property
-    def chunk_feature_frames(self) -> int:
-        """Feature frames one full chunk consumes (the last ``context_frames`` are kept)."""
-        return self.chunk_frames * self.subsampling + self.context_frames
-
-    @property
-    def frame_seconds(self) -> float:
-        """Seconds of audio per encoder frame."""
-        return self.subsampling * self.features.frame_shift_ms / 1000.0
-
-    @classmethod
-    def from_metadata(cls, meta: dict[str, str]) -> "AcousticSpec":
-        if meta.get("format") not in FORMATS:
-            raise ModelError(f"expected model format in {FORMATS}, got {meta.get('format')!r}")
-        try:
-            return cls(
-                chunk_frames=int(meta["chunk_frames"]),
-                left_frames=int(meta["left_frames"]),
-                subsampling=int(meta["subsampling"]),
-                context_frames=int(meta["context_frames"]),
-                vocab=tuple(json.loads(meta["vocab"])),
-                features=FeatureConfig.from_metadata(meta),
-                quantized=meta.get("quantized") == "1",
-                cache_axes=json.loads(meta["cache_axes"]) if "cache_axes" in meta else dict(_CONFORMER_CACHE_AXES),
-                cache_init=json.loads(meta.get("cache_init", "{}")),
-                second_pass=meta.get("second_pass", ""),
-            )
-        except (KeyError, ValueError) as exc:
-            raise ModelError(f"model metadata is incomplete or invalid: {exc!r}") from None
-
-
 @dataclass(frozen=True)
 class SessionOptions:
     intra_op_threads: int = 1  # threads per session call; 0 lets onnxruntime decide

@@ -1,7 +1,9 @@
 """Streaming acoustic operator: log-mel frames in, CTC log-probs out, per-stream caches.
 
-The shared part is the onnxruntime session (``models.runtime.AcousticModel``);
-each stream's caches live in its ``AcousticState``. ``feed_batch`` runs one
+The shared part is the model session (``models.runtime.AcousticModel`` serves
+one; any ``StreamingModel`` does), described by its ``AcousticSpec``, which the
+runtime reads from the model's metadata; each stream's caches live in its
+``AcousticState``. ``feed_batch`` runs one
 chunk of many streams in a single session call, which is where the
 throughput of the server comes from. For a model whose finals get a second
 pass, the state keeps the feature frames its chunks consumed
@@ -11,14 +13,82 @@ pass, the state keeps the feature frames its chunks consumed
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
-from models.runtime import AcousticModel, AcousticSpec
+from operators.features import FeatureConfig
+from stream.errors import ModelError
 
-__all__ = ["AcousticOperator", "AcousticState"]
+__all__ = ["FORMAT", "FORMATS", "WHISPER_FORMAT", "AcousticOperator", "AcousticSpec", "AcousticState",
+           "StreamingModel"]
+
+FORMAT = "callstream-conformer-ctc-stream/1"  # the from-scratch Conformer-CTC (models.conformer)
+WHISPER_FORMAT = "callstream-whisper-ctc-stream/1"  # Whisper's encoder under a CTC head (models.train)
+FORMATS = (FORMAT, WHISPER_FORMAT)
+# The from-scratch model's caches: (layers, B, ...) attention and convolution caches, (B,) valid length.
+_CONFORMER_CACHE_AXES = {"att_cache": 1, "conv_cache": 1, "cache_len": 0}
+
+
+@dataclass(frozen=True)
+class AcousticSpec:
+    """What an exported streaming acoustic model expects and returns."""
+
+    chunk_frames: int  # encoder frames per chunk
+    left_frames: int  # encoder frames of attention cache
+    subsampling: int  # feature frames per encoder frame
+    context_frames: int  # extra feature frames each chunk needs (look-ahead or receptive field)
+    vocab: tuple[str, ...]  # index 0 is the CTC blank ("")
+    features: FeatureConfig
+    quantized: bool
+    cache_axes: dict[str, int]  # cache input name -> its batch axis; "cache_len" counts valid left frames
+    cache_init: dict[str, float]  # value a new stream's cache starts at (0 when not listed)
+    second_pass: str = ""  # "whisper": finals are decoded again from the utterance's features
+
+    @property
+    def chunk_feature_frames(self) -> int:
+        """Feature frames one full chunk consumes (the last ``context_frames`` are kept)."""
+        return self.chunk_frames * self.subsampling + self.context_frames
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds of audio per encoder frame."""
+        return self.subsampling * self.features.frame_shift_ms / 1000.0
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str]) -> "AcousticSpec":
+        if meta.get("format") not in FORMATS:
+            raise ModelError(f"expected model format in {FORMATS}, got {meta.get('format')!r}")
+        try:
+            return cls(
+                chunk_frames=int(meta["chunk_frames"]),
+                left_frames=int(meta["left_frames"]),
+                subsampling=int(meta["subsampling"]),
+                context_frames=int(meta["context_frames"]),
+                vocab=tuple(json.loads(meta["vocab"])),
+                features=FeatureConfig.from_metadata(meta),
+                quantized=meta.get("quantized") == "1",
+                cache_axes=json.loads(meta["cache_axes"]) if "cache_axes" in meta else dict(_CONFORMER_CACHE_AXES),
+                cache_init=json.loads(meta.get("cache_init", "{}")),
+                second_pass=meta.get("second_pass", ""),
+            )
+        except (KeyError, ValueError) as exc:
+            raise ModelError(f"model metadata is incomplete or invalid: {exc!r}") from None
+
+
+class StreamingModel(Protocol):
+    """A streaming acoustic model session: its spec, a new stream's caches, and one batched step."""
+
+    spec: AcousticSpec
+
+    def init_cache(self) -> dict[str, np.ndarray]: ...
+
+    def step(
+        self, feats: np.ndarray, caches: list[dict[str, np.ndarray]]
+    ) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]: ...
 
 
 @dataclass
@@ -42,7 +112,7 @@ class AcousticState:
 
 
 class AcousticOperator:
-    def __init__(self, model: AcousticModel) -> None:
+    def __init__(self, model: StreamingModel) -> None:
         self.model = model
         self.spec: AcousticSpec = model.spec
 

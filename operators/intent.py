@@ -27,7 +27,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from models.runtime import cache_root
+from stream.cache import cache_root
 from stream.errors import ModelError
 from stream.events import IntentResult
 
@@ -56,7 +56,7 @@ DEFAULT_HEAD = ASSETS / "intent_banking77.npz"
 def default_encoder_dir() -> Path:
     """Where ``models.encoder_export.ensure_encoder`` builds the encoder.
 
-    ``minilm-l6-v2/`` under ``models.runtime.cache_root()``.
+    ``minilm-l6-v2/`` under ``stream.cache.cache_root()``.
     """
     return cache_root() / "minilm-l6-v2"
 
