@@ -20,6 +20,7 @@ from tqdm import tqdm
 from models.metrics import ErrorCounter
 from operators.audio import encode_audio
 from operators.spoken_form import normalize_text
+from stream import captions, codec
 from stream.errors import AudioFileError, InputError
 from stream.events import Final, StreamConfig
 from stream.app import add_decoding_arguments, build_pipeline, decoding_from_args
@@ -29,6 +30,7 @@ __all__ = ["slot_hits", "add_eval_arguments", "add_transcribe_arguments", "evalu
            "run_transcribe", "transcribe_file"]
 
 CHUNK_S = 0.1
+FORMATS = ("txt", "vtt", "srt", "json")
 
 
 def read_audio(path: Path) -> tuple[np.ndarray, int]:
@@ -148,28 +150,52 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def add_transcribe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", type=Path, nargs="+", help="WAV or FLAC files, any sample rate")
+    p.add_argument("--format", choices=FORMATS, default="txt",
+                   help="txt: the transcript; vtt, srt: captions timed by the words; json: the finals, one per line")
+    p.add_argument("--output-dir", type=Path,
+                   help="write FILE's stem plus .txt/.vtt/.srt/.json here instead of printing (needed for "
+                        "vtt and srt of several files)")
     p.add_argument("--model", type=Path)
     p.add_argument("--words", action="store_true", help="also print word timings and confidences")
     add_decoding_arguments(p)
 
 
+def _render(finals: list[Final], fmt: str) -> str:
+    if fmt == "vtt":
+        return captions.webvtt(captions.cues(finals))
+    if fmt == "srt":
+        return captions.srt(captions.cues(finals))
+    return "".join(codec.encode(f).decode() + "\n" for f in finals)
+
+
 def run_transcribe(args: argparse.Namespace) -> int:
+    if args.format in ("vtt", "srt") and len(args.files) > 1 and args.output_dir is None:
+        raise InputError(f"--format {args.format} of several files needs --output-dir: one caption file each")
+    if args.output_dir is not None:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
     pipeline = build_pipeline(model=args.model, decoding=decoding_from_args(args))
     failed = 0
     for path in args.files:
         try:
-            finals, seconds = transcribe_file(pipeline, path)
+            finals, seconds = transcribe_file(pipeline, path, stream_id=path.stem)
         except AudioFileError as e:
             print(f"callstream transcribe: {e}", file=sys.stderr)
             failed += 1
             continue
         text = " ".join(f.text for f in finals if f.text)
-        print(f"{path}\t{text}" if len(args.files) > 1 else text)
-        if args.words:
-            for f in finals:
-                for w in f.words:
-                    print(f"  {w.start:7.2f} {w.end:7.2f} {w.confidence:5.2f} {w.text}")
-        if not finals:
-            print(f"  (no speech recognised in {seconds:.1f} s of audio)")
+        if args.format == "txt":
+            lines = [f"{path}\t{text}" if len(args.files) > 1 and args.output_dir is None else text]
+            if args.words:
+                lines += [f"  {w.start:7.2f} {w.end:7.2f} {w.confidence:5.2f} {w.text}" for f in finals for w in f.words]
+            if not finals:
+                lines.append(f"  (no speech recognised in {seconds:.1f} s of audio)")
+            rendered = "".join(line + "\n" for line in lines)
+        else:
+            rendered = _render(finals, args.format)
+        if args.output_dir is None:
+            sys.stdout.write(rendered)
+        else:
+            out = args.output_dir / f"{path.stem}.{args.format}"
+            out.write_text(rendered, encoding="utf-8")
+            print(f"{path} -> {out}")
     return 1 if failed else 0
-

@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "dev-broker": ("stream.devbroker", "add_arguments", "run", "local Kafka-protocol broker (Tansu) on 127.0.0.1"),
     "demo": ("stream.demo", "add_arguments", "run", "transcribe and enrich the bundled sample call in-process"),
     "transcribe": ("models.evaluate", "add_transcribe_arguments", "run_transcribe",
-                   "print the transcript of WAV/FLAC files (any sample rate)"),
+                   "the transcript or captions (vtt, srt) of WAV/FLAC files (any sample rate)"),
     "eval-asr": ("models.evaluate", "add_eval_arguments", "run_eval",
                  "streaming WER, CER and real-time factor on a manifest"),
     "train-asr": ("models.train.recipe", "add_arguments", "run",
