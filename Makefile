@@ -66,4 +66,4 @@ test-slow: setup
 # The benchmark suite (peers need the [bench] extra); BENCH_ARGS=--quick for a 2-minute run.
 bench: setup
 	$(BIN)/pip install --quiet -e ".[bench]"
-	$(BIN)/python -m bench --json $(BENCH_ARGS)
+	$(BIN)/callstream bench --json $(BENCH_ARGS)

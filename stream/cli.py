@@ -48,6 +48,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "build-encoder": ("models.encoder_export", "add_arguments", "run",
                       "export the sentence encoder to ONNX from its wheel (set-up does this once)"),
     "schema": ("stream.schema_cmd", "add_arguments", "run", "print the JSON Schema of every message"),
+    "bench": ("bench.__main__", "add_arguments", "run", "the benchmark suite: one table per area, headline figures"),
 }
 
 
