@@ -26,8 +26,8 @@ from stream.events import Final, StreamConfig
 from stream.app import add_decoding_arguments, build_pipeline, decoding_from_args
 from stream.pipeline import Pipeline
 
-__all__ = ["slot_hits", "add_eval_arguments", "add_transcribe_arguments", "evaluate_manifest", "read_audio", "run_eval",
-           "run_transcribe", "transcribe_file"]
+__all__ = ["slot_hits", "add_eval_arguments", "add_transcribe_arguments", "evaluate_manifest", "read_audio", "read_call",
+           "run_eval", "run_transcribe", "transcribe_file"]
 
 CHUNK_S = 0.1
 FORMATS = ("txt", "vtt", "srt", "json")
@@ -61,6 +61,13 @@ def transcribe_file(pipeline: Pipeline, path: Path, stream_id: str = "file") -> 
         events += pipeline.feed(state, encode_audio(mono[i : i + step], "f32"))
     events += pipeline.finish(state)
     return [e for e in events if isinstance(e, Final)], mono.size / sr
+
+
+def read_call(path: Path) -> tuple[np.ndarray, int, str]:
+    """``read_audio``, and the encoding to send the call in: the file's own µ-law or A-law, else pcm16."""
+    x, sr = read_audio(path)
+    subtype = sf.info(path).subtype
+    return x, sr, {"ULAW": "mulaw", "ALAW": "alaw"}.get(subtype, "pcm16")
 
 
 def evaluate_manifest(pipeline: Pipeline, manifest: Path, hyps_out: Path | None = None) -> dict[str, float]:
