@@ -2,7 +2,8 @@
 
 The call (stereo, 8 kHz, mu-law; agent left, customer right) is sent through
 the in-process pipeline in 20 ms frames, as a telephony source would send
-it, and every event is printed as it comes out.
+it, and every event is printed as it comes out. ``--kafka`` sends it through
+the Kafka flow instead (``stream.kafka_demo``).
 """
 
 from __future__ import annotations
@@ -28,10 +29,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, help="ONNX acoustic model (default: the bundled int8 model)")
     p.add_argument("--realtime", action="store_true", help="send audio at real-time pace")
     p.add_argument("--partials", action="store_true", help="print every partial, not just finals")
+    p.add_argument("--kafka", action="store_true",
+                   help="through Kafka: a local broker, the ASR worker and the Faust agents, stopped at the end")
+    p.add_argument("--timeout", type=float, default=120.0,
+                   help="with --kafka: seconds to wait for every final to be enriched")
     add_decoding_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.kafka:
+        from stream.kafka_demo import run_kafka
+
+        return run_kafka(args)
     audio, rate, encoding = read_call(args.audio)
     pipeline = build_pipeline(model=args.model, decoding=decoding_from_args(args), enrich=True)
     channels = audio.shape[1]

@@ -88,6 +88,7 @@ def start_broker(port: int = 0, timeout_s: float = 10.0) -> DevBroker:
 
 @dataclass
 class AgentsLog:
+    process: subprocess.Popen[bytes] | None = None  # the running ``callstream agents``
     text: str = ""  # the agents' output, filled when they stop
 
 
@@ -108,6 +109,7 @@ def running_agents(bootstrap: str, app_id: str, transcripts_topic: str, enriched
             stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))},
         )
+        log.process = proc
         try:
             yield log
         finally:
