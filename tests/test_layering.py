@@ -6,6 +6,7 @@ import sys
 import pytest
 
 SERVING_MODULES = [
+    "stream.display", "stream.captions", "stream.kafka_client", "stream.kafka_demo",
     "stream.codec", "stream.events", "stream.cli", "stream.pipeline", "stream.app", "stream.websocket",
     "stream.batcher", "stream.demo", "operators.audio", "operators.features", "operators.acoustic", "operators.ctc",
     "models.runtime", "models.evaluate", "models.lm", "models.second_pass", "operators.align",
