@@ -10,7 +10,7 @@ APT_PACKAGES := cmake build-essential libboost-program-options-dev libboost-syst
 	libboost-test-dev libeigen3-dev zlib1g-dev libbz2-dev liblzma-dev espeak-ng flite festival \
 	festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k wordnet-base fortunes chromium
 
-.PHONY: setup system-packages kenlm encoder general-lm asr demo test test-slow bench
+.PHONY: setup system-packages kenlm encoder general-lm asr demo demo-kafka test test-slow bench
 
 # The models too large to commit are built into the cache folder (stream/cache.py cache_root:
 # $CALLSTREAM_CACHE_DIR, else $XDG_CACHE_HOME/callstream, else ~/.cache/callstream). Their targets
@@ -60,6 +60,10 @@ asr: $(STAMP)
 demo: setup
 	$(BIN)/callstream demo
 
+# The same call through Kafka: a local broker, the ASR worker and the Faust agents, all stopped at the end.
+demo-kafka: setup
+	$(BIN)/callstream demo --kafka
+
 test: setup
 	$(BIN)/python -m pytest -q
 
@@ -69,4 +73,4 @@ test-slow: setup
 # The benchmark suite (peers need the [bench] extra); BENCH_ARGS=--quick for a 2-minute run.
 bench: setup
 	$(BIN)/pip install --quiet -e ".[bench]"
-	$(BIN)/python -m bench --json $(BENCH_ARGS)
+	$(BIN)/callstream bench --json $(BENCH_ARGS)

@@ -1,9 +1,10 @@
-"""The benchmark suite: ``make bench`` (or ``python -m bench [--quick] [--json]``).
+"""The benchmark suite: ``callstream bench [--quick] [--json] [--only AREA]``, ``python -m bench``, ``make bench``.
 
 Prints one table per area and writes the raw numbers to ``--out``. With
 ``--json`` the last line is one JSON object of the headline figures. Peers
-need the ``[bench]`` extra. Absolute times are this machine's; read the
-ratios and the medians.
+need the ``[bench]`` extra; the dev-audio areas read ``../shared/data`` beside
+the source tree. Absolute times are this machine's; read the ratios and the
+medians.
 """
 
 from __future__ import annotations
@@ -18,25 +19,33 @@ import platform
 import time
 from pathlib import Path
 
-from bench.common import ROOT
+__all__ = ["AREAS", "add_arguments", "main", "run"]
 
 AREAS = ("acoustic", "decoder", "hotwords", "streams", "websocket", "kafka", "spoken-intent", "peers", "asr-dev",
          "redaction")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="a smaller run (under 2 minutes)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of headline figures")
     p.add_argument("--only", choices=AREAS, action="append", help="run only these areas (repeatable)")
-    p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "bench.json")
+    p.add_argument("--out", type=Path, default=Path("runs") / "bench" / "bench.json",
+                   help="the raw figures (JSON), relative to the current folder")
     p.add_argument("--serve-threads", type=int, default=1,
                    help="onnxruntime threads of the serving runs (streams, websocket); the CTC decoding "
                         "thread takes another core")
     p.add_argument("--processes", type=int, default=os.cpu_count() or 1,
                    help="serving processes of the concurrent-streams run (besides the one-process run); "
                         "default: one per core")
-    args = p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     areas = args.only or list(AREAS)
     quick = args.quick
     raw: dict[str, object] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

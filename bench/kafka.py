@@ -11,13 +11,15 @@ to the last enriched record.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.common import ROOT, percentile, table
+from bench.common import percentile, table
 from stream import codec
 from stream.devbroker import TANSU_FETCH_MAX_WAIT_MS, running_agents, running_broker
 from stream.events import Enriched, Final, Word
@@ -98,7 +100,8 @@ async def _measure(bootstrap: str, topics: list[str], n: int) -> dict:
 def transcript_to_enriched(n: int) -> tuple[str, dict]:
     tag = uuid.uuid4().hex[:8]
     topics = [f"bench-tr-{tag}", f"bench-en-{tag}"]
-    with running_broker() as broker, running_agents(broker.bootstrap, f"bench-{tag}", *topics, cwd=ROOT / "runs"):
+    with running_broker() as broker, tempfile.TemporaryDirectory(prefix="callstream-agents-") as tables, \
+            running_agents(broker.bootstrap, f"bench-{tag}", *topics, cwd=Path(tables)):
         r = asyncio.run(_measure(broker.bootstrap, topics, n))
     text = table(f"Kafka -> Faust agents -> Kafka on the local broker (Tansu), {n} finals",
                  ["measure", "value"],

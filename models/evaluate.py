@@ -19,18 +19,19 @@ import soundfile as sf
 from tqdm import tqdm
 
 from models.metrics import ErrorCounter
-from operators.audio import encode_audio
 from operators.redaction import check_modes
 from operators.spoken_form import normalize_text
+from stream import captions, codec
 from stream.errors import AudioFileError, InputError
 from stream.events import Final, StreamConfig
 from stream.app import add_decoding_arguments, build_pipeline, decoding_from_args
 from stream.pipeline import Pipeline
 
-__all__ = ["slot_hits", "add_eval_arguments", "add_transcribe_arguments", "evaluate_manifest", "read_audio", "run_eval",
-           "run_transcribe", "transcribe_file"]
+__all__ = ["slot_hits", "add_eval_arguments", "add_transcribe_arguments", "evaluate_manifest", "read_audio", "read_call",
+           "run_eval", "run_transcribe", "transcribe_file"]
 
 CHUNK_S = 0.1
+FORMATS = ("txt", "vtt", "srt", "json")
 
 
 def read_audio(path: Path) -> tuple[np.ndarray, int]:
@@ -68,6 +69,13 @@ def transcribe_file(pipeline: Pipeline, path: Path, stream_id: str = "file", *,
         events += pipeline.decode_streams([state])
     events += pipeline.finish(state)
     return [e for e in events if isinstance(e, Final)], mono.size / sr
+
+
+def read_call(path: Path) -> tuple[np.ndarray, int, str]:
+    """``read_audio``, and the encoding to send the call in: the file's own µ-law or A-law, else pcm16."""
+    x, sr = read_audio(path)
+    subtype = sf.info(path).subtype
+    return x, sr, {"ULAW": "mulaw", "ALAW": "alaw"}.get(subtype, "pcm16")
 
 
 def evaluate_manifest(pipeline: Pipeline, manifest: Path, hyps_out: Path | None = None) -> dict[str, float]:
@@ -157,6 +165,11 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def add_transcribe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", type=Path, nargs="+", help="WAV or FLAC files, any sample rate")
+    p.add_argument("--format", choices=FORMATS, default="txt",
+                   help="txt: the transcript; vtt, srt: captions timed by the words; json: the finals, one per line")
+    p.add_argument("--output-dir", type=Path,
+                   help="write FILE's stem plus .txt/.vtt/.srt/.json here instead of printing (needed for "
+                        "vtt and srt of several files)")
     p.add_argument("--model", type=Path)
     p.add_argument("--words", action="store_true", help="also print word timings and confidences")
     p.add_argument("--redact", default=",".join(StreamConfig().redact),
@@ -165,7 +178,19 @@ def add_transcribe_arguments(p: argparse.ArgumentParser) -> None:
     add_decoding_arguments(p)
 
 
+def _render(finals: list[Final], fmt: str) -> str:
+    if fmt == "vtt":
+        return captions.webvtt(captions.cues(finals))
+    if fmt == "srt":
+        return captions.srt(captions.cues(finals))
+    return "".join(codec.encode(f).decode() + "\n" for f in finals)
+
+
 def run_transcribe(args: argparse.Namespace) -> int:
+    if args.format in ("vtt", "srt") and len(args.files) > 1 and args.output_dir is None:
+        raise InputError(f"--format {args.format} of several files needs --output-dir: one caption file each")
+    if args.output_dir is not None:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
     pipeline = build_pipeline(model=args.model, decoding=decoding_from_args(args))
     try:
         redact = () if args.redact == "none" else check_modes([m.strip() for m in args.redact.split(",") if m.strip()])
@@ -175,18 +200,25 @@ def run_transcribe(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
         try:
-            finals, seconds = transcribe_file(pipeline, path, redact=redact)
+            finals, seconds = transcribe_file(pipeline, path, stream_id=path.stem, redact=redact)
         except AudioFileError as e:
             print(f"callstream transcribe: {e}", file=sys.stderr)
             failed += 1
             continue
         text = " ".join(f.text for f in finals if f.text)
-        print(f"{path}\t{text}" if len(args.files) > 1 else text)
-        if args.words:
-            for f in finals:
-                for w in f.words:
-                    print(f"  {w.start:7.2f} {w.end:7.2f} {w.confidence:5.2f} {w.text}")
-        if not finals:
-            print(f"  (no speech recognised in {seconds:.1f} s of audio)")
+        if args.format == "txt":
+            lines = [f"{path}\t{text}" if len(args.files) > 1 and args.output_dir is None else text]
+            if args.words:
+                lines += [f"  {w.start:7.2f} {w.end:7.2f} {w.confidence:5.2f} {w.text}" for f in finals for w in f.words]
+            if not finals:
+                lines.append(f"  (no speech recognised in {seconds:.1f} s of audio)")
+            rendered = "".join(line + "\n" for line in lines)
+        else:
+            rendered = _render(finals, args.format)
+        if args.output_dir is None:
+            sys.stdout.write(rendered)
+        else:
+            out = args.output_dir / f"{path.stem}.{args.format}"
+            out.write_text(rendered, encoding="utf-8")
+            print(f"{path} -> {out}")
     return 1 if failed else 0
-

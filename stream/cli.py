@@ -28,9 +28,14 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "asr-worker": ("stream.kafka", "add_arguments", "run", "Kafka ASR worker: audio topic in, transcripts out"),
     "agents": ("stream.agents", "add_arguments", "run", "Faust agents: enrich transcripts (intent, filters)"),
     "dev-broker": ("stream.devbroker", "add_arguments", "run", "local Kafka-protocol broker (Tansu) on 127.0.0.1"),
-    "demo": ("stream.demo", "add_arguments", "run", "transcribe and enrich the bundled sample call in-process"),
+    "kafka-send": ("stream.kafka_client", "add_send_arguments", "run_send",
+                   "send audio files to the Kafka audio topic, one call each (the reference producer)"),
+    "kafka-tail": ("stream.kafka_client", "add_tail_arguments", "run_tail",
+                   "print the events of the enriched or transcripts topic"),
+    "demo": ("stream.demo", "add_arguments", "run",
+             "transcribe and enrich the bundled sample call in-process (--kafka: through Kafka)"),
     "transcribe": ("models.evaluate", "add_transcribe_arguments", "run_transcribe",
-                   "print the transcript of WAV/FLAC files (any sample rate)"),
+                   "the transcript or captions (vtt, srt) of WAV/FLAC files (any sample rate)"),
     "eval-asr": ("models.evaluate", "add_eval_arguments", "run_eval",
                  "streaming WER, CER and real-time factor on a manifest"),
     "train-asr": ("models.train.recipe", "add_arguments", "run",
@@ -50,6 +55,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "build-encoder": ("models.encoder_export", "add_arguments", "run",
                       "export the sentence encoder to ONNX from its wheel (set-up does this once)"),
     "schema": ("stream.schema_cmd", "add_arguments", "run", "print the JSON Schema of every message"),
+    "bench": ("bench.__main__", "add_arguments", "run", "the benchmark suite: one table per area, headline figures"),
 }
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "decode_client",
     "encode",
     "encode_client",
+    "end_of_call_record",
     "json_schema",
 ]
 
@@ -266,6 +267,11 @@ def audio_to_record(chunk: AudioChunk) -> tuple[bytes, bytes, list[tuple[str, by
         ("cs-sample-offset", str(chunk.sample_offset).encode()),
     ]
     return chunk.stream_id.encode("utf-8"), chunk.payload, headers
+
+
+def end_of_call_record(call_id: str) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """Kafka record that ends a call: (key=call id, empty value, headers with ``cs-end: 1``)."""
+    return call_id.encode("utf-8"), b"", [("cs-v", str(SCHEMA_VERSION).encode()), ("cs-end", b"1")]
 
 
 def audio_from_record(

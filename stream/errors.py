@@ -12,7 +12,8 @@
     │   │   └── UnsupportedVersion  a message whose schema version we do not speak
     │   ├── LimitExceeded           a per-connection limit (rate, session length) was passed
     │   └── ResumeError             a session resume that cannot continue (not held, gap, format)
-    └── ModelError                  a model file that does not load or lacks metadata
+    ├── ModelError                  a model file that does not load or lacks metadata
+    └── TransportError              a Kafka broker out of reach, or a flow through it that does not finish in time
 
 Rules: an ``InputError`` becomes an ``Error`` event for its stream and never
 kills a worker. Programmer misuse (wrong types, broken invariants) raises the
@@ -32,6 +33,7 @@ __all__ = [
     "LimitExceeded",
     "ModelError",
     "ResumeError",
+    "TransportError",
     "UnsupportedVersion",
 ]
 
@@ -88,3 +90,7 @@ class ResumeError(InputError):
             raise ValueError(f"unknown resume error code {code!r}")
         super().__init__(message)
         self.code = code
+
+
+class TransportError(CallstreamError):
+    """A Kafka broker out of reach, or a flow through it that does not finish in time."""

@@ -247,16 +247,16 @@ class _Listener(ConsumerRebalanceListener):
         await self.worker.load_state()
 
 
-async def ensure_topics(cfg: KafkaConfig) -> None:
-    """Create the topics the flow uses, if missing, with ``cfg.partitions`` partitions."""
+async def ensure_topics(cfg: KafkaConfig, only: Sequence[str] | None = None) -> None:
+    """Create the topics the flow uses (or ``only`` these of them), if missing, with ``cfg.partitions`` partitions."""
     admin = AIOKafkaAdminClient(bootstrap_servers=cfg.bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [cfg.audio_topic, cfg.transcripts_topic, cfg.enriched_topic, cfg.dead_letter_topic]
-        topics = [NewTopic(t, cfg.partitions, 1) for t in wanted if t not in existing]
-        if cfg.state_topic not in existing:
-            topics.append(NewTopic(cfg.state_topic, 1, 1, topic_configs={"cleanup.policy": "compact"}))
+        flow = [cfg.audio_topic, cfg.transcripts_topic, cfg.enriched_topic, cfg.dead_letter_topic, cfg.state_topic]
+        missing = [t for t in flow if t not in existing and (only is None or t in only)]
+        topics = [NewTopic(t, 1, 1, topic_configs={"cleanup.policy": "compact"}) if t == cfg.state_topic
+                  else NewTopic(t, cfg.partitions, 1) for t in missing]
         if topics:
             try:
                 await admin.create_topics(topics)

@@ -92,3 +92,32 @@ def test_slot_recall_counts_values_said_word_for_word():
     assert slot_hits("{}", "anything") == (0, 0)
     with pytest.raises(InputError, match="not JSON"):
         slot_hits("{size", "x")
+
+
+def test_transcribe_writes_captions_and_events_timed_by_the_words(files, capsys, tmp_path):
+    from stream import codec
+
+    rc, text, _ = _transcript(capsys, files / "float.wav")
+    assert rc == 0
+    rc, vtt, _ = _transcript(capsys, "--format", "vtt", files / "float.wav")
+    assert rc == 0 and vtt.startswith("WEBVTT\n\n")
+    rc, srt, _ = _transcript(capsys, "--format", "srt", files / "float.wav")
+    rc, lines, _ = _transcript(capsys, "--format", "json", files / "float.wav")
+    finals = [codec.decode(line) for line in lines.splitlines()]
+    assert " ".join(f.text for f in finals) == text.strip()
+    assert finals[0].stream_id == "float" and finals[0].utterance_id == "float/mono/0"
+    times = re.findall(r"^(\d\d:\d\d:\d\d\.\d{3}) --> (\d\d:\d\d:\d\d\.\d{3})$", vtt, re.M)
+    assert times and times == [(a.replace(",", "."), b.replace(",", "."))
+                               for a, b in re.findall(r"^(\S+) --> (\S+)$", srt, re.M)]
+    first_word, first_cue = finals[0].words[0], vtt.split("\n\n")[1].splitlines()
+    assert first_cue[0].startswith(f"00:00:{first_word.start:06.3f} --> ")
+    assert first_cue[1].split()[0] == first_word.text
+
+    rc, _, err = _transcript(capsys, "--format", "srt", files / "float.wav", files / "pcm24.wav")
+    assert rc == 2 and err == "callstream transcribe: error: --format srt of several files needs --output-dir: " \
+                              "one caption file each\n"
+    rc, out, _ = _transcript(capsys, "--format", "srt", "--output-dir", tmp_path, files / "float.wav",
+                             files / "pcm24.wav")
+    assert rc == 0 and (tmp_path / "float.srt").read_text() == srt == (tmp_path / "pcm24.srt").read_text()
+    assert out.splitlines() == [f"{files / 'float.wav'} -> {tmp_path / 'float.srt'}",
+                                f"{files / 'pcm24.wav'} -> {tmp_path / 'pcm24.srt'}"]
