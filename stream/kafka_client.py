@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from models.evaluate import read_call
 from operators.audio import encode_audio
+from operators.redaction import check_modes
 from stream import codec
 from stream.display import EventPrinter
 from stream.errors import CodecError, InputError, TransportError
@@ -64,17 +65,22 @@ def load_call(path: Path, call_id: str | None = None) -> Call:
     return Call(call_id or f"{path.stem}-{uuid.uuid4().hex[:8]}", audio, rate, encoding, path.name)
 
 
-def call_records(call: Call, chunk_s: float = CHUNK_S) -> Iterator[tuple[float, tuple[bytes, bytes, list[tuple[str, bytes]]]]]:
+def call_records(call: Call, chunk_s: float = CHUNK_S, redact: str | None = None,
+                 ) -> Iterator[tuple[float, tuple[bytes, bytes, list[tuple[str, bytes]]]]]:
     """The call's records in order, each with the audio time (s) by which a live source has it.
 
-    Audio records of ``chunk_s`` each, then the record that ends the call.
+    Audio records of ``chunk_s`` each, then the record that ends the call. ``redact``
+    (header ``cs-redact``: modes, comma-separated, or "none") goes on every audio record.
     """
     step = max(1, int(call.sample_rate * chunk_s))
     frames, channels = call.audio.shape
     for seq, i in enumerate(range(0, frames, step)):
         chunk = AudioChunk(call.call_id, seq, i, call.sample_rate, call.encoding, channels,
                            encode_audio(call.audio[i : i + step], call.encoding))
-        yield min(i + step, frames) / call.sample_rate, codec.audio_to_record(chunk)
+        key, value, headers = codec.audio_to_record(chunk)
+        if redact is not None:
+            headers.append(("cs-redact", redact.encode()))
+        yield min(i + step, frames) / call.sample_rate, (key, value, headers)
     yield frames / call.sample_rate, codec.end_of_call_record(call.call_id)
 
 
@@ -101,7 +107,8 @@ async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer, bootstrap: s
 
 
 async def send_calls(bootstrap: str, topic: str, calls: Sequence[Call], *, realtime: bool = False,
-                     chunk_s: float = CHUNK_S, on_sent: Callable[[Call, int], None] | None = None) -> list[int]:
+                     chunk_s: float = CHUNK_S, on_sent: Callable[[Call, int], None] | None = None,
+                     redact: str | None = None) -> list[int]:
     """Send the calls side by side (each in order); the number of records of each.
 
     ``realtime`` sends each record when a live source would have its audio.
@@ -112,7 +119,8 @@ async def send_calls(bootstrap: str, topic: str, calls: Sequence[Call], *, realt
     await start_client(producer, bootstrap)
     try:
         await ensure_topics(KafkaConfig(bootstrap=bootstrap, audio_topic=topic), only=[topic])
-        return list(await asyncio.gather(*(_send(producer, topic, c, realtime, chunk_s, on_sent) for c in calls)))
+        return list(await asyncio.gather(*(_send(producer, topic, c, realtime, chunk_s, on_sent, redact)
+                                           for c in calls)))
     except KafkaError as e:
         raise TransportError(f"sending to Kafka at {bootstrap} failed: {e}") from e
     finally:
@@ -120,11 +128,11 @@ async def send_calls(bootstrap: str, topic: str, calls: Sequence[Call], *, realt
 
 
 async def _send(producer: AIOKafkaProducer, topic: str, call: Call, realtime: bool, chunk_s: float,
-                on_sent: Callable[[Call, int], None] | None) -> int:
+                on_sent: Callable[[Call, int], None] | None, redact: str | None) -> int:
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     pending = []
-    for at, (key, value, headers) in call_records(call, chunk_s):
+    for at, (key, value, headers) in call_records(call, chunk_s, redact):
         if realtime:
             await asyncio.sleep(max(0.0, t0 + at - loop.time()))
         # aiokafka keeps one request in flight per broker, so the records of a call stay in order.
@@ -178,6 +186,8 @@ def add_send_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-ms", type=int, default=int(CHUNK_S * 1000), help="audio per record")
     p.add_argument("--bootstrap", default=_DEFAULTS.bootstrap, help="Kafka bootstrap servers")
     p.add_argument("--topic", default=_DEFAULTS.audio_topic, help="the audio topic")
+    p.add_argument("--redact", help="the calls' redaction modes (header cs-redact): comma-separated pci, ssn, phone, "
+                                    "email, dob, numbers, or 'none' for raw transcripts (default: the worker's)")
 
 
 def run_send(args: argparse.Namespace) -> int:
@@ -185,6 +195,11 @@ def run_send(args: argparse.Namespace) -> int:
         raise InputError("--call-id names one call: give one FILE")
     if args.chunk_ms <= 0:
         raise InputError(f"--chunk-ms must be positive, got {args.chunk_ms}")
+    if args.redact is not None and args.redact != "none":
+        try:
+            check_modes([m.strip() for m in args.redact.split(",") if m.strip()])
+        except ValueError as e:
+            raise InputError(f"--redact: {e}") from None
     calls = [load_call(path, args.call_id) for path in args.files]
 
     def sent(call: Call, records: int) -> None:
@@ -192,7 +207,7 @@ def run_send(args: argparse.Namespace) -> int:
               f"{call.sample_rate} Hz {call.encoding}: {records} records to {args.topic}", flush=True)
 
     asyncio.run(send_calls(args.bootstrap, args.topic, calls, realtime=args.realtime,
-                           chunk_s=args.chunk_ms / 1000, on_sent=sent))
+                           chunk_s=args.chunk_ms / 1000, on_sent=sent, redact=args.redact))
     return 0
 
 

@@ -96,11 +96,22 @@ def test_kafka_send_realtime_paces_the_call_under_its_own_id(broker, calls, caps
     assert capsys.readouterr().out.startswith("mono.flac: call my-call, 0.6 s")
 
 
+def test_kafka_send_names_the_calls_redaction_on_every_audio_record(broker, calls):
+    topic = f"audio-{uuid.uuid4().hex[:8]}"
+    assert main(["kafka-send", str(calls / "mono.flac"), "--redact", "pci,phone", "--bootstrap", broker.bootstrap,
+                 "--topic", topic]) == 0
+    records, _ = _consume(broker.bootstrap, topic, 7)
+    audio = [r for r in records if r.value]
+    assert audio and all(("cs-redact", b"pci,phone") in r.headers for r in audio)
+
+
 def test_kafka_send_refuses_bad_arguments_in_one_line(calls, capsys):
     assert main(["kafka-send", str(calls / "absent.wav")]) == 2
     assert capsys.readouterr().err == f"callstream kafka-send: error: {calls / 'absent.wav'}: no such file\n"
     assert main(["kafka-send", str(calls / "mono.flac"), str(calls / "stereo.wav"), "--call-id", "x"]) == 2
     assert capsys.readouterr().err == "callstream kafka-send: error: --call-id names one call: give one FILE\n"
+    assert main(["kafka-send", str(calls / "mono.flac"), "--redact", "cards"]) == 2
+    assert "--redact: unknown redaction mode cards" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [["kafka-send", "mono.flac"], ["kafka-tail"]], ids=["send", "tail"])
