@@ -97,7 +97,7 @@ def build_pipeline(
 
         enricher = default_enricher()
     return Pipeline(
-        acoustic=acoustic, decoder=decoder, decoder_no_lm=no_lm, endpoint=endpoint,
+        acoustic=acoustic, ctc=decoder, ctc_no_lm=no_lm, endpoint=endpoint,
         enricher=(lambda state, final, mask: enricher.enrich(state, final, mask_profanity=mask)) if enricher else None,
         new_enrich_state=enricher.new_state if enricher else None, vad_endpoint=decoding.vad_endpoint,
         second_pass=rescorer,

@@ -177,7 +177,7 @@ class AsrWorker:
             await self._producer.flush()
             # The open utterances now begin inside this record: replay from it.
             call.resume_offset = offset
-            next_index = {ch.name: ch.decoder.utterance_index for ch in call.state.channels}
+            next_index = {ch.name: ch.search.utterance_index for ch in call.state.channels}
             await self._write_state(call.state.stream_id, {"offset": offset, "next": next_index})
         if any(isinstance(ev, EndOfStream) for ev in events):
             await self._producer.flush()

@@ -20,6 +20,7 @@ Nothing here does I/O or waits; transports run the calls off their event loop.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -37,7 +38,7 @@ from operators.vad import EnergyVad, VadConfig, VadState
 from stream.errors import ConfigError
 from stream.events import EndOfStream, Enriched, Event, Final, Partial, StreamConfig, Word
 
-__all__ = ["ChannelState", "Enricher", "Pipeline", "StreamState", "channel_names"]
+__all__ = ["ChannelState", "Checkpoint", "EnrichFn", "Pipeline", "StreamState", "channel_names"]
 
 # Near-silence fed after the last audio of a stream. CTC emits a character a few frames after
 # its sound, so a clip cut right after its last word lost it (FSDD dev WER 0.468 -> 0.430 with it).
@@ -51,7 +52,7 @@ _QUIET_CONTEXT_S = 0.48
 
 
 # (per-stream enrichment state, final) -> enriched event; the state is opaque here.
-Enricher = Callable[[object, Final, bool], Enriched]
+EnrichFn = Callable[[object, Final, bool], Enriched]
 # Log-mel frames (T, mel) of utterances -> their transcripts (models.second_pass.SecondPass.transcribe).
 Rescorer = Callable[[list[np.ndarray]], list[str]]
 # When the second pass replaces a final's text. Whisper makes words up on isolated words (Speech
@@ -80,6 +81,13 @@ def channel_names(config: StreamConfig) -> tuple[str, ...]:
     return tuple(f"ch{i}" for i in range(config.channels))
 
 
+class Checkpoint(enum.Enum):
+    """Where a channel's audio stops until the chunks before it are decoded (``Pipeline._front``)."""
+
+    END = "end"  # the audio's energy vouches for the silence: the open utterance ends here
+    PROBE = "probe"  # the energy cannot vouch: the model decides on a short chunk whether it ends
+
+
 @dataclass
 class ChannelState:
     stream: "StreamState"
@@ -87,14 +95,12 @@ class ChannelState:
     resampler: ResamplerState
     features: FeatureState
     acoustic: AcousticState
-    ctc: GreedyDecoder | BeamDecoder
-    decoder: DecoderState
+    ctc: GreedyDecoder | BeamDecoder  # the CTC search (shared)
+    search: DecoderState  # this channel's state of that search
     vad: VadState
     samples: int = 0  # model-rate samples received so far (their stream time times the rate)
     held: np.ndarray | None = None  # model-rate audio after a checkpoint, until _endpoint() runs
-    # What happens at the checkpoint: "end" ends the open utterance; at "probe" the model
-    # decides, on a short chunk, whether it ends; None: no checkpoint is pending.
-    checkpoint: str | None = None
+    checkpoint: Checkpoint | None = None  # None: no checkpoint is pending
     checkpoint_s: float = 0.0  # stream time of the pending checkpoint
     # CTC log-probs of the frames from ``log_probs_start`` on (second pass only): the open
     # utterance's, to time the words of its rescored final.
@@ -107,9 +113,9 @@ class StreamState:
     stream_id: str
     config: StreamConfig
     format: AudioFormat
-    audio: AudioDecoder  # this stream's format; stateless
+    audio: AudioDecoder  # wire bytes of this stream's format to samples; stateless
     resampler: Resampler  # this stream's rate to the model's; stateless
-    decoder: AudioDecoderState
+    audio_state: AudioDecoderState
     channels: list[ChannelState] = field(default_factory=list)
     enrich_state: object | None = None
     redaction: StreamRedactionState | None = None  # None: the stream asked for raw text
@@ -121,10 +127,10 @@ class Pipeline:
         self,
         *,
         acoustic: AcousticOperator,
-        decoder: GreedyDecoder | BeamDecoder | None = None,
-        decoder_no_lm: GreedyDecoder | BeamDecoder | None = None,
+        ctc: GreedyDecoder | BeamDecoder | None = None,
+        ctc_no_lm: GreedyDecoder | BeamDecoder | None = None,
         endpoint: EndpointConfig | None = None,
-        enricher: Enricher | None = None,
+        enricher: EnrichFn | None = None,
         new_enrich_state: Callable[[], object] | None = None,
         vad_endpoint: bool = True,
         second_pass: Rescorer | None = None,
@@ -137,9 +143,9 @@ class Pipeline:
         self.features = LogMelOperator(spec.features)
         # Ends utterances at 10 ms resolution when the audio's energy and the model agree (_endpoint()).
         self.vad = EnergyVad(VadConfig(sample_rate=self.features.config.sample_rate)) if vad_endpoint else None
-        self.ctc = decoder or GreedyDecoder(spec.vocab, spec.frame_seconds, endpoint)
+        self.ctc = ctc or GreedyDecoder(spec.vocab, spec.frame_seconds, endpoint)
         # Streams that turn the language model off use this one.
-        self.ctc_no_lm = decoder_no_lm or self.ctc
+        self.ctc_no_lm = ctc_no_lm or self.ctc
         self.enricher = enricher
         self.new_enrich_state = new_enrich_state
         self.redactor = StreamRedactor()
@@ -186,18 +192,18 @@ class Pipeline:
         )
         audio, resampler = AudioDecoder(fmt), Resampler(fmt.sample_rate, self.sample_rate)
         state = StreamState(stream_id=stream_id, config=config, format=fmt, audio=audio, resampler=resampler,
-                            decoder=audio.new_state())
+                            audio_state=audio.new_state())
         ctc = self.ctc if config.language_model else self.ctc_no_lm
         first_frame = round(start_s / self.acoustic.spec.frame_seconds)
         for name in channel_names(config):
-            decoder = ctc.new_state(stream_id, name, endpoint=endpoint, interim=config.interim_results,
+            search = ctc.new_state(stream_id, name, endpoint=endpoint, interim=config.interim_results,
                                     hotwords=config.hotwords)
-            decoder.frame = decoder.utt_start = first_frame
-            decoder.utterance_index = (utterance_index or {}).get(name, 0)
+            search.frame = search.utt_start = first_frame
+            search.utterance_index = (utterance_index or {}).get(name, 0)
             state.channels.append(
                 ChannelState(
                     stream=state, name=name, resampler=resampler.new_state(), features=self.features.new_state(),
-                    acoustic=self.acoustic.new_state(), ctc=ctc, decoder=decoder,
+                    acoustic=self.acoustic.new_state(), ctc=ctc, search=search,
                     vad=VadState(start_s=first_frame * self.acoustic.spec.frame_seconds),
                     samples=round(first_frame * self.acoustic.spec.frame_seconds * self.sample_rate),
                 )
@@ -210,7 +216,7 @@ class Pipeline:
 
     def accept_bytes(self, state: StreamState, payload: bytes) -> None:
         """Wire-format audio of the stream's config (raises ``DecodeError`` on bad bytes)."""
-        self._accept(state, state.audio.feed(state.decoder, payload))
+        self._accept(state, state.audio.feed(state.audio_state, payload))
 
     def accept_waveform(self, state: StreamState, samples: np.ndarray, sample_rate: int) -> None:
         """Float audio in [-1, 1]: shape (T,) for one channel or (T, channels), at the stream's rate."""
@@ -223,7 +229,7 @@ class Pipeline:
             raise ValueError(f"expected samples of shape (T, {fmt.channels}), got {x.shape}")
         if not np.isfinite(frames).all():
             raise ValueError("samples hold a NaN or infinity")
-        state.decoder.samples_decoded += frames.shape[0]
+        state.audio_state.samples_decoded += frames.shape[0]
         self._accept(state, frames)
 
     def _accept(self, state: StreamState, frames: np.ndarray) -> None:
@@ -264,7 +270,7 @@ class Pipeline:
         if self.vad is None:
             self.acoustic.push(ch.acoustic, self.features.feed(ch.features, audio))
             return
-        dec, fs, frame_s = ch.decoder, self.acoustic.spec.frame_seconds, self.vad.config.frame_s
+        dec, fs, frame_s = ch.search, self.acoustic.spec.frame_seconds, self.vad.config.frame_s
         silence = dec.endpoint.silence_after_speech_s - 1e-6
         seen = dec.frame * fs  # stream time the decoder has seen up to
         last_speech = (dec.frame - dec.silence_run) * fs
@@ -284,7 +290,7 @@ class Pipeline:
             cut = self.vad.feed(ch.vad, piece, ends_here)
             if cut is not None:
                 piece = piece[:cut]
-                ch.checkpoint = "end" if vouched else "probe"
+                ch.checkpoint = Checkpoint.END if vouched else Checkpoint.PROBE
             self.acoustic.push(ch.acoustic, self.features.feed(ch.features, piece))
             audio = audio[piece.size :]
             if ch.checkpoint or self.acoustic.ready(ch.acoustic):
@@ -331,15 +337,15 @@ class Pipeline:
         When an utterance ends (or a silence restarts one), the model's left context is reset;
         until the next one has a character, the context is kept short (``_QUIET_CONTEXT_S``).
         """
-        start = channel.decoder.utt_start
+        start = channel.search.utt_start
         if self.second_pass is not None:
             if not channel.log_probs:
-                channel.log_probs_start = channel.decoder.frame
+                channel.log_probs_start = channel.search.frame
             channel.log_probs.append(log_probs)
-        events = channel.ctc.feed(channel.decoder, log_probs)
-        if channel.decoder.utt_start != start:
+        events = channel.ctc.feed(channel.search, log_probs)
+        if channel.search.utt_start != start:
             self.acoustic.reset_context(channel.acoustic, self.empty_context)
-        if not channel.decoder.speech:
+        if not channel.search.speech:
             self.acoustic.limit_context(channel.acoustic, self._quiet_context_frames)
         return self._enrich(channel.stream, events)
 
@@ -358,11 +364,11 @@ class Pipeline:
         events: list[Event] = []
         for ch in state.channels:
             checkpoint, ch.checkpoint = ch.checkpoint, None
-            if checkpoint == "end":
+            if checkpoint is Checkpoint.END:
                 # The rule's silence is met here, past the decoded frames: the final ends here.
-                events.extend(self._enrich(state, ch.ctc.flush(ch.decoder, reason="silence", end_s=ch.checkpoint_s)))
+                events.extend(self._enrich(state, ch.ctc.flush(ch.search, reason="silence", end_s=ch.checkpoint_s)))
                 self.acoustic.reset_context(ch.acoustic, self.empty_context)
-            elif checkpoint == "probe":
+            elif checkpoint is Checkpoint.PROBE:
                 log_probs = self.acoustic.run_partial(ch.acoustic)
                 if log_probs is not None:
                     events.extend(self._decode(ch, log_probs))
@@ -378,7 +384,7 @@ class Pipeline:
         """
         events: list[Event] = []
         for ch in state.channels:
-            events.extend(self._enrich(state, ch.ctc.flush(ch.decoder, reason="flush")))
+            events.extend(self._enrich(state, ch.ctc.flush(ch.search, reason="flush")))
         return events
 
     def finish(self, state: StreamState, reason: str = "end") -> list[Event]:
@@ -391,9 +397,9 @@ class Pipeline:
             self.acoustic.push(ch.acoustic, self.features.feed(ch.features, tail))
             for lp in self.acoustic.flush(ch.acoustic):
                 events.extend(self._decode(ch, lp))
-            events.extend(self._enrich(state, ch.ctc.flush(ch.decoder)))
+            events.extend(self._enrich(state, ch.ctc.flush(ch.search)))
         state.closed = True
-        seconds = state.decoder.samples_decoded / state.format.sample_rate
+        seconds = state.audio_state.samples_decoded / state.format.sample_rate
         events.append(EndOfStream(stream_id=state.stream_id, reason=reason, audio_seconds=round(seconds, 3)))
         return events
 
@@ -424,7 +430,7 @@ class Pipeline:
                 continue
             rescored[id(f)] = replace(f, text=text, words=self._timed_words(channels[f.channel], f, text))
         for ch in state.channels:
-            keep_from = ch.decoder.utt_start
+            keep_from = ch.search.utt_start
             self.acoustic.drop_features(ch.acoustic, round(keep_from * fs / shift))
             drop = keep_from - ch.log_probs_start
             if drop > 0 and ch.log_probs:

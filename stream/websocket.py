@@ -306,7 +306,7 @@ class WebSocketServer:
                 session.first_audio = session.first_audio or now
                 await self.batcher.call(self.pipeline.accept_bytes, state, message)
                 session.frames += len(message) // frame_bytes
-                if state.decoder.samples_decoded / state.format.sample_rate > cfg.max_session_s:
+                if state.audio_state.samples_decoded / state.format.sample_rate > cfg.max_session_s:
                     raise LimitExceeded(f"session longer than max_session_s={cfg.max_session_s:g}")
                 events = await self.batcher.decode(state)
             else:

@@ -117,13 +117,13 @@ def test_context_stays_short_until_an_utterance_has_a_character():
     cap = round(_QUIET_CONTEXT_S / pipe.acoustic.spec.frame_seconds)
     quiet = 10 ** (-60 / 20) * np.random.default_rng(0).standard_normal(3 * 16000)
     feed(pipe, state, encode_audio(quiet[:, None].astype(np.float32), "pcm16"))
-    assert not channel.decoder.speech
+    assert not channel.search.speech
     assert 0 < channel.acoustic.cache_len <= cap
     lengths = []
     speech = load_audio(real_speech_splits(DATA)["an4"]["dev"][0].path)
     for i in range(0, speech.size, 1600):
         feed(pipe, state, encode_audio(speech[i : i + 1600, None], "pcm16"))
-        lengths.append((channel.decoder.speech, channel.acoustic.cache_len))
+        lengths.append((channel.search.speech, channel.acoustic.cache_len))
     assert any(speaking and n > cap for speaking, n in lengths)
     assert all(n <= cap for speaking, n in lengths if not speaking)
 
