@@ -47,7 +47,7 @@ $(KENLM)/bin/lmplz: | system-packages $(STAMP)
 encoder: $(STAMP)
 	$(BIN)/python -m models.encoder_export
 
-# The general-English LM: pocketsphinx's en-us trigram LM, read from its wheel by models/sphinx_lm.py
+# The general-English LM: pocketsphinx's en-us trigram LM, read from its wheel by models/train/sphinx_lm.py
 # and binarized with KenLM's build_binary. On a failure it prints one line saying how to retry.
 general-lm: kenlm
 	$(BIN)/callstream build-lm --general

@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from bench.common import DATA_ROOT, ROOT, dev_sets, percentile, table
-from models.data import Utterance, load_audio
+from models.train.data import Utterance, load_audio
 from models.evaluate import slot_hits
 from models.metrics import ErrorCounter
 from operators.spoken_form import normalize_text

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.data import SAMPLE_RATE, Utterance, load_audio, real_speech_splits
+from models.train.data import SAMPLE_RATE, Utterance, load_audio, real_speech_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = ROOT.parent / "shared" / "data" / "speech"

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from bench.common import dev_sets, table
-from models.data import load_audio
+from models.train.data import load_audio
 from models.metrics import ErrorCounter
 from models.runtime import load_acoustic
 from operators.acoustic import AcousticOperator

@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 
 from bench.common import ROOT, dev_sets, table
-from models.corpus import Utterance, _random_settings, _render_one
+from models.train.corpus import Utterance, _random_settings, _render_one
 from models.evaluate import transcribe_file
 from models.metrics import ErrorCounter
 from stream.app import DecodingConfig, build_pipeline

@@ -21,7 +21,7 @@ import numpy as np
 
 from bench.common import dev_sets, table
 from operators.spoken_form import normalize_text
-from models.data import Utterance, load_audio
+from models.train.data import Utterance, load_audio
 from models.evaluate import transcribe_file
 from models.metrics import ErrorCounter
 from stream.app import DecodingConfig, build_pipeline

@@ -16,7 +16,7 @@ import random
 import numpy as np
 
 from bench.common import ROOT, table
-from models.corpus import Utterance, _random_settings, _render_one, normalize_text
+from models.train.corpus import Utterance, _random_settings, _render_one, normalize_text
 from models.evaluate import transcribe_file
 from models.intent_train import banking77_split, intent_metrics, load_banking77
 from models.metrics import ErrorCounter

@@ -311,7 +311,7 @@ def spoken_transcripts(texts: Sequence[str], indices: Sequence[int], out: Path, 
                        seed: int = _SEED) -> dict[int, str]:
     """Our ASR's final text for each ``texts[i]`` spoken by a TTS voice drawn from ``engines``.
 
-    Each sentence is rendered (``models.corpus``: random voice, rate, pitch, level and
+    Each sentence is rendered (``models.train.corpus``: random voice, rate, pitch, level and
     padding, drawn from ``seed`` and ``i`` alone), streamed through the served pipeline
     (beam search with the LM, as finals are made) and its audio deleted. Results go to
     the TSV ``out`` (index, speaker, transcript) as they come, and rows already there
@@ -320,7 +320,7 @@ def spoken_transcripts(texts: Sequence[str], indices: Sequence[int], out: Path, 
     """
     from tqdm import tqdm
 
-    from models.corpus import HELDOUT_VOICE, VOICES, Utterance, _random_settings, _render_one
+    from models.train.corpus import HELDOUT_VOICE, VOICES, Utterance, _random_settings, _render_one
     from models.evaluate import transcribe_file
     from stream.app import DecodingConfig, build_pipeline
 

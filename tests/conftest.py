@@ -10,7 +10,7 @@ TINY_CHUNK, TINY_LEFT = 4, 8
 @pytest.fixture(scope="session")
 def tiny_torch_model():
     torch = pytest.importorskip("torch", reason="torch is in the [train] extra")
-    from models.conformer import Conformer, ConformerConfig
+    from models.train.conformer import Conformer, ConformerConfig
 
     torch.manual_seed(0)
     cfg = ConformerConfig(d_model=32, num_layers=2, num_heads=2, conv_kernel=5, subsampling_channels=8, dropout=0.0)
@@ -21,7 +21,7 @@ def tiny_torch_model():
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_torch_model, tmp_path_factory) -> dict[str, Path]:
-    from models.export import export_full, export_streaming, quantize
+    from models.train.export import export_full, export_streaming, quantize
 
     d = tmp_path_factory.mktemp("onnx")
     step = export_streaming(tiny_torch_model, d / "acoustic.onnx", chunk=TINY_CHUNK, left=TINY_LEFT)

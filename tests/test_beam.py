@@ -152,7 +152,7 @@ def test_nbest_and_confidences(lm):
 def test_general_english_lm_is_clean_and_mixes_with_the_domain_lm(lm):
     import kenlm
 
-    from models.lm import ensure_general_lm
+    from models.train.lm import ensure_general_lm
 
     folder = ensure_general_lm()
     words = (folder / "unigrams.txt").read_text().split()

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.data import load_audio, real_speech_splits
+from models.train.data import load_audio, real_speech_splits
 from models.runtime import load_acoustic
 from operators.acoustic import AcousticOperator
 from operators.ctc import BeamConfig, BeamDecoder, EndpointConfig

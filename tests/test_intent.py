@@ -169,7 +169,7 @@ def test_build_encoder_matches_sentence_transformers(tmp_path: Path):
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (make setup installs it)")
 def test_spoken_transcripts_are_our_asr_on_tts_and_resume(tmp_path, monkeypatch):
-    import models.corpus
+    import models.train.corpus
     from models.intent_train import spoken_transcripts
 
     texts = ["i lost my card", "what is my balance", "cancel the transfer please"]
@@ -180,9 +180,9 @@ def test_spoken_transcripts_are_our_asr_on_tts_and_resume(tmp_path, monkeypatch)
     assert not list(tmp_path.rglob("*.flac"))  # the audio is not kept
 
     def unrenderable(utt, out_dir):
-        return models.corpus._Result(utt.uid, "", 0.0, "RuntimeError: no voice")
+        return models.train.corpus._Result(utt.uid, "", 0.0, "RuntimeError: no voice")
 
-    monkeypatch.setattr(models.corpus, "_render_one", unrenderable)
+    monkeypatch.setattr(models.train.corpus, "_render_one", unrenderable)
     again = spoken_transcripts(texts, [0, 1, 2], out, engines={"espeak": 1.0})
     assert again == heard  # rows on file are not redone; the one that cannot be rendered is left out
     with pytest.raises(RuntimeError, match="rendered none of 10"):

@@ -1,8 +1,8 @@
-"""models.lm: the general-English LM that set-up builds."""
+"""models.train.lm: the general-English LM that set-up builds."""
 
 import pytest
 
-from models.lm import ensure_general_lm
+from models.train.lm import ensure_general_lm
 from stream.cli import main
 
 pytest.importorskip("pocketsphinx", reason="pocketsphinx is in the [train] extra")

@@ -1,11 +1,11 @@
-"""models.sphinx_lm: pocketsphinx's binary trie LM read in Python, checked against pocketsphinx itself."""
+"""models.train.sphinx_lm: pocketsphinx's binary trie LM read in Python, checked against pocketsphinx itself."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from models.sphinx_lm import LOG10_OF_BASE, NGrams, SphinxLM, read_sphinx_lm, restrict_vocabulary, write_arpa
+from models.train.sphinx_lm import LOG10_OF_BASE, NGrams, SphinxLM, read_sphinx_lm, restrict_vocabulary, write_arpa
 
 pocketsphinx = pytest.importorskip("pocketsphinx", reason="pocketsphinx is in the [train] extra")
 

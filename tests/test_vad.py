@@ -79,7 +79,7 @@ def _first_final(pipeline, audio: np.ndarray, step: int) -> tuple[float, Final]:
 
 @pytest.mark.parametrize("lead_s", [0.05, 0.15, 0.25])
 def test_energy_ends_the_utterance_at_the_silence_rule_not_the_chunk_after(pipelines, lead_s):
-    from models.data import load_audio
+    from models.train.data import load_audio
 
     speech = load_audio(SPEECH)
     rng = np.random.default_rng(0)

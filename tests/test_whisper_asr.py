@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is in the [train] extra")
 ctranslate2 = pytest.importorskip("ctranslate2", reason="ctranslate2 is in the [train] extra")
 
-from models.data import load_audio  # noqa: E402
+from models.train.data import load_audio  # noqa: E402
 from models.runtime import AcousticModel  # noqa: E402
 from models.train.ctc_head import CtcHead, HeadConfig, StreamingStep  # noqa: E402
 from models.train.stream_encoder import (  # noqa: E402

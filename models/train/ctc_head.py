@@ -1,7 +1,7 @@
 """The streaming Conformer-CTC head over Whisper's encoder, and the exported streaming step.
 
 ``CtcHead`` turns the windowed encoder's 50 Hz features into character
-log-probs with a few Conformer blocks (``models.conformer``: chunk-masked
+log-probs with a few Conformer blocks (``models.train.conformer``: chunk-masked
 self-attention over the chunk plus a left context, causal depthwise
 convolutions, LayerNorm). ``forward`` runs whole utterances under the chunk
 mask (training, and the reference of the parity tests); ``infer`` runs one
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.conformer import ConformerBlock, ConformerConfig, chunk_mask, stream_blocks
+from models.train.conformer import ConformerBlock, ConformerConfig, chunk_mask, stream_blocks
 from models.train.stream_encoder import LEFT_MEL, RIGHT_MEL, WindowedEncoder
 
 __all__ = ["CtcHead", "HeadConfig", "StreamingStep"]
@@ -35,7 +35,7 @@ class HeadConfig:
     ff_mult: int = 4
     conv_kernel: int = 15
     dropout: float = 0.1
-    vocab_size: int = 29  # blank + space + apostrophe + a-z (models.tokenizer.VOCAB)
+    vocab_size: int = 29  # blank + space + apostrophe + a-z (models.train.tokenizer.VOCAB)
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)

@@ -5,7 +5,7 @@ trains on them for many epochs at a fraction of the cost. Each utterance is
 encoded exactly as serving will: the serving dither, the ``whisper`` log-mel
 front end, and the windowed encoder (``models.train.stream_encoder``). A share
 of the utterances first goes through the waveform augmentation chain
-(speed, reverb, noise, telephone band, gain, quiet edges: ``models.data``).
+(speed, reverb, noise, telephone band, gain, quiet edges: ``models.train.data``).
 
 Output: ``OUT/shard_NNNNN.npz`` (``feats`` float16 (frames, d), ``lengths``,
 ``texts``, ``ids``) and ``OUT/done.txt`` (ids already encoded). A rerun
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from operators.spoken_form import normalize_text
-from models.data import Augmenter, Utterance, load_audio, load_manifest, real_speech_splits
+from models.train.data import Augmenter, Utterance, load_audio, load_manifest, real_speech_splits
 from models.train.stream_encoder import AudioEncoder
 
 __all__ = ["encode_corpus", "main"]

@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.export import _quiet_exporter, _write_metadata, quantize
+from models.train.export import _quiet_exporter, _write_metadata, quantize
 from models.runtime import BUNDLED_HEAD, default_asr_dir
 from operators.acoustic import WHISPER_FORMAT
-from models.tokenizer import VOCAB
+from models.train.tokenizer import VOCAB
 from models.train.ctc_head import CtcHead, StreamingStep
 from models.train.stream_encoder import CHUNK_MEL, LEFT_MEL, LOG_MEL_FLOOR, RIGHT_MEL, WindowedEncoder
 from models.train.whisper import WhisperDecoder, load_whisper, tiny_en_dir

@@ -21,7 +21,7 @@ import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
-from models.corpus import MAX_WORDS, normalize_text
+from models.train.corpus import MAX_WORDS, normalize_text
 
 __all__ = ["FORTUNES_DIR", "WORDNET_DIR", "general_sentences"]
 

@@ -1,7 +1,7 @@
 """``callstream train-asr``: the acoustic model's whole recipe, every step resumable.
 
 1. Render the synthetic corpus: general-English, intent and call-centre text
-   spoken by the offline TTS engines (``models.corpus``, ``--general``).
+   spoken by the offline TTS engines (``models.train.corpus``, ``--general``).
 2. Encode it, and the shared real speech, once with the frozen streaming
    Whisper encoder (``models.train.encode_corpus``), in two processes.
 3. Train the Conformer-CTC head on the features (``models.train.train_head``).
@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from models.corpus import build_corpus
+from models.train.corpus import build_corpus
 
 __all__ = ["add_arguments", "run"]
 

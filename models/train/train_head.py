@@ -29,9 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.data import load_audio, real_speech_splits
+from models.train.data import load_audio, real_speech_splits
 from models.metrics import ErrorCounter
-from models.tokenizer import VOCAB, encode_text
+from models.train.tokenizer import VOCAB, encode_text
 from models.train.ctc_head import CtcHead, HeadConfig
 from models.train.stream_encoder import AudioEncoder
 

@@ -5,7 +5,7 @@ customer by festival's ``ked_diphone``, the voice the acoustic model's
 training corpus holds out. Stereo, 8 kHz, G.711 mu-law: channel 0 is the
 agent and channel 1 the customer, as a call-center recorder writes them.
 
-    python -m models.sample_call
+    python -m models.train.sample_call
 """
 
 from __future__ import annotations

@@ -23,9 +23,9 @@ import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch import Tensor, nn
 
-from models.conformer import SUBSAMPLING, SUBSAMPLING_CONTEXT, Conformer
+from models.train.conformer import SUBSAMPLING, SUBSAMPLING_CONTEXT, Conformer
 from operators.acoustic import FORMAT
-from models.tokenizer import VOCAB
+from models.train.tokenizer import VOCAB
 from operators.features import FeatureConfig
 
 __all__ = ["export_full", "export_streaming", "quantize"]

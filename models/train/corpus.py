@@ -21,8 +21,8 @@ Output layout (paths in the manifest are relative to OUT)::
 
 Usage::
 
-    python -m models.corpus --out runs/corpus/train --n 20000
-    python -m models.corpus --out runs/corpus/test_heldout_voice --n 300 --holdout
+    python -m models.train.corpus --out runs/corpus/train --n 20000
+    python -m models.train.corpus --out runs/corpus/test_heldout_voice --n 300 --holdout
 """
 
 from __future__ import annotations
@@ -900,7 +900,7 @@ def build_corpus(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: python -m models.corpus --out DIR --n N [--seed S] [--workers W] [--holdout]."""
+    """Command line: python -m models.train.corpus --out DIR --n N [--seed S] [--workers W] [--holdout]."""
     parser = argparse.ArgumentParser(description="Render the synthetic-speech training corpus.")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--n", type=int, required=True, help="number of utterances to plan")

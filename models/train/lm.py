@@ -5,7 +5,7 @@ only queries models); ``make kenlm`` builds them from the kenlm sdist into
 ``.venv/kenlm/bin``. ``KENLM_BIN`` overrides where they are looked up.
 
 The general-English component is the en-us trigram LM of the ``pocketsphinx``
-wheel (72k words). ``models.sphinx_lm`` reads its binary trie format and
+wheel (72k words). ``models.train.sphinx_lm`` reads its binary trie format and
 writes it as ARPA at set-up, restricted to the acoustic model's alphabet; it
 is binarized into the cache directory. The decoder mixes it with the domain
 LM (pyctcdecode's ``MultiLanguageModel``).
@@ -25,9 +25,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from models.corpus import load_intent_sentences, normalize_text, plan_utterances
+from models.train.corpus import load_intent_sentences, normalize_text, plan_utterances
 from models.runtime import ASSETS, default_general_lm
-from models.sphinx_lm import SphinxLM, read_sphinx_lm, restrict_vocabulary, write_arpa
+from models.train.sphinx_lm import SphinxLM, read_sphinx_lm, restrict_vocabulary, write_arpa
 from stream.errors import CallstreamError, ModelError
 
 __all__ = [
