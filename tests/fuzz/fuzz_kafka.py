@@ -3,7 +3,9 @@
 ``AsrWorker._handle`` runs as in production, with the real pipeline (the bundled
 model, no LM, no second pass) and a producer that records what it is given. A
 record must never raise out of the handler: bad ones go to the dead-letter
-topic (``stream.codec.audio_from_record`` raises ``InputError`` for them).
+topic (``stream.codec.audio_from_record`` raises ``InputError`` for them). Some
+inputs first forge a record of the state topic, read as ``AsrWorker.load_state``
+reads it (``resume_point``).
 """
 
 import asyncio
@@ -14,7 +16,7 @@ import atheris
 
 with atheris.instrument_imports(include=["stream", "operators"]):
     from stream.app import DecodingConfig, build_pipeline
-    from stream.kafka import AsrWorker, KafkaConfig
+    from stream.kafka import AsrWorker, KafkaConfig, resume_point
 
 from tests.fuzz.harness import fuzz
 
@@ -29,6 +31,8 @@ HEADERS = {
     "cs-end": [b"1"],
     "cs-finalize": [b"1"],
 }
+STATES = [b'{"offset": 0, "next": {"mono": 3}}', b'{"offset": 2, "next": {}}', b'[1]', b'{"offset": "5", "next": {}}',
+          b'{"offset": 0, "next": {"mono": "x"}}', b'{"offset": -1, "next": {"agent": true}}']
 GARBAGE = [b"", b"0", b"-1", b"9" * 400, b"1e3", b" 8000 ", b"\xff", b"nan", b"opus", b"2"]
 
 
@@ -85,7 +89,6 @@ def TestOneInput(data: bytes) -> None:
     records = []
     for offset in range(fdp.ConsumeIntInRange(1, 4)):
         key = _bytes(fdp, [b"call-1", b"call-2", b""], 16)
-        # Each known header is there more often than not, so whole, valid sets are common.
         # The five headers every audio record needs are there 7 times in 8, the others once in 8.
         headers = [(name, _bytes(fdp, known, 24)) for i, (name, known) in enumerate(HEADERS.items())
                    if fdp.ConsumeIntInRange(0, 7) < (7 if i < 5 else 1)]
@@ -95,6 +98,10 @@ def TestOneInput(data: bytes) -> None:
         records.append(Record(key, _bytes(fdp, [b"", b"\x00\x00" * 160], 1024), tuple(headers), offset))
     WORKER.calls.clear()
     WORKER._resume.clear()
+    if fdp.ConsumeIntInRange(0, 3) == 0:
+        call, state = fdp.PickValueInList(["call-1", "call-2"]), _bytes(fdp, STATES, 64)
+        if state is not None and (point := resume_point(state)) is not None:
+            WORKER._resume[call] = point
 
     async def handle() -> None:
         for record in records:
