@@ -32,6 +32,7 @@ __all__ = ["slot_hits", "add_eval_arguments", "add_transcribe_arguments", "evalu
 
 CHUNK_S = 0.1
 FORMATS = ("txt", "vtt", "srt", "json")
+_READ_BLOCK_FRAMES = 1 << 16
 
 
 def read_audio(path: Path) -> tuple[np.ndarray, int]:
@@ -45,7 +46,14 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
     if not path.is_file():
         raise AudioFileError(f"{path}: not a file")
     try:
-        x, sr = sf.read(path, dtype="float32", always_2d=True)
+        with sf.SoundFile(path) as f:
+            # Block by block: memory follows the audio the file holds, not the frame count its
+            # header claims, for which sf.read allocates at once (a FLAC header may claim 2**36).
+            blocks = []
+            while len(block := f.read(_READ_BLOCK_FRAMES, dtype="float32", always_2d=True)):
+                blocks.append(block)
+            x = np.concatenate(blocks) if blocks else np.zeros((0, f.channels), np.float32)
+            sr = f.samplerate
     except (sf.LibsndfileError, RuntimeError) as e:
         raise AudioFileError(f"{path}: not audio that libsndfile can read (WAV, FLAC, OGG, ...): {e}") from e
     return x, int(sr)

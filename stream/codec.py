@@ -13,11 +13,13 @@ import base64
 import binascii
 import dataclasses
 import json
+import math
 import types
 import typing
 from functools import cache
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from operators.audio import AudioFormat
 from stream.errors import CodecError, UnsupportedVersion
 from stream.events import (
     AudioChunk,
@@ -33,6 +35,7 @@ from stream.events import (
 )
 
 __all__ = [
+    "MAX_SAMPLE_OFFSET",
     "SCHEMA_VERSION",
     "audio_from_record",
     "audio_to_record",
@@ -45,6 +48,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+# Sample offsets of Kafka records stay below this, where floats still count every sample: 2**53
+# frames are 1,400 years at 192 kHz. A larger one, such as 10**400, cannot become stream seconds.
+MAX_SAMPLE_OFFSET = 1 << 53
 
 _SERVER_TYPES: dict[str, type] = {
     "audio": AudioChunk,
@@ -95,7 +101,9 @@ def _dump(obj: dict[str, Any]) -> bytes:
 def _load(data: bytes | str) -> dict[str, Any]:
     try:
         obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError: bad JSON or UTF-8, or an integer past Python's 4300-digit limit;
+        # RecursionError: arrays or objects nested deeper than the parser's stack.
         raise CodecError(f"message is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise CodecError(f"expected a JSON object, got {type(obj).__name__}")
@@ -187,7 +195,15 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise CodecError(f"{where}: expected a number, got {type(value).__name__}")
-        return float(value)
+        # Python's JSON reads NaN, Infinity and 1e999, and ints too large for a float; none is a
+        # value any field takes, and a non-finite one could not be encoded again.
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise CodecError(f"{where}: expected a finite number, got {value!r:.40}")
+        return number
     if tp in (int, str, bool):
         if type(value) is not tp:
             raise CodecError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
@@ -277,7 +293,8 @@ def end_of_call_record(call_id: str) -> tuple[bytes, bytes, list[tuple[str, byte
 def audio_from_record(
     key: bytes | None, value: bytes | None, headers: typing.Sequence[tuple[str, bytes]]
 ) -> AudioChunk:
-    """Parse a Kafka audio record. Missing or garbage headers raise ``CodecError``."""
+    """Parse a Kafka audio record. Missing or garbage headers raise ``CodecError``; an audio format
+    out of range (encoding, rate, channels) raises ``AudioFormatError``."""
     if not key:
         raise CodecError("audio record has no key; the key must be the call id")
     try:
@@ -299,12 +316,19 @@ def audio_from_record(
 
     if "cs-encoding" not in h:
         raise CodecError("audio record lacks header 'cs-encoding'")
+    seq, offset = need_int("cs-seq"), need_int("cs-sample-offset")
+    if seq < 0:
+        raise CodecError(f"audio record header 'cs-seq' must be >= 0, got {seq}")
+    if not 0 <= offset < MAX_SAMPLE_OFFSET:
+        raise CodecError(f"audio record header 'cs-sample-offset' must be in 0..2**53-1, got {h['cs-sample-offset'][:24]}")
+    fmt = AudioFormat(encoding=h["cs-encoding"], sample_rate=need_int("cs-sample-rate"),
+                      channels=need_int("cs-channels"))
     return AudioChunk(
         stream_id=stream_id,
-        seq=need_int("cs-seq"),
-        sample_offset=need_int("cs-sample-offset"),
-        sample_rate=need_int("cs-sample-rate"),
-        encoding=h["cs-encoding"],
-        channels=need_int("cs-channels"),
+        seq=seq,
+        sample_offset=offset,
+        sample_rate=fmt.sample_rate,
+        encoding=fmt.encoding,
+        channels=fmt.channels,
         payload=value or b"",
     )

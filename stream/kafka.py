@@ -38,7 +38,7 @@ from stream.errors import InputError
 from stream.events import AudioChunk, EndOfStream, Event, Final, Partial, StreamConfig
 from stream.pipeline import Pipeline, StreamState
 
-__all__ = ["AsrWorker", "KafkaConfig", "add_arguments", "ensure_topics", "run"]
+__all__ = ["AsrWorker", "KafkaConfig", "add_arguments", "ensure_topics", "resume_point", "run"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -223,13 +223,31 @@ class AsrWorker:
             while [tp for tp in parts if await reader.position(tp) < ends[tp]]:
                 for records in (await reader.getmany(timeout_ms=200)).values():
                     for r in records:
-                        call = r.key.decode() if r.key else ""
+                        call = r.key.decode("utf-8", "replace") if r.key else ""
                         if r.value is None:
                             self._resume.pop(call, None)
+                        elif (point := resume_point(r.value)) is not None:
+                            self._resume[call] = point
                         else:
-                            self._resume[call] = json.loads(r.value)
+                            _LOG.warning("ignoring state record %s of call %r: not a resume point", r.offset, call)
         finally:
             await reader.stop()
+
+
+def resume_point(value: bytes) -> dict | None:
+    """The resume point a state record holds, ``{"offset": int, "next": {channel: int}}``, or None
+    when it holds none. Any producer the broker lets in can write the state topic, and a worker
+    that trusted its JSON crashed on the first audio of the call (AttributeError, TypeError)."""
+    try:
+        point = json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(point, dict) or set(point) != {"offset", "next"} or not isinstance(point["next"], dict):
+        return None
+    counts = [point["offset"], *point["next"].values()]
+    if not all(type(n) is int and n >= 0 for n in counts):
+        return None
+    return point
 
 
 class _Listener(ConsumerRebalanceListener):

@@ -38,7 +38,8 @@ from operators.vad import EnergyVad, VadConfig, VadState
 from stream.errors import ConfigError
 from stream.events import EndOfStream, Enriched, Event, Final, Partial, StreamConfig, Word
 
-__all__ = ["ChannelState", "Checkpoint", "EnrichFn", "Pipeline", "StreamState", "channel_names"]
+__all__ = ["MAX_CHANNEL_NAME_CHARS", "MAX_HOTWORDS", "MAX_HOTWORD_CHARS", "MAX_HOTWORD_WEIGHT", "ChannelState",
+           "Checkpoint", "EnrichFn", "Pipeline", "StreamState", "channel_names"]
 
 # Near-silence fed after the last audio of a stream. CTC emits a character a few frames after
 # its sound, so a clip cut right after its last word lost it (FSDD dev WER 0.468 -> 0.430 with it).
@@ -62,11 +63,23 @@ Rescorer = Callable[[list[np.ndarray]], list[str]]
 _SECOND_PASS_MIN_WORDS = 2
 _SECOND_PASS_MAX_RATIO, _SECOND_PASS_MAX_EXTRA = 2.0, 4
 _SECOND_PASS_MAX_RUN = 3
+# Limits of a stream's own config (a WebSocket client's). Its hotwords build a scorer when the
+# stream opens, on the server's event loop, and are matched at every frame: 30,000 of them (a
+# 556 KB config message) took 4 s to open and made decoding 12 times slower; 100 of 100
+# characters take 40 ms and no measurable decoding time. Weights far past the default (20) only
+# garble the stream's text; 1.7e308 gave n-best scores of 1.7e308, a step from infinity, which
+# the codec cannot encode.
+MAX_HOTWORDS = 100
+MAX_HOTWORD_CHARS = 100
+MAX_HOTWORD_WEIGHT = 100.0
+MAX_CHANNEL_NAME_CHARS = 64  # every event of the channel repeats its name
 
 
 def channel_names(config: StreamConfig) -> tuple[str, ...]:
     """Names of a stream's channels: explicit, or mono / agent+customer / ch<N>."""
     if config.channel_names:
+        if not all(1 <= len(name) <= MAX_CHANNEL_NAME_CHARS for name in config.channel_names):
+            raise ConfigError(f"channel_names must be 1-{MAX_CHANNEL_NAME_CHARS} characters each")
         if len(config.channel_names) != config.channels:
             raise ConfigError(
                 f"channel_names has {len(config.channel_names)} names for {config.channels} channel(s)"
@@ -183,6 +196,7 @@ class Pipeline:
             modes = check_modes(config.redact)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        _check_hotwords(config.hotwords)
         endpoint = EndpointConfig(
             silence_after_speech_s=_positive(config.endpoint_silence_s, self.ctc.endpoint.silence_after_speech_s,
                                              "endpoint_silence_s"),
@@ -487,6 +501,16 @@ def _longest_run(words: list[str]) -> int:
         run = run + 1 if i and w == words[i - 1] else 1
         best = max(best, run)
     return best
+
+
+def _check_hotwords(hotwords: Sequence[tuple[str, float]]) -> None:
+    if len(hotwords) > MAX_HOTWORDS:
+        raise ConfigError(f"at most {MAX_HOTWORDS} hotwords per stream, got {len(hotwords)}")
+    for phrase, weight in hotwords:
+        if len(phrase) > MAX_HOTWORD_CHARS:
+            raise ConfigError(f"hotwords are at most {MAX_HOTWORD_CHARS} characters, got {len(phrase)}")
+        if weight > MAX_HOTWORD_WEIGHT:
+            raise ConfigError(f"hotword weights are at most {MAX_HOTWORD_WEIGHT:g}, got {weight:g}")
 
 
 def _positive(value: float | None, default: float, name: str) -> float:

@@ -72,6 +72,10 @@ class ServerConfig:
     certfile: Path | None = None  # TLS when given
     keyfile: Path | None = None
     max_frame_bytes: int = 1 << 20  # per WebSocket message
+    open_timeout_s: float = 10.0  # from TCP accept to the end of the TLS and WebSocket handshakes
+    # After the server's close frame, how long it waits for the peer's. A peer that floods messages
+    # is not read any more, so its reply is never seen: the connection lingers this long.
+    close_timeout_s: float = 10.0
     max_session_s: float = 4 * 3600.0  # seconds of audio per connection
     max_bytes_per_s: float = 1_000_000.0  # sustained audio rate per connection
     idle_timeout_s: float = 30.0  # no message for this long closes the stream
@@ -139,7 +143,8 @@ class WebSocketServer:
             tls.load_cert_chain(cfg.certfile, cfg.keyfile)
         await self.batcher.start()
         self._server = await serve(
-            self._handle, cfg.host, cfg.port, ssl=tls, max_size=cfg.max_frame_bytes,
+            self._handle, cfg.host, cfg.port, ssl=tls, max_size=cfg.max_frame_bytes, open_timeout=cfg.open_timeout_s,
+            close_timeout=cfg.close_timeout_s,
             ping_interval=cfg.ping_interval_s, ping_timeout=cfg.ping_interval_s,
             process_request=self._process_request,
             select_subprotocol=lambda _conn, offered: select_subprotocol(offered),
@@ -403,6 +408,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--certfile", type=Path, help="TLS certificate (PEM); enables wss://")
     p.add_argument("--keyfile", type=Path, help="TLS private key (PEM)")
     p.add_argument("--max-frame-bytes", type=int, default=d.max_frame_bytes)
+    p.add_argument("--open-timeout-s", type=float, default=d.open_timeout_s,
+                   help="close connections that have not finished the handshake by then")
+    p.add_argument("--close-timeout-s", type=float, default=d.close_timeout_s,
+                   help="wait this long for a peer's close frame, then drop the connection")
     p.add_argument("--max-session-s", type=float, default=d.max_session_s)
     p.add_argument("--max-bytes-per-s", type=float, default=d.max_bytes_per_s)
     p.add_argument("--idle-timeout-s", type=float, default=d.idle_timeout_s)
@@ -421,8 +430,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = ServerConfig(
         host=args.host, port=args.port, token=args.token, allow_origins=tuple(args.allow_origin),
-        certfile=args.certfile, keyfile=args.keyfile,
-        max_frame_bytes=args.max_frame_bytes, max_session_s=args.max_session_s,
+        certfile=args.certfile, keyfile=args.keyfile, max_frame_bytes=args.max_frame_bytes,
+        open_timeout_s=args.open_timeout_s, close_timeout_s=args.close_timeout_s, max_session_s=args.max_session_s,
         max_bytes_per_s=args.max_bytes_per_s, idle_timeout_s=args.idle_timeout_s,
         resume_grace_s=args.resume_grace_s,
         batcher=BatcherConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms),

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from stream import codec
-from stream.errors import CodecError, UnsupportedVersion
+from stream.errors import AudioFormatError, CodecError, UnsupportedVersion
 from stream.events import (
     AudioChunk,
     ContentFlags,
@@ -131,3 +131,48 @@ def test_kafka_audio_record_round_trip_and_errors():
         codec.audio_from_record(key, value, garbage)
     with pytest.raises(UnsupportedVersion):
         codec.audio_from_record(key, value, [("cs-v", b"7"), *headers[1:]])
+
+
+# Inputs that once raised something other than CodecError (found by tests/fuzz/fuzz_codec.py, and by
+# hand for the parser's limits): each now gets a clear CodecError.
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        ("[" * 100_000, "not valid JSON: maximum recursion depth"),
+        ('{"type": "config", "resume_offset": 1' + "0" * 5000 + "}", "not valid JSON: Exceeds the limit"),
+        ('{"type": "config", "endpoint_silence_s": 1' + "0" * 400 + "}", "endpoint_silence_s: expected a finite"),
+        ('{"type": "config", "endpoint_silence_s": NaN}', "endpoint_silence_s: expected a finite number, got nan"),
+        ('{"type": "config", "max_utterance_s": 1e999}', "max_utterance_s: expected a finite number, got inf"),
+        ('{"type": "config", "hotwords": [["acme", Infinity]]}', r"hotwords\[0\]\[1\]: expected a finite"),
+    ],
+)
+def test_hostile_client_messages_give_codec_errors(data, match):
+    with pytest.raises(CodecError, match=match):
+        codec.decode_client(data)
+
+
+def test_a_server_event_with_a_non_finite_number_is_refused_not_re_encoded():
+    # The fuzzer's input: a final whose "end" was -Infinity decoded, then failed to encode again
+    # (ValueError), as the Kafka agents encode the finals they read.
+    data = ('{"v":1,"type":"final","stream_id":"s","channel":"agent","utterance_id":"s/agent/0",'
+            '"utterance_index":0,"text":"my card","end":-Infinity,"received_at":null,"emitted_at":null}')
+    with pytest.raises(CodecError, match="final.end: expected a finite number, got -inf"):
+        codec.decode(data)
+
+
+@pytest.mark.parametrize(
+    "header,value,error,match",
+    [
+        ("cs-sample-rate", b"0", AudioFormatError, "sample_rate 0 Hz is outside"),
+        ("cs-channels", b"0", AudioFormatError, "channels 0 is outside"),
+        ("cs-encoding", b"opus", AudioFormatError, "unknown encoding 'opus'"),
+        ("cs-seq", b"-1", CodecError, "'cs-seq' must be >= 0"),
+        ("cs-sample-offset", b"-8000", CodecError, "'cs-sample-offset' must be in 0..2\\*\\*53-1"),
+        # found by tests/fuzz/fuzz_kafka.py: the worker's offset / rate overflowed a float
+        ("cs-sample-offset", b"9" * 400, CodecError, "'cs-sample-offset' must be in"),
+    ],
+)
+def test_kafka_audio_record_headers_out_of_range_are_input_errors(header, value, error, match):
+    key, payload, headers = codec.audio_to_record(EVENTS[0])
+    with pytest.raises(error, match=match):
+        codec.audio_from_record(key, payload, [(k, value if k == header else v) for k, v in headers])

@@ -121,3 +121,21 @@ def test_transcribe_writes_captions_and_events_timed_by_the_words(files, capsys,
     assert rc == 0 and (tmp_path / "float.srt").read_text() == srt == (tmp_path / "pcm24.srt").read_text()
     assert out.splitlines() == [f"{files / 'float.wav'} -> {tmp_path / 'float.srt'}",
                                 f"{files / 'pcm24.wav'} -> {tmp_path / 'pcm24.srt'}"]
+
+
+def test_a_file_whose_header_claims_more_frames_than_it_holds_costs_no_memory(tmp_path):
+    """A 156-byte FLAC whose STREAMINFO claims 2**36 - 1 frames: sf.read allocated 512 GiB for the
+    claim and raised MemoryError; read in blocks, it is a clear AudioFileError."""
+    import io
+
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros((64, 2), np.float32), 8000, format="FLAC")
+    data = bytearray(buf.getvalue())
+    total = 8 + 13  # "fLaC", the block header, then STREAMINFO's 36-bit sample count from byte 13
+    data[total] |= 0x0F
+    data[total + 1 : total + 5] = b"\xff\xff\xff\xff"
+    path = tmp_path / "claims.flac"
+    path.write_bytes(bytes(data))
+    assert sf.info(path).frames == 2**36 - 1
+    with pytest.raises(AudioFileError, match="not audio that libsndfile can read"):
+        read_audio(path)

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from operators.audio import encode_audio
 from stream import codec
 from stream.events import AudioChunk, EndOfStream, Final
-from stream.kafka import AsrWorker, KafkaConfig
+from stream.kafka import AsrWorker, KafkaConfig, resume_point
 from tests.recognizer import feed
 
 
@@ -190,3 +190,22 @@ def test_a_killed_worker_is_replaced_without_losing_or_repeating_a_final(broker,
     replayed = by_id["call-7/mono/2"]
     assert replayed.start == pytest.approx(reference[2].start, abs=0.33)
     assert replayed.end == pytest.approx(reference[2].end, abs=0.33)
+
+
+@pytest.mark.parametrize(
+    "value,point",
+    [
+        (b'{"offset": 12, "next": {"agent": 3, "customer": 0}}', {"offset": 12, "next": {"agent": 3, "customer": 0}}),
+        (b"[1]", None),  # a list: AttributeError at the call's first audio record
+        (b'{"offset": "5", "next": {}}', None),  # TypeError comparing record offsets with it
+        (b'{"offset": 0, "next": {"mono": "x"}}', None),  # TypeError at the call's first final
+        (b'{"offset": -1, "next": {}}', None),
+        (b'{"offset": true, "next": {}}', None),
+        (b'{"offset": 0, "next": {}, "more": 1}', None),
+        (b"\xff not json", None),
+        (b"[" * 100_000, None),
+    ],
+)
+def test_state_records_that_are_not_resume_points_are_ignored(value, point):
+    """Any producer the broker lets in can write the state topic: forged records must not crash a worker."""
+    assert resume_point(value) == point

@@ -6,7 +6,7 @@ import pytest
 from operators.audio import encode_audio
 from stream.errors import AudioFormatError, ConfigError, DecodeError
 from stream.events import EndOfStream, Final, Partial, StreamConfig
-from stream.pipeline import channel_names
+from stream.pipeline import MAX_HOTWORD_CHARS, MAX_HOTWORDS, channel_names
 from tests.recognizer import feed
 
 
@@ -63,6 +63,23 @@ def test_bad_config_is_rejected_clearly(pipeline):
         pipeline.create_stream("s", StreamConfig(endpoint_silence_s=-1.0))
     with pytest.raises(ConfigError, match="2 names for 1 channel"):
         channel_names(StreamConfig(channel_names=("a", "b")))
+
+
+@pytest.mark.parametrize(
+    "config,match",
+    [
+        (StreamConfig(hotwords=tuple((f"word{i}", 5.0) for i in range(MAX_HOTWORDS + 1))), "at most 100 hotwords"),
+        (StreamConfig(hotwords=(("a" * (MAX_HOTWORD_CHARS + 1), 5.0),)), "at most 100 characters, got 101"),
+        (StreamConfig(hotwords=(("acme", 1.7e308),)), "weights are at most 100"),
+        (StreamConfig(channels=2, channel_names=("agent", "x" * 65)), "1-64 characters each"),
+        (StreamConfig(channel_names=("",)), "1-64 characters each"),
+    ],
+)
+def test_config_floods_are_refused_before_the_stream_opens(pipeline, config, match):
+    """A 556 KB config of 30,000 hotwords held the server's event loop for 4 s before these limits."""
+    with pytest.raises(ConfigError, match=match):
+        pipeline.create_stream("s", config)
+    pipeline.create_stream("s", StreamConfig(hotwords=tuple((f"word{i}", 5.0) for i in range(MAX_HOTWORDS))))
 
 
 def test_bad_audio_in_one_stream_leaves_another_untouched(pipeline):
