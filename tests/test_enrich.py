@@ -139,6 +139,23 @@ def test_eval_filter_json_contract(tmp_path, capsys):
     assert m["recall"] == 1.0 and m["precision"] == 1.0
 
 
+def test_eval_filter_per_category(tmp_path, capsys):
+    path = tmp_path / "f.csv"
+    path.write_text(
+        "text,label,category\n"
+        "you are a stupid bitch,1,insult\n"
+        "i want to check my balance,1,insult\n"
+        "i want to close my account,0,clean\n"
+        "what is my balance,0,clean\n"
+    )
+    m = _run(text_eval.add_filter_arguments, text_eval.run_filter, ["--csv", str(path), "--json"], capsys)
+    assert set(m) == {"precision", "recall", "f1", "n", "categories"} and list(m["categories"]) == ["insult", "clean"]
+    assert m["categories"]["insult"] == {"n": 2, "positives": 2, "flagged": 1, "precision": 1.0, "recall": 0.5,
+                                         "false_flags": None}
+    assert m["categories"]["clean"] == {"n": 2, "positives": 0, "flagged": 0, "precision": None, "recall": None,
+                                        "false_flags": 0.0}
+
+
 def test_eval_filter_rejects_bad_csvs_with_one_line(tmp_path, capsys):
     from stream.cli import main
     from stream.errors import InputError
