@@ -77,6 +77,13 @@ def test_clean_banking_request_is_not_flagged(filters_only):
     assert out.redacted_text == "i would like to order a new card please"
 
 
+def test_abuse_rules_name_their_category_and_flag_toxicity(filters_only):
+    out = filters_only.enrich(new_state(), _final("i know where you live"))
+    assert out.flags.flagged == ("threat", "toxicity") and out.flags.toxicity == 1.0
+    swearing = filters_only.enrich(new_state(), _final("this damn card never works"))
+    assert "threat" not in swearing.flags.flagged and "insult" not in swearing.flags.flagged
+
+
 def test_final_without_words_uses_the_text(filters_only):
     final = Final("s", "mono", "s/mono/0", 0, "call me at five five five one two three four five six seven", start=1.0, end=3.0)
     out = filters_only.enrich(new_state(), final)
@@ -107,7 +114,9 @@ def test_toxicity_reads_the_intent_embedding(filters_only):
     assert "toxicity" not in enrich(new_state(), clean).flags.flagged
 
 
-@pytest.mark.parametrize("module", ["operators.intent", "operators.content", "operators.redaction", "operators.enrich"])
+@pytest.mark.parametrize(
+    "module", ["operators.intent", "operators.content", "operators.abuse_lexicon", "operators.redaction", "operators.enrich"]
+)
 def test_serving_modules_import_no_torch_or_sklearn(module):
     code = (
         f"import sys, {module}; bad = [m for m in sys.modules if m.split('.')[0] in "
