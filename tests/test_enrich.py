@@ -108,7 +108,7 @@ def test_default_enrich_adds_intent():
 
 @pytest.mark.skipif(not ENCODER_BUILT, reason="sentence encoder not built: run `python -m models.encoder_export`")
 def test_toxicity_reads_the_intent_embedding(filters_only):
-    hateful, clean = _final("gay people are disgusting"), _final("my gay son needs an account")
+    hateful, clean = _final("women are too stupid to vote"), _final("my gay son needs an account")
     assert "toxicity" in enrich(new_state(), hateful).flags.flagged  # the embedding head catches it
     assert "toxicity" not in filters_only.enrich(new_state(), hateful).flags.flagged  # the n-grams alone do not
     assert "toxicity" not in enrich(new_state(), clean).flags.flagged
