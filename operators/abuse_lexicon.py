@@ -1,9 +1,9 @@
 """Phrase rules for abuse aimed at the listener: threats, slurs and identity hate, insults, sexual harassment.
 
-The toxicity model learned from tweets (``operators.content``): it knows the
-slurs and swearing that fill them, and little of what a caller says to an
-agent in clean words ("i know where you live", "are you stupid or
-something"). These rules catch that. Each one needs a target, a second
+The toxicity model learned mostly from tweets (``operators.content``): it
+knows the slurs and swearing that fill them, and less of what a caller says
+to an agent in clean words ("i know where you live", "are you stupid or
+something"). These rules catch the common forms of that. Each one needs a target, a second
 person or a named group, so "kill the transaction", "i feel like an idiot"
 and "this damn card" match none. They read finals as the recogniser writes
 them: lowercase words, apostrophes kept, no other punctuation
@@ -11,9 +11,8 @@ them: lowercase words, apostrophes kept, no other punctuation
 
 ``abuse_categories(text)`` names the categories whose rules match, in the
 order of ``CATEGORIES``. The rules are data, not a model: what they miss,
-the model may still catch, and how often they fire on clean call-centre
-text and on Davidson's "neither" tweets is measured in
-``models.toxicity_train``.
+the model may still catch. A test bounds how often they fire on the intent
+corpora; ``models.toxicity_train`` reports the filter with and without them.
 """
 
 from __future__ import annotations
