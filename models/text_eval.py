@@ -5,9 +5,14 @@
   last line is ``{"accuracy", "macro_f1", "oos_rate", "n"}``. A category
   of ``out_of_scope`` (or CLINC's ``oos``) is right when the model abstains.
 * ``eval-filter --csv FILE [--json]``: columns ``text`` and ``label``
-  (1 offensive or toxic, 0 not). Prints precision, recall and F1 of the
-  toxicity flag; with ``--json`` the last line is
-  ``{"precision", "recall", "f1", "n"}``.
+  (1 offensive or toxic, 0 not), and optionally ``category``. Prints
+  precision, recall and F1 of the toxicity flag; with ``--json`` the last
+  line is ``{"precision", "recall", "f1", "n"}``. With a ``category``
+  column it also prints, per category, the precision and recall of the
+  flag on that category's rows and the share of its label-0 rows flagged
+  (``false_flags``), and the JSON gains ``"categories": {name: {...}}``.
+  A figure without rows to count (recall of a category with no label 1)
+  is ``null``.
 
 Texts are normalised the way finals look (``operators.spoken_form.normalize_text``)
 unless ``--raw`` is given, because the models run on ASR output.
@@ -19,6 +24,7 @@ import argparse
 import csv
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +39,7 @@ from stream.errors import InputError, ModelError
 __all__ = [
     "add_filter_arguments",
     "add_intent_arguments",
+    "category_figures",
     "eval_filter",
     "eval_intent",
     "run_filter",
@@ -68,8 +75,9 @@ def eval_intent(
 def eval_filter(
     csv_path: Path, *, model: Path | None = None, encoder_dir: Path | None = None, normalize: bool = True
 ) -> dict[str, float]:
-    """Precision, recall, F1 and n of the toxicity flag on a ``text,label`` CSV (as the enricher flags it:
-    with the sentence-embedding head when the model has one and its encoder is built)."""
+    """Precision, recall, F1 and n of the toxicity flag on a ``text,label[,category]`` CSV (as the enricher
+    flags it: with the sentence-embedding head when the model has one and its encoder is built), and
+    ``categories`` (see ``category_figures``) when the CSV has a ``category`` column."""
     rows = _read(csv_path, ("text", "label"))
     tox = ToxicityModel.load(model)
     try:
@@ -89,7 +97,31 @@ def eval_filter(
             if tox.uses_embeddings_of(encoder.name):
                 x = encoder.encode(texts)
     pred = np.array([tox.score(t, e) >= tox.threshold_for(e) for t, e in zip(texts, x)], dtype=np.int64)
-    return prf(y, pred)
+    out: dict = prf(y, pred)
+    if "category" in rows[0]:
+        out["categories"] = category_figures([r["category"] for r in rows], y, pred)
+    return out
+
+
+def category_figures(categories: Sequence[str], y: np.ndarray, pred: np.ndarray) -> dict[str, dict]:
+    """Per category (in first-seen order): ``n``, ``positives``, ``flagged``, and the flag's ``precision``
+    and ``recall`` on that category's rows and ``false_flags`` (flagged share of its label-0 rows);
+    ``None`` where there is nothing to divide by. ``y`` and ``pred`` are int arrays (N,) of 0/1."""
+    out: dict[str, dict] = {}
+    cats = np.array(categories, dtype=object)
+    for name in dict.fromkeys(categories):
+        sel = cats == name
+        yc, pc = y[sel], pred[sel]
+        tp, flagged, pos, neg = int(np.sum(yc & pc)), int(pc.sum()), int(yc.sum()), int(np.sum(yc == 0))
+        out[name] = {
+            "n": int(sel.sum()),
+            "positives": pos,
+            "flagged": flagged,
+            "precision": tp / flagged if flagged else None,
+            "recall": tp / pos if pos else None,
+            "false_flags": (flagged - tp) / neg if neg else None,
+        }
+    return out
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -127,6 +159,13 @@ def run_filter(args: argparse.Namespace) -> int:
     print(f"precision  {m['precision']:.4f}")
     print(f"recall     {m['recall']:.4f}")
     print(f"F1         {m['f1']:.4f}")
+    if "categories" in m:
+        print(f"{'category':16s} {'n':>4s} {'label 1':>7s} {'flagged':>7s} {'precision':>9s} {'recall':>7s} "
+              f"{'false flags':>11s}")
+        for name, c in m["categories"].items():
+            cells = [f"{c[k]:.3f}" if c[k] is not None else "-" for k in ("precision", "recall", "false_flags")]
+            print(f"{name:16s} {c['n']:4d} {c['positives']:7d} {c['flagged']:7d} {cells[0]:>9s} {cells[1]:>7s} "
+                  f"{cells[2]:>11s}")
     if args.json:
         print(json.dumps(m))
     return 0

@@ -6,19 +6,29 @@ normalised the way finals look (``operators.spoken_form.normalize_text``: lowerc
 no punctuation, numbers spelled out), because the filter runs on ASR output.
 
 Split: 70% train, 15% dev, 15% held-out test, stratified, seed 0. Training
-also gets call-centre texts as negatives (``call_center_texts``). The model
+also gets call-centre texts as negatives (``call_center_texts``), and two
+generated sets that teach what the call centre means by toxic: the same
+requests with a caller's swearing in them ("where is my damn card"), as
+negatives (``swearing_negatives``), and with abuse aimed at the agent
+("... you useless idiot", "i know where you work"), as positives
+(``abuse_positives``). The model
 (TF-IDF word 1-2 grams + character 2-4 grams, logistic regression) and its
 threshold are chosen on dev. A second logistic regression on the all-MiniLM-L6-v2
 embedding (the intent encoder's, which every final already gets) is fitted on
 the same texts, and the threshold of the larger of the two scores is tuned on
-dev too. The table is on the held-out test split:
+dev too. The phrase rules of ``operators.abuse_lexicon`` come on top (a match
+scores 1.0). The table is on the held-out test split:
 
-* ours, exported to numpy (``operators.content.ToxicityModel``), with and
-  without the embedding head;
+* ours, exported to numpy (``operators.content.ToxicityModel``): as served,
+  without the phrase rules, and the n-grams alone;
 * ``alt-profanity-check`` (its wheel's TF-IDF + linear SVM). Its authors
   trained it on the whole Davidson corpus, so its figures here are on data it
   has seen: an upper bound, not a fair held-out score;
 * a plain word list: ``better-profanity``'s list, flag when any word is on it.
+
+Each row also gives F1 on the hand-written agent-abuse sets
+(``models/assets/agent_abuse.csv``, ``agent_abuse_unseen.csv``; development
+sets, never trained on; per category with ``callstream eval-filter --csv``).
 
 Usage::
 
@@ -36,6 +46,7 @@ import argparse
 import csv
 import html
 import json
+import random
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -49,7 +60,10 @@ from operators.content import DEFAULT_TOXICITY, ToxicityModel, text_features
 from operators.intent import SentenceEncoder, default_encoder_dir
 
 __all__ = [
+    "AGENT_ABUSE",
+    "AGENT_ABUSE_UNSEEN",
     "DAVIDSON",
+    "abuse_positives",
     "add_arguments",
     "clean_tweet",
     "davidson_splits",
@@ -58,10 +72,22 @@ __all__ = [
     "prf",
     "profanity_wordlist",
     "run",
+    "swearing_negatives",
 ]
 
 DAVIDSON = Path(__file__).resolve().parents[2] / "shared" / "data" / "toxicity" / "davidson" / "data" / "labeled_data.csv"
+_ASSETS = Path(__file__).resolve().parent / "assets"
+# Hand-written call-centre transcripts (text,label,category), for measurement only. The second
+# was written after the phrase rules and the generated training sets, to show how far their
+# figures on the first carry over to sentences nobody tuned against.
+AGENT_ABUSE = _ASSETS / "agent_abuse.csv"
+AGENT_ABUSE_UNSEEN = _ASSETS / "agent_abuse_unseen.csv"
 _SEED = 0
+# Generated examples per call-centre text set: 8,000 swearing negatives and 2,000 abuse
+# positives. Twice the positives caught more abuse on the agent-abuse set but flagged 0.5% of
+# clean held-out requests instead of 0.2%, and cost another 0.3 F1 points on Davidson.
+_N_SWEARING = 8000
+_N_ABUSE = 2000
 # On the word list, but words for acts, identities or body parts rather than
 # swearing: masking them on their own garbles ordinary speech ("kill the
 # process", "my gay son's account", "strip the flange"). The sentence-level
@@ -167,21 +193,81 @@ def call_center_texts() -> tuple[list[str], list[str]]:
     return fit, held
 
 
+# A caller's swearing at things, not people. Davidson labels every swear word offensive; the
+# call centre flags it as profanity (masked in captions) and keeps toxicity for abuse.
+_SWEAR_BEFORE = ("fucking", "damn", "bloody", "goddamn", "freaking", "stupid", "shitty", "crappy", "fucking stupid")
+_SWEAR_PREFIX = ("damn", "shit", "oh crap", "holy shit", "god damn it", "fuck", "bloody hell", "jesus christ",
+                 "for fuck's sake", "what the hell", "oh hell", "crap")
+_SWEAR_SUFFIX = ("what the hell", "for fuck's sake", "this is bullshit", "this sucks", "damn it", "god damn it",
+                 "what the fuck", "it's such crap", "this is a shitty situation", "i'm so pissed off")
+_THINGS = frozenset(
+    "card account app transfer payment fee fees atm phone money machine bank website pin code balance charge "
+    "cheque check loan statement refund limit rate transaction login password deposit bill alarm".split()
+)
+# Abuse a caller aims at an agent, added to a request. Written for training: none of these is
+# part of a sentence of the agent-abuse sets or PROBE_HATEFUL, nor the other way round.
+_ABUSE = (
+    "you useless idiot", "are you thick or what", "you brainless clown", "listen you moron",
+    "you're an incompetent fool", "you lot are a bunch of crooks", "you pathetic little man", "fuck you very much",
+    "go to hell already", "screw you and your company", "shut your trap", "you dumb cow", "you are a waste of space",
+    "you ignorant bastard", "you stupid prick", "you worthless piece of crap", "i'll kill you",
+    "i know where you work", "i'm going to hurt you", "i'll beat you up", "someone should shoot you",
+    "you deserve to die", "i'll break your legs", "i'll come down there and smash your face",
+    "i hope you choke", "i'll find out where you live", "you're going to pay for this with your life",
+    "i'll burn your house down", "you sound hot baby", "what colour is your underwear", "i want to see you naked",
+    "send me your number sexy", "go back where you came from", "you foreigners are all useless",
+    "you sound like a dirty immigrant", "brain dead retard", "you lot are vermin", "your kind shouldn't have jobs",
+)
+
+
+def swearing_negatives(texts: Sequence[str], n: int, *, seed: int = _SEED) -> list[str]:
+    """``n`` of ``texts`` (clean requests) with swearing added: before a word for a thing
+    ("my fucking card"), or as an exclamation before or after."""
+    rng = random.Random(seed)
+    out = []
+    for text in rng.sample(list(texts), n):
+        words = text.split()
+        things = [i for i, w in enumerate(words) if w in _THINGS]
+        r = rng.random()
+        if things and r < 0.5:
+            words.insert(rng.choice(things), rng.choice(_SWEAR_BEFORE))
+            out.append(" ".join(words))
+        elif r < 0.75:
+            out.append(f"{rng.choice(_SWEAR_PREFIX)} {text}")
+        else:
+            out.append(f"{text} {rng.choice(_SWEAR_SUFFIX)}")
+    return out
+
+
+def abuse_positives(texts: Sequence[str], n: int, *, seed: int = _SEED + 1) -> list[str]:
+    """``n`` of ``texts`` (clean requests) with abuse aimed at the agent before or after them."""
+    rng = random.Random(seed)
+    out = []
+    for text in rng.sample(list(texts), n):
+        abuse = rng.choice(_ABUSE)
+        out.append(f"{abuse} {text}" if rng.random() < 0.5 else f"{text} {abuse}")
+    return out
+
+
 def fit_toxicity(
     texts: Sequence[str],
     labels: np.ndarray,
     split: dict[str, np.ndarray],
     *,
     negatives: Sequence[str] = (),
+    positives: Sequence[str] = (),
     c: float = 3.0,
 ) -> ToxicityModel:
-    """Fit on ``split["train"]`` plus ``negatives`` (label 0), tune the threshold on ``split["dev"]``."""
+    """Fit on ``split["train"]`` plus ``negatives`` (label 0) and ``positives`` (label 1), tune the
+    threshold on ``split["dev"]``."""
     from scipy.sparse import hstack
     from sklearn.linear_model import LogisticRegression
 
     n_davidson = len(texts)
-    texts = [*texts, *negatives]
-    labels = np.concatenate([labels, np.zeros(len(negatives), dtype=np.int64)])
+    texts = [*texts, *negatives, *positives]
+    labels = np.concatenate(
+        [labels, np.zeros(len(negatives), dtype=np.int64), np.ones(len(positives), dtype=np.int64)]
+    )
     split = {**split, "train": np.concatenate([split["train"], np.arange(n_davidson, len(texts))])}
     feats = [text_features(t) for t in texts]
     words = [f[0] for f in feats]
@@ -210,9 +296,11 @@ def fit_toxicity(
     dev_scores = np.array([model.score(texts[i]) for i in split["dev"]])
     threshold = _best_threshold(dev_scores, labels[split["dev"]])
     # Mask a listed word unless Davidson shows it is not offensive ("kill", "hell"
-    # in "kill the process", "what the hell is this fee").
+    # in "kill the process", "what the hell is this fee"). The swearing that
+    # ``swearing_negatives`` teaches is not toxic is still swearing: masked.
     listed = {w for w in profanity_wordlist() if " " not in w} - _NOT_SWEARING
-    mask = frozenset(w for w in listed if w not in wv or coef[wv[w]] > 0.5)
+    swearing = {w for phrase in (*_SWEAR_BEFORE, *_SWEAR_PREFIX, *_SWEAR_SUFFIX) for w in phrase.split()}
+    mask = frozenset(w for w in listed if w not in wv or w in swearing or coef[wv[w]] > 0.5)
     dev = prf(labels[split["dev"]], (dev_scores >= threshold).astype(np.int64))
     return replace(model, threshold=threshold, mask_words=mask, metrics={f"dev_{k}": v for k, v in dev.items()})
 
@@ -225,16 +313,21 @@ def fit_embedding_head(
     texts: Sequence[str],
     *,
     negatives: np.ndarray,
+    positives: np.ndarray | None = None,
     encoder: str,
     c: float = 10.0,
 ) -> ToxicityModel:
     """Add the sentence-embedding head: logistic regression on ``x[split["train"]]`` plus ``negatives``
-    (embeddings, label 0); the threshold of ``max(n-gram, embedding)`` is tuned for F1 on dev."""
+    (embeddings, label 0) and ``positives`` (label 1); the threshold of ``max(n-gram, embedding)`` is
+    tuned for F1 on dev."""
     from sklearn.linear_model import LogisticRegression
 
     train = split["train"]
-    xs = np.concatenate([x[train], negatives])
-    ys = np.concatenate([labels[train], np.zeros(len(negatives), dtype=np.int64)])
+    positives = np.zeros((0, x.shape[1]), dtype=x.dtype) if positives is None else positives
+    xs = np.concatenate([x[train], negatives, positives])
+    ys = np.concatenate(
+        [labels[train], np.zeros(len(negatives), dtype=np.int64), np.ones(len(positives), dtype=np.int64)]
+    )
     clf = LogisticRegression(C=c, max_iter=5000).fit(xs, ys)
     model = replace(model, embedding_coef=clf.coef_[0].astype(np.float32), embedding_bias=float(clf.intercept_[0]),
                     embedding_encoder=encoder)
@@ -275,37 +368,58 @@ def _word_list_flags(texts: Sequence[str], words: frozenset[str]) -> np.ndarray:
     return np.array(out, dtype=np.int64)
 
 
+def _read_labelled(path: Path) -> tuple[list[str], np.ndarray]:
+    """Normalised texts and int labels (N,) of a ``text,label[,category]`` CSV."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [normalize_text(r["text"]) for r in rows], np.array([int(r["label"]) for r in rows], dtype=np.int64)
+
+
 def compare(
     model: ToxicityModel, texts: Sequence[str], labels: np.ndarray, idx: np.ndarray, clean: Sequence[str],
     embed: Callable[[Sequence[str]], np.ndarray],
 ) -> dict[str, dict[str, float]]:
-    """P/R/F1 of ours (with and without the embedding head), alt-profanity-check and the word list
-    on ``texts[idx]``.
+    """P/R/F1 of ours (as served, without the phrase rules, without the embedding head),
+    alt-profanity-check and the word list on ``texts[idx]``.
 
     ``flag_rate_call_center`` is the share of ``clean`` (held-out banking and
     assistant requests, none offensive) that each one flags; ``probe_recall`` and
-    ``probe_flags_clean`` are on ``PROBE_HATEFUL`` and ``PROBE_CLEAN``.
+    ``probe_flags_clean`` are on ``PROBE_HATEFUL`` and ``PROBE_CLEAN``;
+    ``agent_abuse_f1`` and ``agent_abuse_unseen_f1`` on ``AGENT_ABUSE`` and
+    ``AGENT_ABUSE_UNSEEN``.
     """
     from profanity_check import predict_prob
 
     words = profanity_wordlist()
+    embedded: dict[tuple[str, ...], np.ndarray] = {}  # two rows read the same embeddings
 
-    def combined(xs: Sequence[str]) -> np.ndarray:
-        return np.array([model.score(t, e) for t, e in zip(xs, embed(xs))]) >= model.combined_threshold
+    def ours(rules: bool) -> Callable[[Sequence[str]], np.ndarray]:
+        def flags(xs: Sequence[str]) -> np.ndarray:
+            key = tuple(xs)
+            if key not in embedded:
+                embedded[key] = embed(xs)
+            return np.array([model.score(t, e, rules=rules) for t, e in zip(xs, embedded[key])]) >= model.combined_threshold
+
+        return flags
 
     scorers = {
-        "ours (tf-idf + lr, then max with embedding lr)": combined,
-        "ours, tf-idf + lr alone": lambda xs: np.array([model.score(t) for t in xs]) >= model.threshold,
+        "ours (rules, then max of tf-idf lr and embedding lr)": ours(True),
+        "ours without the phrase rules": ours(False),
+        "ours, rules and tf-idf + lr (no encoder)": lambda xs: np.array([model.score(t) for t in xs]) >= model.threshold,
         "alt-profanity-check 1.9.1 (saw davidson)": lambda xs: predict_prob(list(xs)) >= 0.5,
         "word list (better-profanity 0.7.0)": lambda xs: _word_list_flags(xs, words).astype(bool),
     }
     sub = [texts[i] for i in idx]
+    abuse = {"agent_abuse_f1": _read_labelled(AGENT_ABUSE),
+             "agent_abuse_unseen_f1": _read_labelled(AGENT_ABUSE_UNSEEN)}
     table = {}
     for name, flags in scorers.items():
         row = prf(labels[idx], flags(sub).astype(np.int64))
         row["flag_rate_call_center"] = float(np.mean(flags(clean)))
         row["probe_recall"] = float(np.mean(flags(PROBE_HATEFUL)))
         row["probe_flags_clean"] = float(np.mean(flags(PROBE_CLEAN)))
+        for key, (xs, y) in abuse.items():
+            row[key] = prf(y, flags(xs).astype(np.int64))["f1"]
         table[name] = row
     return table
 
@@ -320,11 +434,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     texts, labels, split = davidson_splits(args.data)
     negatives, clean = call_center_texts()
-    model = fit_toxicity(texts, labels, split, negatives=negatives)
+    swearing = swearing_negatives(negatives, _N_SWEARING)
+    abuse = abuse_positives(negatives, _N_ABUSE)
+    model = fit_toxicity(texts, labels, split, negatives=[*negatives, *swearing], positives=abuse)
     encoder = SentenceEncoder(args.encoder_dir or default_encoder_dir(), threads=0)
-    print(f"embedding {len(texts) + len(negatives)} texts with {encoder.name} ...", flush=True)
+    print(f"embedding {len(texts) + len(negatives) + len(swearing) + len(abuse)} texts with {encoder.name} ...",
+          flush=True)
     model = fit_embedding_head(model, encoder.encode(texts), labels, split, texts,
-                               negatives=encoder.encode(negatives), encoder=encoder.name)
+                               negatives=encoder.encode([*negatives, *swearing]), positives=encoder.encode(abuse),
+                               encoder=encoder.name)
     table = compare(model, texts, labels, split["test"], clean, encoder.encode)
     ours = next(iter(table.values()))
     model = replace(model, metrics={**model.metrics, **{f"test_{k}": v for k, v in ours.items()}})
@@ -332,13 +450,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"saved {args.out} ({args.out.stat().st_size // 1024} KB), thresholds {model.threshold:.2f} (n-grams), "
           f"{model.combined_threshold:.2f} (with the embedding head)")
     print(f"held-out Davidson test split, n={len(split['test'])}, label 1 = offensive or hate")
-    print(f"{'filter':48s} {'precision':>9s} {'recall':>7s} {'F1':>7s} {'flags clean':>11s} {'probe R':>7s} "
-          f"{'probe FP':>8s}")
+    print(f"{'filter':52s} {'precision':>9s} {'recall':>7s} {'F1':>7s} {'flags clean':>11s} {'probe R':>7s} "
+          f"{'probe FP':>8s} {'abuse F1':>8s} {'unseen F1':>9s}")
     for name, m in table.items():
-        print(f"{name:48s} {m['precision']:9.4f} {m['recall']:7.4f} {m['f1']:7.4f} {m['flag_rate_call_center']:11.4f} "
-              f"{m['probe_recall']:7.3f} {m['probe_flags_clean']:8.3f}")
+        print(f"{name:52s} {m['precision']:9.4f} {m['recall']:7.4f} {m['f1']:7.4f} {m['flag_rate_call_center']:11.4f} "
+              f"{m['probe_recall']:7.3f} {m['probe_flags_clean']:8.3f} {m['agent_abuse_f1']:8.3f} "
+              f"{m['agent_abuse_unseen_f1']:9.3f}")
     print(f"flags clean: share of {len(clean)} held-out BANKING77 dev + CLINC150 val/oos_val texts flagged; "
-          f"probe: {len(PROBE_HATEFUL)} hateful and {len(PROBE_CLEAN)} clean sentences written for the check")
+          f"probe: {len(PROBE_HATEFUL)} hateful and {len(PROBE_CLEAN)} clean sentences written for the check; "
+          f"abuse / unseen: {AGENT_ABUSE.name} and {AGENT_ABUSE_UNSEEN.name} (per category: callstream eval-filter --csv)")
     if args.json:
         print(json.dumps(table))
     return 0

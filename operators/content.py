@@ -2,8 +2,9 @@
 
 Shared, read-only resource: ``ToxicityModel``, a TF-IDF + logistic
 regression model exported to numpy by ``models.toxicity_train`` (optionally
-combined with sentence-encoder embeddings), with the list of words that
-captions mask. PII/PCI redaction lives in ``operators.redaction``.
+combined with sentence-encoder embeddings), the phrase rules of
+``operators.abuse_lexicon`` for abuse aimed at the listener, and the list of
+words that captions mask. PII/PCI redaction lives in ``operators.redaction``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from operators.abuse_lexicon import abuse_categories
 from stream.errors import ModelError
 
 __all__ = ["DEFAULT_TOXICITY", "TOXICITY_FORMAT", "ToxicityModel", "text_features"]
@@ -81,6 +83,11 @@ class ToxicityModel:
     (``embedding_coef``, float (dim,), for encoder ``embedding_encoder``) gives
     a second opinion for the cost of a dot product: the score is then the
     larger of the two, flagged at ``combined_threshold``.
+
+    Both learned from tweets, and miss most abuse a caller aims at an agent in
+    clean words ("i know where you live"); a match of the phrase rules
+    (``operators.abuse_lexicon``) makes the score 1.0, and ``categories``
+    names what matched.
     """
 
     word_vocab: dict[str, int]
@@ -99,8 +106,11 @@ class ToxicityModel:
     embedding_encoder: str = ""  # ``SentenceEncoder.name`` whose embeddings the head reads
     combined_threshold: float = 0.5
 
-    def score(self, text: str, embedding: np.ndarray | None = None) -> float:
-        """The n-gram probability, or the larger of it and the embedding head's when ``embedding`` is given."""
+    def score(self, text: str, embedding: np.ndarray | None = None, *, rules: bool = True) -> float:
+        """The n-gram probability, or the larger of it and the embedding head's when ``embedding`` is given;
+        1.0 when ``rules`` and a phrase rule matches ``text``."""
+        if rules and abuse_categories(text):
+            return 1.0
         grams, chars = text_features(text)
         z = self.bias
         z += _block(grams, self.word_vocab, self.word_idf, self.word_coef)
@@ -110,6 +120,11 @@ class ToxicityModel:
             e = float(embedding @ self.embedding_coef) + self.embedding_bias
             p = max(p, 1.0 / (1.0 + math.exp(-e)))
         return p
+
+    @staticmethod
+    def categories(text: str) -> tuple[str, ...]:
+        """The abuse categories (``operators.abuse_lexicon.CATEGORIES``) whose phrase rules match ``text``."""
+        return abuse_categories(text)
 
     def uses_embeddings_of(self, encoder_name: str) -> bool:
         """Whether ``score`` takes embeddings from this encoder (the head was trained on its output)."""

@@ -1,4 +1,4 @@
-"""Enrich final transcripts: intent, toxicity and profanity flags, PII/PCI redaction.
+"""Enrich final transcripts: intent, toxicity, abuse categories and profanity flags, PII/PCI redaction.
 
 This is the operator the Faust agents and the in-process pipeline both call.
 ``Enricher`` holds the shared, read-only models (intent classifier, toxicity
@@ -114,11 +114,19 @@ class Enricher:
             if mask_profanity:
                 spans += [RedactedSpan("profanity", i, i, words[i].start, words[i].end) for i in profane]
             spans.sort(key=lambda s: s.first_word)
-            toxicity = self.toxicity.score(final.text, embedding) if final.text.strip() else 0.0
+            # The phrase rules run once: a match names its categories and makes the score 1.0.
+            abuse = self.toxicity.categories(final.text)
+            if abuse:
+                toxicity = 1.0
+            elif final.text.strip():
+                toxicity = self.toxicity.score(final.text, embedding, rules=False)
+            else:
+                toxicity = 0.0
             flagged = sorted(
                 {s.kind for s in spans if s.kind != "profanity"}
                 | ({"profanity"} if profane else set())
                 | ({"toxicity"} if toxicity >= self.toxicity.threshold_for(embedding) else set())
+                | set(abuse)
             )
             flags = ContentFlags(
                 profanity=1.0 if profane else 0.0,

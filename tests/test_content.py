@@ -366,3 +366,60 @@ def test_toxicity_embedding_head_round_trips_and_takes_the_larger_score(tmp_path
     assert loaded.uses_embeddings_of("enc-a") and not loaded.uses_embeddings_of("enc-b")
     plain = replace(ToxicityModel.load(DEFAULT_TOXICITY), embedding_coef=None)
     assert plain.score(text, hot) == base.score(text) and plain.threshold_for(hot) == plain.threshold
+
+
+# ---------------------------------------------------------------------------
+# Phrase rules for abuse aimed at the listener (sentences written for these tests)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "categories"),
+    [
+        ("i am going to stab you", ("threat",)),
+        ("i know where you work", ("threat",)),
+        ("go back to your own country", ("slur",)),
+        ("you are an absolute moron", ("insult",)),
+        ("are you incompetent or something", ("insult",)),
+        ("what are you wearing", ("harassment",)),
+        ("shut up you stupid retard", ("slur", "insult")),
+        ("I'll Kill You", ("threat",)),
+    ],
+)
+def test_abuse_rules_find_their_category(text, categories):
+    from operators.abuse_lexicon import abuse_categories
+
+    assert abuse_categories(text) == categories
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "i'll shoot you an email", "kill the transfer please", "i'm going to beat you to it", "i feel like an idiot",
+        "you're not stupid the app is", "this damn card never works", "my husband will kill me",
+        "can i go back to your main menu", "are you lying to me about the fee", "the fees suck my account dry",
+        "i'd like to speak to a real person", "my tranny went out and i need a car loan", "an animal shelter donation",
+    ],
+)
+def test_abuse_rules_leave_clean_text_alone(text):
+    from operators.abuse_lexicon import abuse_categories
+
+    assert abuse_categories(text) == ()
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="intent corpora not found under /work/shared/data/intent")
+def test_abuse_rules_rarely_fire_on_intent_corpora():
+    from models.corpus import load_intent_sentences
+    from operators.abuse_lexicon import abuse_categories
+
+    texts = load_intent_sentences(DATA)
+    hits = [t for t in texts if abuse_categories(t)]
+    # The 28 of 47,097 found are almost all "(olly) shut up", said to a voice assistant.
+    assert len(hits) / len(texts) <= 0.001, hits[:20]
+
+
+def test_a_rule_match_scores_one_and_names_its_category():
+    model = ToxicityModel.load()
+    text = "i know where you live"
+    assert model.categories(text) == ("threat",) and model.score(text) == 1.0
+    assert model.score(text, rules=False) < 1.0

@@ -77,6 +77,13 @@ def test_clean_banking_request_is_not_flagged(filters_only):
     assert out.redacted_text == "i would like to order a new card please"
 
 
+def test_abuse_rules_name_their_category_and_flag_toxicity(filters_only):
+    out = filters_only.enrich(new_state(), _final("i know where you live"))
+    assert out.flags.flagged == ("threat", "toxicity") and out.flags.toxicity == 1.0
+    swearing = filters_only.enrich(new_state(), _final("this damn card never works"))
+    assert "threat" not in swearing.flags.flagged and "insult" not in swearing.flags.flagged
+
+
 def test_final_without_words_uses_the_text(filters_only):
     final = Final("s", "mono", "s/mono/0", 0, "call me at five five five one two three four five six seven", start=1.0, end=3.0)
     out = filters_only.enrich(new_state(), final)
@@ -101,13 +108,15 @@ def test_default_enrich_adds_intent():
 
 @pytest.mark.skipif(not ENCODER_BUILT, reason="sentence encoder not built: run `python -m models.encoder_export`")
 def test_toxicity_reads_the_intent_embedding(filters_only):
-    hateful, clean = _final("gay people are disgusting"), _final("my gay son needs an account")
+    hateful, clean = _final("women are too stupid to vote"), _final("my gay son needs an account")
     assert "toxicity" in enrich(new_state(), hateful).flags.flagged  # the embedding head catches it
     assert "toxicity" not in filters_only.enrich(new_state(), hateful).flags.flagged  # the n-grams alone do not
     assert "toxicity" not in enrich(new_state(), clean).flags.flagged
 
 
-@pytest.mark.parametrize("module", ["operators.intent", "operators.content", "operators.redaction", "operators.enrich"])
+@pytest.mark.parametrize(
+    "module", ["operators.intent", "operators.content", "operators.abuse_lexicon", "operators.redaction", "operators.enrich"]
+)
 def test_serving_modules_import_no_torch_or_sklearn(module):
     code = (
         f"import sys, {module}; bad = [m for m in sys.modules if m.split('.')[0] in "
@@ -137,6 +146,23 @@ def test_eval_filter_json_contract(tmp_path, capsys):
     assert set(m) == {"precision", "recall", "f1", "n"} and m["n"] == 4
     assert m == text_eval.eval_filter(path)
     assert m["recall"] == 1.0 and m["precision"] == 1.0
+
+
+def test_eval_filter_per_category(tmp_path, capsys):
+    path = tmp_path / "f.csv"
+    path.write_text(
+        "text,label,category\n"
+        "you are a stupid bitch,1,insult\n"
+        "i want to check my balance,1,insult\n"
+        "i want to close my account,0,clean\n"
+        "what is my balance,0,clean\n"
+    )
+    m = _run(text_eval.add_filter_arguments, text_eval.run_filter, ["--csv", str(path), "--json"], capsys)
+    assert set(m) == {"precision", "recall", "f1", "n", "categories"} and list(m["categories"]) == ["insult", "clean"]
+    assert m["categories"]["insult"] == {"n": 2, "positives": 2, "flagged": 1, "precision": 1.0, "recall": 0.5,
+                                         "false_flags": None}
+    assert m["categories"]["clean"] == {"n": 2, "positives": 0, "flagged": 0, "precision": None, "recall": None,
+                                        "false_flags": 0.0}
 
 
 def test_eval_filter_rejects_bad_csvs_with_one_line(tmp_path, capsys):
