@@ -409,7 +409,7 @@ def test_abuse_rules_leave_clean_text_alone(text):
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="intent corpora not found under /work/shared/data/intent")
 def test_abuse_rules_rarely_fire_on_intent_corpora():
-    from models.corpus import load_intent_sentences
+    from models.train.corpus import load_intent_sentences
     from operators.abuse_lexicon import abuse_categories
 
     texts = load_intent_sentences(DATA)
