@@ -16,7 +16,8 @@ import random
 from pathlib import Path
 
 from bench.common import ROOT, dev_sets, table
-from models.train.corpus import Utterance, _random_settings, _render_one
+from models.train.corpus import _render_one
+from models.train.tts import Utterance, random_settings
 from models.evaluate import transcribe_file
 from models.metrics import ErrorCounter
 from stream.app import DecodingConfig, build_pipeline
@@ -40,7 +41,7 @@ def build_set(templates: int = len(TEMPLATES), out: Path = SET_DIR) -> list[tupl
     for i, name in enumerate(NAMES):
         for j, template in enumerate(TEMPLATES):
             engine, voice = VOICES[(i + j) % len(VOICES)]
-            utt = Utterance(f"hw-{i}-{j}", template.format(name), engine, voice, _random_settings(rng, engine, voice))
+            utt = Utterance(f"hw-{i}-{j}", template.format(name), engine, voice, random_settings(rng, engine, voice))
             path = out / "audio" / engine / f"{utt.uid}.flac"
             if j >= templates:
                 continue

@@ -22,7 +22,7 @@ import numpy as np
 import soxr
 
 from bench.common import table
-from models.train.corpus import SAMPLE_RATE, speak
+from models.train.tts import SAMPLE_RATE, speak
 from models.redaction_eval import Call, generate, leaks
 from operators.audio import encode_audio
 from stream.app import build_pipeline

@@ -16,7 +16,8 @@ import random
 import numpy as np
 
 from bench.common import ROOT, table
-from models.train.corpus import Utterance, _random_settings, _render_one, normalize_text
+from models.train.corpus import _render_one, normalize_text
+from models.train.tts import Utterance, random_settings
 from models.evaluate import transcribe_file
 from models.intent_train import banking77_split, intent_metrics, load_banking77
 from models.metrics import ErrorCounter
@@ -35,7 +36,7 @@ def compare(n: int) -> tuple[str, dict]:
     typed, heard, cats = [], [], []
     counter = ErrorCounter()
     for i in pick:
-        utt = Utterance(f"b77-{i}", texts[i], "piper", "joe", _random_settings(rng, "piper", "joe"))
+        utt = Utterance(f"b77-{i}", texts[i], "piper", "joe", random_settings(rng, "piper", "joe"))
         path = SET_DIR / "audio" / "piper" / f"{utt.uid}.flac"
         if not path.exists():
             result = _render_one(utt, SET_DIR)

@@ -320,7 +320,8 @@ def spoken_transcripts(texts: Sequence[str], indices: Sequence[int], out: Path, 
     """
     from tqdm import tqdm
 
-    from models.train.corpus import HELDOUT_VOICE, VOICES, Utterance, _random_settings, _render_one
+    from models.train.corpus import _render_one
+    from models.train.tts import HELDOUT_VOICE, VOICES, Utterance, random_settings
     from models.evaluate import transcribe_file
     from stream.app import DecodingConfig, build_pipeline
 
@@ -343,7 +344,7 @@ def spoken_transcripts(texts: Sequence[str], indices: Sequence[int], out: Path, 
                 rng = random.Random(f"{seed}:{i}")
                 engine = rng.choices(names, weights)[0]
                 voice = rng.choice([v for v in VOICES[engine] if (engine, v) != HELDOUT_VOICE])
-                utt = Utterance(f"{out.stem}-{i}", texts[i], engine, voice, _random_settings(rng, engine, voice))
+                utt = Utterance(f"{out.stem}-{i}", texts[i], engine, voice, random_settings(rng, engine, voice))
                 rendered = _render_one(utt, out.parent)
                 if rendered.error:
                     print(f"spoken {out.stem}: sentence {i} not rendered ({rendered.error})", file=sys.stderr)

@@ -244,7 +244,7 @@ def spec_augment(feats: np.ndarray, rng: random.Random) -> np.ndarray:
 
 def write_dev_manifests(out_dir: Path, data_root: Path | None = None) -> list[Path]:
     """Write the development splits as ``eval-asr`` manifests (absolute paths) under ``out_dir``."""
-    data_root = data_root or Path(__file__).resolve().parents[2] / "shared" / "data" / "speech"
+    data_root = data_root or Path(__file__).resolve().parents[3] / "shared" / "data" / "speech"
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, split in real_speech_splits(data_root).items():

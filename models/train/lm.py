@@ -42,7 +42,7 @@ __all__ = [
     "sphinx_en_us_lm",
 ]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def kenlm_tool(name: str) -> Path:
