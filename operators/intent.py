@@ -16,13 +16,23 @@ Scores are softmax probabilities of temperature-scaled logits (the
 temperature is fitted on a dev split), and the label is ``OUT_OF_SCOPE``
 when the top probability is below the head's threshold (tuned on CLINC150
 ``oos_val`` for the bundled heads).
+
+Finals come from speech, so an in-scope label can rest on misheard words.
+``needs_confirmation`` is set when the label's calibrated probability is
+below ``IntentConfig.confirm_below``: the caller should be asked before
+anything is done. The thresholds (``CONFIRM_BELOW``) were chosen on spoken
+BANKING77 dev utterances recognised by our ASR (``python -m
+bench.spoken_intent``). There the probability alone ranked right and wrong
+intents better than its product with the final's word confidences, or the
+agreement of the n-best texts (which would also cost four encodes a final),
+so the decision reads the probability alone.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +45,7 @@ from stream.events import IntentResult
 
 __all__ = [
     "ASSETS",
+    "CONFIRM_BELOW",
     "DEFAULT_ENCODER",
     "DEFAULT_HEAD",
     "DEFAULT_HEADS",
@@ -48,6 +59,7 @@ __all__ = [
     "SentenceEncoder",
     "default_encoder_dir",
     "load_classifier",
+    "needs_confirmation",
     "softmax",
 ]
 
@@ -68,7 +80,10 @@ DEFAULT_HEADS: dict[str, Path] = {
     "mpnet-base-v2": ASSETS / "intent_banking77_mpnet.npz",
 }
 DEFAULT_HEAD = DEFAULT_HEADS[DEFAULT_ENCODER]
-
+# Per encoder: an in-scope label whose probability is below this needs confirmation. Chosen on the
+# tune half of 999 spoken BANKING77 dev utterances as the lowest threshold whose answered finals
+# are right 90% of the time (python -m bench.spoken_intent [--encoder mpnet-base-v2]).
+CONFIRM_BELOW: dict[str, float] = {"minilm-l6-v2": 0.67, "mpnet-base-v2": 0.64}
 
 def default_encoder_dir(encoder: str = DEFAULT_ENCODER) -> Path:
     """Where ``models.encoder_export.ensure_encoder`` builds ``encoder`` (a key of ``ENCODERS``).
@@ -92,10 +107,14 @@ class IntentConfig:
     head: Path | None = None  # .npz head; None: DEFAULT_HEADS[encoder]
     top_k: int = 3  # entries in IntentResult.top_k
     threads: int = 1  # onnxruntime intra-op threads per session
+    # needs_confirmation below this probability (0..1); None: CONFIRM_BELOW[encoder]; 0: never
+    confirm_below: float | None = None
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
             raise ValueError(f"expected an encoder in {sorted(ENCODERS)}, got {self.encoder!r}")
+        if self.confirm_below is not None and not 0.0 <= self.confirm_below <= 1.0:
+            raise ValueError(f"expected confirm_below in [0, 1], got {self.confirm_below}")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -245,10 +264,18 @@ class IntentHead:
         )
 
 
+def needs_confirmation(result: IntentResult, threshold: float) -> bool:
+    """Whether ``result``'s in-scope label should be confirmed before acting on it: its score is
+    below ``threshold``. Never for ``OUT_OF_SCOPE`` (there is no label to confirm); threshold 0
+    never asks."""
+    return result.label != OUT_OF_SCOPE and result.score < threshold
+
+
 class IntentClassifier:
     """Encoder plus head: text -> ``IntentResult`` with calibrated top-k and out-of-scope."""
 
-    def __init__(self, encoder: SentenceEncoder, head: IntentHead, *, top_k: int = 3) -> None:
+    def __init__(self, encoder: SentenceEncoder, head: IntentHead, *, top_k: int = 3,
+                 confirm_below: float = 0.0) -> None:  # fmt: skip
         if head.encoder and head.encoder != encoder.name:
             raise ModelError(
                 f"intent head {head.name!r} was trained on encoder {head.encoder!r}, got {encoder.name!r}"
@@ -256,12 +283,14 @@ class IntentClassifier:
         if top_k < 1:
             raise ValueError(f"expected top_k >= 1, got {top_k}")
         self.encoder, self.head, self.top_k = encoder, head, min(top_k, len(head.labels))
+        self.confirm_below = confirm_below
 
     def classify_batch(self, texts: Sequence[str]) -> list[IntentResult]:
         """One ``IntentResult`` per text; an empty text is out of scope with score 0.
 
         Out of scope (top probability below the head's threshold) reports
         ``score = 1 - top probability``; ``top_k`` still lists the in-scope ranking.
+        An in-scope label below ``confirm_below`` has ``needs_confirmation``.
         """
         return self.embed_and_classify(texts)[0]
 
@@ -281,7 +310,8 @@ class IntentClassifier:
                 if score < self.head.threshold:
                     # The in-scope labels share ``score``; the rest is the mass left for "none of them".
                     label, score = OUT_OF_SCOPE, 1.0 - score
-                results[i] = IntentResult(label=label, score=score, top_k=ranked, model=self.head.name)
+                result = IntentResult(label=label, score=score, top_k=ranked, model=self.head.name)
+                results[i] = replace(result, needs_confirmation=needs_confirmation(result, self.confirm_below))
         empty = IntentResult(label=OUT_OF_SCOPE, score=0.0, top_k=(), model=self.head.name)
         return [r if r is not None else empty for r in results], x
 
@@ -296,4 +326,5 @@ def load_classifier(config: IntentConfig | None = None) -> IntentClassifier:
     quantized = not head.encoder.endswith("/fp32") if cfg.quantized is None else cfg.quantized
     encoder = SentenceEncoder(cfg.encoder_dir or default_encoder_dir(cfg.encoder), quantized=quantized,
                               threads=cfg.threads)  # fmt: skip
-    return IntentClassifier(encoder, head, top_k=cfg.top_k)
+    confirm_below = CONFIRM_BELOW[cfg.encoder] if cfg.confirm_below is None else cfg.confirm_below
+    return IntentClassifier(encoder, head, top_k=cfg.top_k, confirm_below=confirm_below)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 from models.intent_train import fit_head, fit_temperature, train_from_yaml, tune_threshold
 from operators.intent import (
+    CONFIRM_BELOW,
     DEFAULT_HEAD,
     DEFAULT_HEADS,
     ENCODERS,
@@ -21,9 +23,11 @@ from operators.intent import (
     IntentHead,
     SentenceEncoder,
     default_encoder_dir,
+    needs_confirmation,
     softmax,
 )
 from stream.errors import ModelError
+from stream.events import IntentResult
 
 ENCODER = default_encoder_dir()
 needs_encoder = pytest.mark.skipif(
@@ -53,7 +57,7 @@ def test_bundled_mpnet_head_is_for_the_float32_mpnet_encoder():
     assert len(head.labels) == 77 and head.weight.shape == (768, 77)
     assert head.encoder.startswith("mpnet-base-v2@78c0197b6159/") and head.encoder.endswith("/fp32")
     assert head.metrics["dev_accuracy"] > 0.9
-    assert set(DEFAULT_HEADS) == set(ENCODERS)
+    assert set(DEFAULT_HEADS) == set(ENCODERS) == set(CONFIRM_BELOW)
 
 
 @pytest.mark.skipif(not (default_encoder_dir("mpnet-base-v2") / "encoder.onnx").is_file(),
@@ -72,6 +76,28 @@ def test_intent_config_names_a_known_encoder():
     assert default_encoder_dir("mpnet-base-v2").name == "mpnet-base-v2"
     with pytest.raises(ValueError, match="expected an encoder in"):
         IntentConfig(encoder="bert-large")
+    with pytest.raises(ValueError, match="expected confirm_below in"):
+        IntentConfig(confirm_below=1.5)
+
+
+def test_needs_confirmation_below_the_threshold_only_for_in_scope_labels():
+    assert needs_confirmation(IntentResult("card_arrival", 0.5), 0.67)
+    assert not needs_confirmation(IntentResult("card_arrival", 0.9), 0.67)
+    assert not needs_confirmation(IntentResult("card_arrival", 0.67), 0.67)  # at the threshold: answered
+    assert not needs_confirmation(IntentResult("card_arrival", 0.01), 0.0)  # threshold 0: never asks
+    assert not needs_confirmation(IntentResult(OUT_OF_SCOPE, 0.3), 0.67)  # nothing to confirm
+
+
+@needs_encoder
+def test_classifier_flags_unsure_in_scope_labels(encoder):
+    head = IntentHead.load(DEFAULT_HEAD)
+    texts = ["i still have not received my new card", "card", "what is the capital of peru"]  # sure, unsure, oos
+    never = IntentClassifier(encoder, head).classify_batch(texts)
+    results = IntentClassifier(encoder, head, confirm_below=0.67).classify_batch(texts)
+    assert [r.needs_confirmation for r in never] == [False] * 3
+    for plain, r in zip(never, results):
+        assert r == replace(plain, needs_confirmation=r.label != OUT_OF_SCOPE and r.score < 0.67)
+    assert not results[0].needs_confirmation and results[0].score > 0.9
 
 
 def test_head_round_trip_and_shape_errors(tmp_path):
