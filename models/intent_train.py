@@ -46,7 +46,7 @@ Usage::
     callstream train-intent                               # BANKING77 + CLINC150 heads into models/assets
     callstream train-intent --yaml my_intents.yaml --out my_head.npz
     callstream train-intent --spoken 0                    # typed text only, no TTS or ASR
-    callstream train-intent --encoder mpnet-base-v2       # the BANKING77 head of the larger encoder
+    callstream train-intent --encoder mpnet-base-v2 --fp32 --spoken 0 --spoken-dev 0   # its bundled head
 
 With ``--encoder mpnet-base-v2`` or ``--out`` only the BANKING77 head is
 trained (the CLINC150 head is bundled for the default encoder only).
