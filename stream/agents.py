@@ -27,7 +27,8 @@ from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from operators.calls import CallTracker
-from operators.enrich import Enricher, default_enricher
+from operators.enrich import EnrichConfig, Enricher, default_enricher
+from operators.intent import ENCODERS, IntentConfig
 from stream import codec
 from stream.errors import CodecError
 
@@ -48,6 +49,8 @@ class AgentsConfig:
     rebalance_timeout_s: float = 10.0
     heartbeat_interval_s: float = 3.0
     mask_profanity: bool = True
+    # operators.intent.ENCODERS key; mpnet-base-v2 is more accurate and far slower (docs/text-intelligence.md)
+    intent_encoder: str = "minilm-l6-v2"
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -115,13 +118,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partitions", type=int, default=d.partitions)
     p.add_argument("--fetch-max-wait-ms", type=int, default=d.fetch_max_wait_ms,
                    help="broker-side wait per fetch (2 on the dev broker, which answers only when it runs out)")
+    p.add_argument("--intent-encoder", choices=sorted(ENCODERS), default=d.intent_encoder,
+                   help="sentence encoder of the intent model (mpnet-base-v2: make encoder-mpnet first)")
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = AgentsConfig(bootstrap=args.bootstrap, app_id=args.app_id, transcripts_topic=args.transcripts_topic,
                        enriched_topic=args.enriched_topic, partitions=args.partitions,
-                       fetch_max_wait_ms=args.fetch_max_wait_ms)
-    app = create_app(cfg)
+                       fetch_max_wait_ms=args.fetch_max_wait_ms, intent_encoder=args.intent_encoder)
+    enricher = None
+    if cfg.intent_encoder != AgentsConfig.intent_encoder:
+        enricher = Enricher.load(EnrichConfig(intent=IntentConfig(encoder=cfg.intent_encoder)))
+    app = create_app(cfg, enricher)
     worker = faust.Worker(app, loglevel="INFO")
     worker.execute_from_commandline()
     return 0

@@ -104,6 +104,9 @@ class IntentResult:
     score: float  # calibrated probability of ``label``
     top_k: tuple[tuple[str, float], ...] = ()
     model: str = ""
+    # The in-scope label is too unsure to act on without asking the caller: its probability
+    # is below the model's confirmation threshold. Never set for out_of_scope.
+    needs_confirmation: bool = False
 
 
 @dataclass(frozen=True)

