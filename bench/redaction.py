@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import soxr
 
 from bench.common import table
 from models.train.tts import SAMPLE_RATE, speak
-from models.redaction_eval import Call, generate, leaks
+from models.redaction_eval import Call, event_texts, generate, leaks
 from operators.audio import encode_audio
 from stream.app import build_pipeline
 from stream.events import Enriched, Event, Final, Partial, StreamConfig
@@ -50,16 +49,6 @@ def render(call: Call, index: int, gap_s: float = 0.9) -> np.ndarray:
     for ch, start, audio in placed:
         stereo[start : start + audio.size, ch] = audio
     return stereo
-
-
-def _texts(ev: Event) -> Iterator[str]:
-    if isinstance(ev, (Partial, Final)):
-        yield ev.text
-        yield " ".join(w.text for w in ev.words)
-        yield from (h.text for h in getattr(ev, "nbest", ()))
-    elif isinstance(ev, Enriched):
-        yield ev.transcript.text
-        yield ev.redacted_text
 
 
 def _stream(pipeline: Pipeline, audio: np.ndarray, redact: tuple[str, ...]) -> list[Event]:
@@ -91,7 +80,7 @@ def run(calls: int = 20, seed: int = 0) -> tuple[str, dict[str, float]]:
                 if kind is None:
                     continue
                 counts[f"{mode}_{kind}_events"] += 1
-                hit = any(leaks(t, call.secret) for t in _texts(ev))
+                hit = any(leaks(t, call.secret) for t in event_texts(ev))
                 counts[f"{mode}_{kind}_leaks"] += hit
                 leaked |= hit
             calls_leaking[mode] += leaked

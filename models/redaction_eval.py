@@ -30,15 +30,15 @@ import argparse
 import csv
 import random
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from operators.redaction import StreamRedactor, luhn_valid, spoken_digits
 from operators.spoken_form import digits_to_words, number_to_words
-from stream.events import Final, Word
+from stream.events import Enriched, Event, Final, Partial, Word
 
-__all__ = ["Call", "evaluate", "generate", "leaks", "read_csv", "write_csv"]
+__all__ = ["Call", "evaluate", "event_texts", "generate", "leaks", "read_csv", "write_csv"]
 
 MIN_DIGITS = 6
 
@@ -68,6 +68,17 @@ def leaks(text: str, secret: str, min_digits: int = MIN_DIGITS) -> bool:
     """Whether ``text`` gives away ``min_digits`` consecutive digits of ``secret``."""
     pieces = {secret[i : i + min_digits] for i in range(len(secret) - min_digits + 1)}
     return any(p in run for run in spoken_digits(text) for p in pieces)
+
+
+def event_texts(ev: Event) -> Iterator[str]:
+    """Every text an event shows a reader: a partial's or final's text, words and n-best; an enriched event's."""
+    if isinstance(ev, (Partial, Final)):
+        yield ev.text
+        yield " ".join(w.text for w in ev.words)
+        yield from (h.text for h in getattr(ev, "nbest", ()))
+    elif isinstance(ev, Enriched):
+        yield ev.transcript.text
+        yield ev.redacted_text
 
 
 def _card(rng: random.Random) -> str:
