@@ -22,7 +22,7 @@ from pathlib import Path
 __all__ = ["AREAS", "add_arguments", "main", "run"]
 
 AREAS = ("acoustic", "decoder", "hotwords", "streams", "websocket", "kafka", "spoken-intent", "peers", "asr-dev",
-         "redaction")
+         "redaction", "soak")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,6 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--processes", type=int, default=os.cpu_count() or 1,
                    help="serving processes of the concurrent-streams run (besides the one-process run); "
                         "default: one per core")
+    p.add_argument("--soak-streams", type=int, default=200,
+                   help="soak: real-time streams held (--quick: 10); the overload run opens 1.5 times as many "
+                        "against --max-streams of this")
+    p.add_argument("--soak-s", type=float, default=600.0, help="soak: seconds each stream runs (--quick: 30)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,6 +144,21 @@ def run(args: argparse.Namespace) -> int:
         print(text, flush=True)
         raw["redaction"] = r
         headline.update(redaction_calls_leaking=r["calls_leaking"], redaction_raw_calls_leaking=r["raw_calls_leaking"])
+    if "soak" in areas:
+        from bench.soak import soak
+
+        streams, seconds = (10, 30.0) if quick else (args.soak_streams, args.soak_s)
+        text, r = soak(streams, seconds, overload_seconds=min(seconds, 120.0), serve_args=["--threads",
+                                                                                         str(args.serve_threads)])
+        print(text, flush=True)
+        raw["soak"] = r
+        s, o = r["soak"], r["overload"]
+        headline.update(soak_streams=streams, soak_s=seconds, soak_final_p99_ms=s["final_p99_ms"],
+                        soak_audio_sent_s=s["audio_sent_s"], soak_audio_accounted_s=s["audio_accounted_s"],
+                        soak_utterances_without_one_final=s["utterances_with_other_than_one_final"],
+                        soak_errors=s["error_count"], soak_rss_growth_mb_per_hour=s["rss_growth_mb_per_hour"],
+                        soak_loop_lag_p99_ms=s["loop_lag_p99_ms"], overload_admitted=o["admitted"],
+                        overload_refused=sum(o["refused"].values()), overload_final_p99_ms=o["final_p99_ms"])
     raw["wall_s"] = time.perf_counter() - t_start
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(raw, indent=1, default=float))

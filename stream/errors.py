@@ -12,6 +12,7 @@
     │   │   └── UnsupportedVersion  a message whose schema version we do not speak
     │   ├── LimitExceeded           a per-connection limit (rate, session length) was passed
     │   └── ResumeError             a session resume that cannot continue (not held, gap, format)
+    ├── Overloaded                  the server is at its stream limit; the peer may try again later
     ├── ModelError                  a model file that does not load or lacks metadata
     └── TransportError              a Kafka broker out of reach, or a flow through it that does not finish in time
 
@@ -32,6 +33,7 @@ __all__ = [
     "InputError",
     "LimitExceeded",
     "ModelError",
+    "Overloaded",
     "ResumeError",
     "TransportError",
     "UnsupportedVersion",
@@ -74,6 +76,12 @@ class UnsupportedVersion(CodecError):
 
 class LimitExceeded(InputError):
     code = "limit"
+
+
+class Overloaded(CallstreamError):
+    """No room for another stream now: not the peer's fault, and worth a retry later."""
+
+    code = "overloaded"
 
 
 class ModelError(CallstreamError):

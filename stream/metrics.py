@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 __all__ = ["Metrics"]
 
@@ -14,7 +14,11 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # process_resident_memory_bytes, process_open_fds, process_cpu_seconds_total: what a soak watches
+        ProcessCollector(registry=self.registry)
         self.active_streams = Gauge("callstream_active_streams", "Open streams", registry=self.registry)
+        self.sessions = Gauge("callstream_sessions", "Sessions in memory: streaming, or dropped and held for a resume",
+                              registry=self.registry)
         self.chunks = Counter("callstream_chunks_processed", "Acoustic chunks processed (per channel)",
                               registry=self.registry)
         self.errors = Counter("callstream_stream_errors", "Streams closed by an error", ["code"],
@@ -27,6 +31,10 @@ class Metrics:
         self.final_latency = Histogram("callstream_time_to_final_seconds",
                                        "Wall time from the audio that ended an utterance to its final",
                                        buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.loop_lag = Histogram("callstream_event_loop_lag_seconds",
+                                  "How late the event loop wakes a probe from a short sleep",
+                                  buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+                                  registry=self.registry)
         self.batch_size = Histogram("callstream_acoustic_batch_size", "Channels per acoustic call",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
         self.batch_seconds = Histogram("callstream_acoustic_batch_seconds", "Acoustic-model time per batch",

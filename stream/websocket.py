@@ -22,6 +22,13 @@ the same utterance: audio it resends before the server's offset is skipped,
 and finals produced while it was away are sent first. A session that is no
 longer held, or a gap in the audio, gets a clear error.
 
+Load and faults: past ``max_streams`` sessions a new stream gets an
+``overloaded`` error and close code 1013 (try again later), so the streams
+already admitted keep their latency. A client that does not read its events
+is cut off once ``max_send_buffer_bytes`` wait for it. On SIGTERM the server
+stops listening, finalises every open utterance, sends each client ``end``
+with reason ``shutdown`` and exits, within ``shutdown_grace_s``.
+
 The adapter only decodes, feeds, encodes and sends. The acoustic model and
 CTC decoding of all sockets run in the shared ``MicroBatcher``.
 """
@@ -34,10 +41,11 @@ import dataclasses
 import http
 import os
 import re
+import signal
+import socket
 import ssl
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +57,7 @@ from websockets.http11 import Request, Response
 from stream import codec
 from stream.app import add_decoding_arguments, build_pipeline, decoding_from_args
 from stream.batcher import BatcherConfig, MicroBatcher
-from stream.errors import InputError, LimitExceeded, ResumeError
+from stream.errors import InputError, LimitExceeded, Overloaded, ResumeError
 from stream.events import EndOfStream, Enriched, Error, Event, Final, Partial, SessionInfo, StreamConfig, StreamEnd
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline, StreamState
@@ -57,9 +65,23 @@ from stream.web import StaticFiles, normalize_origin, origin_allowed, select_sub
 
 __all__ = ["ServerConfig", "WebSocketServer", "add_arguments", "run"]
 
-# Close codes: 1008 policy (auth, limits, protocol order), 1003 unsupported data.
+# Close codes: 1008 policy (auth, limits, protocol order, unread events), 1003 unsupported data,
+# 1013 try again later (overloaded), 1001 going away (shutdown).
 CLOSE_POLICY = 1008
 CLOSE_BAD_DATA = 1003
+CLOSE_TRY_AGAIN = 1013
+CLOSE_GOING_AWAY = 1001
+_CLOSE_CODES = {"protocol": CLOSE_POLICY, LimitExceeded.code: CLOSE_POLICY, "slow_reader": CLOSE_POLICY,
+                Overloaded.code: CLOSE_TRY_AGAIN, "shutdown": CLOSE_GOING_AWAY}
+# The event-loop lag probe sleeps this long between wake-ups (/metrics: callstream_event_loop_lag_seconds).
+_LAG_PROBE_S = 0.02
+
+
+# The default stream limit: the streams this server held at real time on a 2-core machine with
+# the bundled models, one onnxruntime thread and the recogniser's one thread, final p99 within
+# 1 s (docs/reliability.md, `callstream bench --only soak`). The server's work runs on those two
+# threads whatever the core count, so the figure moves with a core's speed, not with the cores.
+MAX_STREAMS = 0
 
 
 @dataclass(frozen=True)
@@ -81,6 +103,12 @@ class ServerConfig:
     idle_timeout_s: float = 30.0  # no message for this long closes the stream
     ping_interval_s: float = 20.0  # keepalive
     resume_grace_s: float = 30.0  # a dropped session is held this long for a resume; 0: never held
+    # sessions (streaming or held) at once; a new one past it is refused with 1013; 0: no limit
+    max_streams: int = MAX_STREAMS
+    # events written but not yet taken by a client, in the server's buffer; past it the client is
+    # cut off (1008). The kernel's send buffer of each connection is capped to it too.
+    max_send_buffer_bytes: int = 1 << 20
+    shutdown_grace_s: float = 10.0  # SIGTERM: time to finish the open streams before cutting them
     batcher: BatcherConfig = dataclasses.field(default_factory=BatcherConfig)
 
 
@@ -114,6 +142,7 @@ class _Session:
     expiry: asyncio.TimerHandle | None = None
     first_audio: float | None = None
     first_partial_seen: bool = False
+    ended: bool = False  # finished or cut off: later messages of its connection are ignored
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)  # one message at a time, across a takeover
 
 
@@ -127,6 +156,10 @@ class WebSocketServer:
         self._server: Server | None = None
         self._sessions: dict[str, _Session] = {}
         self._closing: set[asyncio.Task[object]] = set()  # finish() of dropped sessions, off the loop
+        self._connections: set[ServerConnection] = set()  # past the handshake, not yet returned
+        self._probe: asyncio.Task[None] | None = None
+        self._draining = False
+        self.metrics.sessions.set_function(lambda: len(self._sessions))
         self.static = StaticFiles()
 
     @property
@@ -142,15 +175,19 @@ class WebSocketServer:
             tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             tls.load_cert_chain(cfg.certfile, cfg.keyfile)
         await self.batcher.start()
+        self._probe = asyncio.create_task(self._probe_lag(), name="callstream-lag-probe")
         self._server = await serve(
             self._handle, cfg.host, cfg.port, ssl=tls, max_size=cfg.max_frame_bytes, open_timeout=cfg.open_timeout_s,
             close_timeout=cfg.close_timeout_s,
             ping_interval=cfg.ping_interval_s, ping_timeout=cfg.ping_interval_s,
+            # send() waits only past twice the bound, so _send sees the buffer pass the bound first
+            write_limit=2 * cfg.max_send_buffer_bytes,
             process_request=self._process_request,
             select_subprotocol=lambda _conn, offered: select_subprotocol(offered),
         )
 
     async def close(self) -> None:
+        """Close at once: held and open sessions are finished without sending their last events."""
         for session in list(self._sessions.values()):
             self._drop(session)
         if self._server is not None:
@@ -158,15 +195,48 @@ class WebSocketServer:
             await self._server.wait_closed()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+        if self._probe is not None:
+            self._probe.cancel()
+            await asyncio.gather(self._probe, return_exceptions=True)
         await self.batcher.close()
 
-    async def serve_forever(self, on_start: Callable[[int], None] | None = None) -> None:
-        """Start, tell ``on_start`` the port listened on, and serve until cancelled."""
-        await self.start()
-        assert self._server is not None
-        if on_start is not None:
-            on_start(self.port)
-        await self._server.serve_forever()
+    async def shutdown(self, grace_s: float | None = None) -> None:
+        """Drain, then close: stop listening, end every stream with its last finals and
+        ``end`` (reason ``shutdown``), then close; streams not ended within the grace are cut."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.config.shutdown_grace_s if grace_s is None else grace_s)
+        self._draining = True
+        if self._server is not None:
+            self._server.server.close()  # stops listening; open connections stay until their streams end
+
+        async def settle(tasks: list[asyncio.Task[object]]) -> None:
+            if tasks:
+                _, late = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
+                for task in late:
+                    task.cancel()
+
+        await settle([asyncio.create_task(self._end_for_shutdown(s)) for s in list(self._sessions.values())])
+        await settle(list(self._closing))  # the held sessions' finish()
+        for ws in list(self._connections):  # past the grace: cut, without a close handshake
+            ws.transport.abort()
+        await self.close()
+
+    async def _end_for_shutdown(self, session: _Session) -> None:
+        if session.conn is None:  # held for a resume that will not come
+            self._drop(session)
+            return
+        async with session.lock:
+            if not session.ended:
+                await self._end(session, reason="shutdown", message="server shutting down",
+                                close_code=CLOSE_GOING_AWAY)
+
+    async def _probe_lag(self) -> None:
+        """How late the loop wakes from a short sleep: what every stream waits on top of its own work."""
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(_LAG_PROBE_S)
+            self.metrics.loop_lag.observe(max(0.0, loop.time() - t0 - _LAG_PROBE_S))
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Plain GETs: metrics, health, the page. WebSocket handshakes: the origin and token rules."""
@@ -193,14 +263,23 @@ class WebSocketServer:
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        session = await self._configure(ws)
-        if session is None:
-            return
-        self.metrics.active_streams.inc()
+        sock = ws.transport.get_extra_info("socket")
+        if sock is not None:
+            # The kernel would let a client that does not read hold up to 4 MB per connection
+            # (tcp_wmem autotuning); events are a few kB/s, so the bound costs no throughput.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.max_send_buffer_bytes)
+        self._connections.add(ws)
         try:
-            await self._stream(ws, session)
+            session = await self._configure(ws)
+            if session is None:
+                return
+            self.metrics.active_streams.inc()
+            try:
+                await self._stream(ws, session)
+            finally:
+                self.metrics.active_streams.dec()
         finally:
-            self.metrics.active_streams.dec()
+            self._connections.discard(ws)
 
     async def _configure(self, ws: ServerConnection) -> _Session | None:
         stream_id = f"ws-{uuid.uuid4().hex[:12]}"
@@ -217,8 +296,11 @@ class WebSocketServer:
             if not isinstance(config, StreamConfig):
                 raise InputError(f"the first message must be a config, got {type(config).__name__}")
             stream_id = config.session_id or stream_id
+            if self._draining:
+                await self._fail(ws, stream_id, "shutdown", "the server is shutting down; connect to another")
+                return None
             session, resumed = self._attach(config, stream_id)
-        except InputError as exc:
+        except (InputError, Overloaded) as exc:
             await self._fail(ws, stream_id, getattr(exc, "code", "bad_input"), str(exc))
             return None
         old = session.conn
@@ -245,6 +327,10 @@ class WebSocketServer:
                 raise ResumeError(f"session {sid!r} is not held (unknown, ended or past its "
                                   f"{self.config.resume_grace_s:g} s grace period); start a new stream",
                                   "session_expired")
+            # Held sessions count: their clients are owed the room to resume.
+            limit = self.config.max_streams
+            if limit and len(self._sessions) >= limit:
+                raise Overloaded(f"the server is serving its limit of {limit} streams; try again later")
             return _Session(self.pipeline.create_stream(stream_id, config), _RateLimit(self.config.max_bytes_per_s)), False
         old = held.state.config
         if (config.sample_rate, config.encoding, config.channels) != (old.sample_rate, old.encoding, old.channels):
@@ -270,6 +356,7 @@ class WebSocketServer:
         session.expiry = loop.call_later(self.config.resume_grace_s, self._drop, session, "disconnected")
 
     def _drop(self, session: _Session, reason: str = "shutdown") -> None:
+        session.ended = True
         if session.expiry is not None:
             session.expiry.cancel()
         if self._sessions.get(session.state.stream_id) is session:
@@ -292,6 +379,8 @@ class WebSocketServer:
                 return
             now = time.time()
             async with session.lock:
+                if session.ended or session.conn is not ws:
+                    return
                 if not await self._process(ws, session, message, now):
                     return
 
@@ -332,13 +421,14 @@ class WebSocketServer:
         return True
 
     async def _end(self, session: _Session, reason: str = "end", message: str = "end of stream",
-                   received: float | None = None) -> None:
+                   received: float | None = None, close_code: int = 1000) -> None:
+        session.ended = True
         self._sessions.pop(session.state.stream_id, None)
-        ws = session.conn
         await self._send(session, await self.batcher.call(self.pipeline.finish, session.state, reason),
                          received=received)
+        ws, session.conn = session.conn, None
         if ws is not None:
-            await ws.close(1000, message)
+            await ws.close(close_code, message)
 
     async def _send(self, target: _Session | ServerConnection, events: list[Event],
                     received: float | None = None) -> None:
@@ -351,6 +441,9 @@ class WebSocketServer:
                 if isinstance(event, Final) and received is not None:
                     self.metrics.final_latency.observe(event.emitted_at - received)
             if ws is not None:
+                if session is not None and ws.transport.get_write_buffer_size() > self.config.max_send_buffer_bytes:
+                    await self._cut_slow_reader(session, ws)
+                    return
                 try:
                     await ws.send(codec.encode(event).decode())
                     continue
@@ -360,18 +453,27 @@ class WebSocketServer:
                 session.pending += [e for e in events[i:] if isinstance(e, (Final, Enriched))]
             return
 
+    async def _cut_slow_reader(self, session: _Session, ws: ServerConnection) -> None:
+        """The client leaves its events unread: end its stream (not held) and close; an error event
+        would only queue behind the unread ones."""
+        self.metrics.errors.labels(code="slow_reader").inc()
+        session.conn = None
+        self._drop(session, reason="error")
+        await ws.close(CLOSE_POLICY, f"events not read: over {self.config.max_send_buffer_bytes} bytes wait to be sent")
+
     async def _fail(self, ws: ServerConnection, stream_id: str, code: str, message: str,
                     session: _Session | None = None) -> None:
         self.metrics.errors.labels(code=code).inc()
         events: list[Event] = [Error(stream_id=stream_id, code=code, message=message)]
         if session is not None:
+            session.ended = True
             session.state.closed = True
             if session.expiry is not None:
                 session.expiry.cancel()
             self._sessions.pop(stream_id, None)
         events.append(EndOfStream(stream_id=stream_id, reason="error"))
         await self._send(ws, events)
-        await ws.close(CLOSE_POLICY if code in ("protocol", LimitExceeded.code) else CLOSE_BAD_DATA, message[:120])
+        await ws.close(_CLOSE_CODES.get(code, CLOSE_BAD_DATA), message[:120])
 
 
 # The page loads only its own files and talks only to its own server.
@@ -417,6 +519,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--idle-timeout-s", type=float, default=d.idle_timeout_s)
     p.add_argument("--resume-grace-s", type=float, default=d.resume_grace_s,
                    help="hold a dropped session this long for a resume (0: never)")
+    p.add_argument("--max-streams", type=int, default=d.max_streams,
+                   help="sessions at once, held ones included; a new stream past it gets 'overloaded' and "
+                        f"close code 1013 (0: no limit; default {d.max_streams}: what 2 cores held, docs/reliability.md)")
+    p.add_argument("--max-send-buffer-bytes", type=int, default=d.max_send_buffer_bytes,
+                   help="events waiting for a client that does not read them; past it the client is cut off")
+    p.add_argument("--shutdown-grace-s", type=float, default=d.shutdown_grace_s,
+                   help="on SIGTERM, time to finish the open streams (last finals, 'end') before cutting them")
     p.add_argument("--max-batch", type=int, default=d.batcher.max_batch)
     p.add_argument("--max-wait-ms", type=float, default=d.batcher.max_wait_ms)
     p.add_argument("--model", type=Path, help="ONNX acoustic model (default: bundled int8)")
@@ -433,7 +542,8 @@ def run(args: argparse.Namespace) -> int:
         certfile=args.certfile, keyfile=args.keyfile, max_frame_bytes=args.max_frame_bytes,
         open_timeout_s=args.open_timeout_s, close_timeout_s=args.close_timeout_s, max_session_s=args.max_session_s,
         max_bytes_per_s=args.max_bytes_per_s, idle_timeout_s=args.idle_timeout_s,
-        resume_grace_s=args.resume_grace_s,
+        resume_grace_s=args.resume_grace_s, max_streams=args.max_streams,
+        max_send_buffer_bytes=args.max_send_buffer_bytes, shutdown_grace_s=args.shutdown_grace_s,
         batcher=BatcherConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms),
     )
     pipeline = build_pipeline(model=args.model, threads=args.threads, decoding=decoding_from_args(args),
@@ -441,12 +551,20 @@ def run(args: argparse.Namespace) -> int:
     server = WebSocketServer(pipeline, config)
     tls = "s" if config.certfile else ""
 
-    def announce(port: int) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await server.start()
+        port = server.port
         print(f"callstream serve: ws{tls}://{config.host}:{port}/ (captions page at http{tls}://{config.host}:{port}/, "
               "metrics at /metrics)", flush=True)
+        await stop.wait()
+        print(f"callstream serve: shutting down: ending {len(server._sessions)} session(s) within "
+              f"{config.shutdown_grace_s:g} s", flush=True)
+        await server.shutdown()
 
-    try:
-        asyncio.run(server.serve_forever(announce))
-    except KeyboardInterrupt:
-        pass
+    asyncio.run(main())
+    print("callstream serve: stopped", flush=True)
     return 0
