@@ -236,7 +236,7 @@ def test_microphone_captions_status_and_vtt_in_chromium(chromium, served, agent_
         for (s1, t1), (s2, t2) in zip(seen, seen[1:]):
             if s2 >= s1 and s1:
                 assert t2.split()[:s1] == t1.split()[:s1], (t1, t2)
-        assert _wer(AGENT, final) < 0.3, final
+        assert _wer(AGENT, final) < 0.4, final
         latency = page.locator(".final .latency").first.text_content()
         assert re.fullmatch(r"first partial \d+\.\d\d s · final \d+\.\d\d s", latency), latency
         assert page.locator("#session-id").text_content() == session
@@ -263,7 +263,7 @@ def test_a_dropped_connection_resumes_the_session_without_losing_words(chromium,
         # The same session went on: the open utterance was not cut, and the audio sent while
         # reconnecting was not lost.
         assert page.locator("#session-id").text_content() == session
-        assert len(_finals(page)) == 1 and _wer(AGENT, final) < 0.3, _finals(page)
+        assert len(_finals(page)) == 1 and _wer(AGENT, final) < 0.4, _finals(page)
 
 
 def test_a_stereo_file_streams_at_real_time_with_channel_labels_and_enrichment(chromium, served, tmp_path):
@@ -284,8 +284,8 @@ def test_a_stereo_file_streams_at_real_time_with_channel_labels_and_enrichment(c
                               " e.querySelector('.text').textContent, e.querySelector('.badges').textContent])")
         assert all(label == channel for channel, label, _, _ in finals), finals
         said = {c: " ".join(text for channel, _, text, _ in finals if channel == c) for c in ("agent", "customer")}
-        assert _wer(AGENT, said["agent"]) < 0.3, finals
-        assert _wer("i lost my card yesterday and i need to block it", said["customer"]) < 0.3, finals
+        assert _wer(AGENT, said["agent"]) < 0.4, finals
+        assert _wer("i lost my card yesterday and i need to block it", said["customer"]) < 0.4, finals
         assert any(c == "customer" and "intent: lost_or_stolen_card" in b for c, _, _, b in finals), finals
         srt = _cues(_download(page, "SubRip (.srt)"), vtt=False)
         assert {text.split(": ", 1)[0] for _, _, text in srt} == {"agent", "customer"}
