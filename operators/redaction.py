@@ -639,11 +639,12 @@ class StreamRedactor:
     def final(self, state: StreamRedactionState, final: Final) -> Final:
         """``final`` with its private words masked and ``redactions`` set; advances ``state``."""
         words = _timed_tokens(final.text, final.words, final.start, final.end)
+        # The n-best alternatives are read against the state this final was, before it advances.
+        nbest = tuple(replace(h, text=self._masked_text(state, final.channel, h.text, final.start, final.end))
+                      for h in final.nbest)
         new, items = self._spans(state, final.channel, words)
         state.channels[final.channel] = new
         spans = spans_for_words(items, words)
-        nbest = tuple(replace(h, text=self._masked_text(state, final.channel, h.text, final.start, final.end))
-                      for h in final.nbest)
         return replace(final, text=mask_text([w.text for w in words], spans), words=_masked(words, spans),
                        nbest=nbest, redactions=spans)
 
