@@ -275,7 +275,7 @@ def test_500_clients_that_vanish_without_a_close_leave_nothing_behind(tiny_onnx)
         return peak, after
 
     names = ("callstream_sessions", "callstream_active_streams", "process_open_fds", "process_resident_memory_bytes")
-    with serve_process(_serve_args(tiny_onnx, "--resume-grace-s", str(grace))) as server:
+    with serve_process(_serve_args(tiny_onnx, "--resume-grace-s", str(grace), "--max-streams", "0")) as server:
         start = server.metrics()
         for _ in range(2):
             _, warm = asyncio.run(round_trip(server))
