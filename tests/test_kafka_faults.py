@@ -248,6 +248,6 @@ def test_agents_restarted_mid_stream_lose_and_double_no_enriched_event(broker, h
     if lost:
         # faust-streaming 0.15.3 can skip records that its consumer fetched while the restarted
         # worker recovered its table, and its gap handling then commits past them (upstream
-        # issues 221 and 606). Seen on Tansu in 6 of 13 restarts: 1 or 2 finals four times, and
+        # issues 221 and 606). Seen on Tansu in 6 of 15 restarts: 1 or 2 finals four times, and
         # twice every final after the restart.
         pytest.xfail(f"Faust skipped {len(lost)} of {len(finals)} finals after its restart: {lost}")

