@@ -296,6 +296,7 @@ def _summary(out: dict, seconds: float) -> dict:
         "utterances_with_other_than_one_final": sum(1 for c in finals.values() if c != 1),
         "final_p50_ms": percentile(all_ms, 50), "final_p99_ms": percentile(all_ms, 99),
         "per_minute": per_minute, "rss_mb": {"start": rss[0][1], "middle": rss[len(rss) // 2][1], "end": rss[-1][1]},
+        "rss_mb_series": [(round(t, 1), round(r, 1)) for t, r in rss],
         "rss_growth_mb_per_hour": slope, "loop_lag_p99_ms_per_minute": [1000 * x for x in lag_minutes],
         "loop_lag_p99_ms": 1000 * max((x[2] for x in lag), default=float("nan")),
         "errors": out["errors"][:20], "error_count": len(out["errors"]), "wall_s": out["wall_s"],

@@ -77,11 +77,12 @@ _CLOSE_CODES = {"protocol": CLOSE_POLICY, LimitExceeded.code: CLOSE_POLICY, "slo
 _LAG_PROBE_S = 0.02
 
 
-# The default stream limit: the streams this server held at real time on a 2-core machine with
-# the bundled models, one onnxruntime thread and the recogniser's one thread, final p99 within
-# 1 s (docs/reliability.md, `callstream bench --only soak`). The server's work runs on those two
-# threads whatever the core count, so the figure moves with a core's speed, not with the cores.
-MAX_STREAMS = 0
+# The default stream limit, measured (docs/reliability.md, `callstream bench --only soak`): on the
+# 2-core development machine, with the soak's clients on the same cores, 40 real-time streams held
+# their final p99 under 300 ms and 48 did not (their latency grew without bound); 36 keeps 10%
+# headroom. The server's work runs on one recogniser thread plus onnxruntime's (--threads 1), so
+# the figure follows a core's speed more than the core count: measure a new machine with the bench.
+MAX_STREAMS = 36
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,8 @@ class WebSocketServer:
         sock = ws.transport.get_extra_info("socket")
         if sock is not None:
             # The kernel would let a client that does not read hold up to 4 MB per connection
-            # (tcp_wmem autotuning); events are a few kB/s, so the bound costs no throughput.
+            # (tcp_wmem autotuning; Linux doubles the size set here for its bookkeeping). Events
+            # are a few kB/s per stream, so the bound costs no throughput.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.max_send_buffer_bytes)
         self._connections.add(ws)
         try:
@@ -521,7 +523,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="hold a dropped session this long for a resume (0: never)")
     p.add_argument("--max-streams", type=int, default=d.max_streams,
                    help="sessions at once, held ones included; a new stream past it gets 'overloaded' and "
-                        f"close code 1013 (0: no limit; default {d.max_streams}: what 2 cores held, docs/reliability.md)")
+                        f"close code 1013 (0: no limit; default {d.max_streams}: measured on 2 cores, docs/reliability.md)")
     p.add_argument("--max-send-buffer-bytes", type=int, default=d.max_send_buffer_bytes,
                    help="events waiting for a client that does not read them; past it the client is cut off")
     p.add_argument("--shutdown-grace-s", type=float, default=d.shutdown_grace_s,

@@ -148,8 +148,10 @@ def test_the_broker_going_away_mid_call_loses_and_repeats_no_final(pipeline, tin
     assert sorted(by_id) == [f.utterance_id for f in reference]
     for ref in reference:
         got = by_id[ref.utterance_id]
-        assert (got.text, got.start) == (ref.text, ref.start) or ref.utterance_index >= 2, ref.utterance_id
-        assert got.end == pytest.approx(ref.end, abs=0.33)
+        if ref.utterance_index < 2:  # published before the fault
+            assert (got.text, got.start, got.end) == (ref.text, ref.start, ref.end)
+        # A replayed utterance restarts at the record after the last published final: within a chunk.
+        assert got.start == pytest.approx(ref.start, abs=0.33) and got.end == pytest.approx(ref.end, abs=0.33)
 
 
 def _final(call, index):
@@ -228,7 +230,7 @@ def test_agents_restarted_mid_stream_lose_and_double_no_enriched_event(broker, h
                 await producer.start()
                 try:
                     await produce(producer, finals[30:])
-                    await enriched(120, want=len(finals))
+                    await enriched(60, want=len(finals))
                     await asyncio.sleep(3.0)  # anything repeated late arrives too
                     return await enriched(10)
                 finally:
@@ -252,6 +254,6 @@ def test_agents_restarted_mid_stream_lose_and_double_no_enriched_event(broker, h
     if lost:
         # faust-streaming 0.15.3 can skip records that its consumer fetched while the restarted
         # worker recovered its table, and its gap handling then commits past them (upstream
-        # issues 221 and 606). Seen on Tansu in 3 of 14 restarts: 1 or 2 finals twice, and once
-        # (SIGKILL) every final after the restart.
+        # issues 221 and 606). Seen on Tansu in 6 of 15 restarts: 1 or 2 finals four times, and
+        # twice every final after the restart.
         pytest.xfail(f"Faust skipped {len(lost)} of {len(finals)} finals after its restart: {lost}")
