@@ -9,51 +9,16 @@ import asyncio
 import dataclasses
 import socket
 
-import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 from websockets.client import ClientProtocol
 from websockets.protocol import OPEN
 from websockets.uri import parse_uri
-from websockets.exceptions import ConnectionClosed
 
 from operators.audio import encode_audio
 from stream import codec
 from stream.events import EndOfStream, Error, Final, SessionInfo, StreamConfig, StreamEnd
-from stream.websocket import ServerConfig, WebSocketServer
-
-
-@pytest.fixture(scope="module")
-def pipeline(tiny_onnx):
-    from stream.app import DecodingConfig, build_pipeline
-
-    return build_pipeline(model=tiny_onnx["step"], decoding=DecodingConfig(lm=None, beam_width=4))
-
-
-def _audio(seconds=1.5, rate=16000, seed=0):
-    """Noise with a syllable-like 3 Hz envelope (as in test_websocket.py)."""
-    t = np.arange(int(seconds * rate)) / rate
-    envelope = 0.05 + 0.95 * np.abs(np.sin(2 * np.pi * 3 * t))
-    return (0.2 * envelope * np.random.default_rng(seed).standard_normal(t.size)).astype(np.float32)
-
-
-async def _with_server(pipeline, body, **cfg):
-    server = WebSocketServer(pipeline, ServerConfig(port=0, **cfg))
-    await server.start()
-    try:
-        return await body(f"ws://127.0.0.1:{server.port}", server)
-    finally:
-        await server.close()
-
-
-async def _drain(ws):
-    events = []
-    try:
-        async for message in ws:
-            events.append(codec.decode(message))
-    except ConnectionClosed:
-        pass
-    return events
+from tests.test_websocket import _audio, _drain, _with_server, pipeline  # noqa: F401 (pipeline: a fixture)
 
 
 async def _send_audio(ws, audio, config, frame_s=0.02):
