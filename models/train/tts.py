@@ -10,6 +10,7 @@ One voice (``HELDOUT_VOICE``) is kept out of training for a held-out test set.
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import tempfile
