@@ -57,11 +57,14 @@ EnrichFn = Callable[[object, Final, bool], Enriched]
 # Log-mel frames (T, mel) of utterances -> their transcripts (models.second_pass.SecondPass.transcribe).
 Rescorer = Callable[[list[np.ndarray]], list[str]]
 # When the second pass replaces a final's text. Whisper makes words up on isolated words (Speech
-# Commands dev: WER 0.66 with its text, 0.15 with the first pass's), so one-word finals keep the
-# first pass; far more words than the first pass heard, or a word said over and over where the
-# first pass heard no such run, are Whisper looping (a 16-digit card number: "one" 40 times).
-_SECOND_PASS_MIN_WORDS = 2
-_SECOND_PASS_MAX_RATIO, _SECOND_PASS_MAX_EXTRA = 2.0, 4
+# Commands dev: WER 0.66 with its text, 0.15 with the first pass's), so a final whose speech is
+# one short word keeps the first pass. The test is the speech's span, not the first pass's word
+# count: the CTC head can run a sentence's words together into one ("briaroscoffe", 3.8 s), and
+# such finals need the second pass most. Far more letters than the first pass heard, or a word
+# said over and over where the first pass heard no such run, are Whisper looping (a 16-digit
+# card number: "one" 40 times).
+_ISOLATED_WORD_S = 1.0
+_SECOND_PASS_MAX_RATIO, _SECOND_PASS_MAX_EXTRA = 2.0, 12
 _SECOND_PASS_MAX_RUN = 3
 # Limits of a stream's own config (a WebSocket client's). Its hotwords build a scorer when the
 # stream opens, on the server's event loop, and are matched at every frame: 30,000 of them (a
@@ -425,7 +428,7 @@ class Pipeline:
         """
         if self.second_pass is None:
             return list(events)
-        finals = [ev for ev in events if isinstance(ev, Final) and len(ev.text.split()) >= _SECOND_PASS_MIN_WORDS]
+        finals = [ev for ev in events if isinstance(ev, Final) and _worth_a_second_pass(ev)]
         channels = {ch.name: ch for ch in state.channels}
         shift = self.features.config.frame_shift_ms / 1000.0
         fs = self.acoustic.spec.frame_seconds
@@ -438,7 +441,7 @@ class Pipeline:
                 continue
             text = normalize_text(texts.pop(0))
             first, second = f.text.split(), text.split()
-            if not second or len(second) > _SECOND_PASS_MAX_RATIO * len(first) + _SECOND_PASS_MAX_EXTRA:
+            if not second or _letters(second) > _SECOND_PASS_MAX_RATIO * _letters(first) + _SECOND_PASS_MAX_EXTRA:
                 continue
             if _longest_run(second) >= _SECOND_PASS_MAX_RUN and _longest_run(second) > _longest_run(first) + 1:
                 continue
@@ -492,6 +495,17 @@ class Pipeline:
             if isinstance(ev, Final) and self.enricher is not None:
                 out.append(self.enricher(state.enrich_state, ev, state.config.mask_profanity))
         return out
+
+
+def _worth_a_second_pass(final: Final) -> bool:
+    """More than one word, or one (run-together) word spoken for longer than a word takes."""
+    if len(final.words) >= 2:
+        return True
+    return bool(final.words) and final.words[-1].end - final.words[0].start >= _ISOLATED_WORD_S
+
+
+def _letters(words: list[str]) -> int:
+    return sum(len(w) for w in words)
 
 
 def _longest_run(words: list[str]) -> int:

@@ -167,11 +167,12 @@ def test_forced_alignment_times_each_word():
 
 
 def _torch_second_pass(whisper, mel: np.ndarray) -> list[int]:
-    """Greedy tokens of Whisper in torch over the utterance, 1 s of silence and the silence tail."""
+    """Greedy tokens of Whisper in torch over the utterance, 10 s of silence and the silence tail."""
+    from models.second_pass import _PAD_FRAMES
     from models.train.export_whisper import _SILENCE
 
     dims, encoder, decoder = whisper
-    padded = np.concatenate([mel, np.full((100, 80), LOG_MEL_FLOOR, np.float32)])
+    padded = np.concatenate([mel, np.full((_PAD_FRAMES, 80), LOG_MEL_FLOOR, np.float32)])
     padded = padded[: len(padded) // 2 * 2]
     with torch.no_grad():
         head = WindowedEncoder(encoder)(torch.from_numpy(padded)[None])
@@ -247,3 +248,18 @@ def test_second_pass_that_hears_nothing_or_too_much_keeps_the_first_pass(step_on
 
     first = [f.text for f in finals_with("")]
     assert first and first == [f.text for f in finals_with("word " * 400)]
+
+
+def test_the_second_pass_skips_isolated_words_but_not_a_sentence_run_together():
+    """Whisper makes words up on isolated words, so those keep the first pass; a sentence whose
+    words the CTC head ran together into one ("briaroscoffe", 3.8 s) needs the second pass most."""
+    from stream.events import Final, Word
+    from stream.pipeline import _worth_a_second_pass
+
+    def final(*words: Word) -> Final:
+        return Final("s", "mono", "s/mono/0", 0, " ".join(w.text for w in words), words=words)
+
+    assert not _worth_a_second_pass(final())
+    assert not _worth_a_second_pass(final(Word("seven", 0.10, 0.52, 0.9)))
+    assert _worth_a_second_pass(final(Word("briaroscoffe", 0.20, 3.60, 0.4)))
+    assert _worth_a_second_pass(final(Word("stop", 0.10, 0.30, 0.9), Word("now", 0.40, 0.60, 0.9)))

@@ -133,12 +133,17 @@ def _evaluate(head: CtcHead, sets: dict[str, list[tuple[np.ndarray, str]]]) -> d
 
 def train(*, data: Sequence[Path], out: Path, steps: int, data_root: Path, lr: float = 1.5e-3, warmup: int = 150,
           max_frames: int = 10000, eval_every: int = 150, threads: int = 2, seed: int = 0,
-          config: HeadConfig | None = None) -> Path:
+          config: HeadConfig | None = None, init: Path | None = None) -> Path:
+    """Train a head into ``out`` (resuming from its ``last.pt``); ``init``: start from that head's weights."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
-    config = config or HeadConfig()
-    head = CtcHead(config)
+    if init is not None:
+        head = load_head(init).train()
+        config = head.config
+    else:
+        config = config or HeadConfig()
+        head = CtcHead(config)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     step, best = 0, math.inf
     last = out / "last.pt"
@@ -215,9 +220,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=150)
     p.add_argument("--eval-every", type=int, default=150)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--init", type=Path, help="start from this head (e.g. models/assets/ctc_head.pt): fine-tuning")
     args = p.parse_args(argv)
     train(data=args.data, out=args.out, steps=args.steps, data_root=args.data_root, lr=args.lr,
-          max_frames=args.max_frames, warmup=args.warmup, eval_every=args.eval_every, threads=args.threads)
+          max_frames=args.max_frames, warmup=args.warmup, eval_every=args.eval_every, threads=args.threads,
+          init=args.init)
     return 0
 
 
