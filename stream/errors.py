@@ -11,6 +11,7 @@
     │   ├── CodecError              a message that is not valid callstream JSON
     │   │   └── UnsupportedVersion  a message whose schema version we do not speak
     │   ├── LimitExceeded           a per-connection limit (rate, session length) was passed
+    │   ├── ProtocolError           messages out of order (audio before the config)
     │   └── ResumeError             a session resume that cannot continue (not held, gap, format)
     ├── Overloaded                  the server is at its stream limit; the peer may try again later
     ├── ModelError                  a model file that does not load or lacks metadata
@@ -34,6 +35,7 @@ __all__ = [
     "LimitExceeded",
     "ModelError",
     "Overloaded",
+    "ProtocolError",
     "ResumeError",
     "TransportError",
     "UnsupportedVersion",
@@ -76,6 +78,10 @@ class UnsupportedVersion(CodecError):
 
 class LimitExceeded(InputError):
     code = "limit"
+
+
+class ProtocolError(InputError):
+    code = "protocol"
 
 
 class Overloaded(CallstreamError):

@@ -29,8 +29,10 @@ is cut off once ``max_send_buffer_bytes`` wait for it. On SIGTERM the server
 stops listening, finalises every open utterance, sends each client ``end``
 with reason ``shutdown`` and exits, within ``shutdown_grace_s``.
 
-The adapter only decodes, feeds, encodes and sends. The acoustic model and
-CTC decoding of all sockets run in the shared ``MicroBatcher``.
+The protocol's rules (config, admission, resume and offsets, rate limits,
+the events a dropped connection missed) live in ``stream.session``, without
+I/O. This adapter receives, feeds, sends and keeps the timers. The acoustic
+model and CTC decoding of all sockets run in the shared ``MicroBatcher``.
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ import asyncio
 import dataclasses
 import http
 import os
-import re
 import signal
 import socket
 import ssl
@@ -57,10 +58,11 @@ from websockets.http11 import Request, Response
 from stream import codec
 from stream.app import add_decoding_arguments, build_pipeline, decoding_from_args
 from stream.batcher import BatcherConfig, MicroBatcher
-from stream.errors import InputError, LimitExceeded, Overloaded, ResumeError
-from stream.events import EndOfStream, Enriched, Error, Event, Final, Partial, SessionInfo, StreamConfig, StreamEnd
+from stream.errors import InputError, LimitExceeded, Overloaded
+from stream.events import EndOfStream, Error, Event, Final, Partial
 from stream.metrics import Metrics
-from stream.pipeline import Pipeline, StreamState
+from stream.pipeline import Pipeline
+from stream.session import Session, Sessions, parse_config, parse_control
 from stream.web import StaticFiles, normalize_origin, origin_allowed, select_subprotocol, token_matches
 
 __all__ = ["ServerConfig", "WebSocketServer", "add_arguments", "run"]
@@ -113,37 +115,15 @@ class ServerConfig:
     batcher: BatcherConfig = dataclasses.field(default_factory=BatcherConfig)
 
 
-class _RateLimit:
-    """Token bucket over bytes, with a one-second burst."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate, self.tokens, self.stamp = rate, rate, time.monotonic()
-
-    def take(self, n: int) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        self.tokens -= n
-        return self.tokens >= -self.rate  # allow a burst of one extra second, then refuse
-
-
-SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-
 @dataclass(eq=False)
-class _Session:
-    """A stream that outlives its connection for the grace period."""
+class _Link:
+    """A session's I/O side: the connection it streams on now, its resume timer, its message lock."""
 
-    state: StreamState
-    limit: _RateLimit
-    frames: int = 0  # sample frames received
-    skip: int = 0  # frames to drop from the next audio (a resumed client resending)
-    pending: list[Event] = dataclasses.field(default_factory=list)  # finals the dropped connection did not get
+    session: Session
     conn: ServerConnection | None = None
     expiry: asyncio.TimerHandle | None = None
     first_audio: float | None = None
     first_partial_seen: bool = False
-    ended: bool = False  # finished or cut off: later messages of its connection are ignored
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)  # one message at a time, across a takeover
 
 
@@ -155,12 +135,16 @@ class WebSocketServer:
         self.batcher = MicroBatcher(pipeline, self.config.batcher)
         self.batcher.on_batch = self.metrics.observe_batch
         self._server: Server | None = None
-        self._sessions: dict[str, _Session] = {}
+        cfg = self.config
+        self.sessions = Sessions(pipeline.create_stream, max_streams=cfg.max_streams,
+                                 max_bytes_per_s=cfg.max_bytes_per_s, max_session_s=cfg.max_session_s,
+                                 grace_s=cfg.resume_grace_s)
+        self._links: dict[str, _Link] = {}  # by stream id: every session in self.sessions
         self._closing: set[asyncio.Task[object]] = set()  # finish() of dropped sessions, off the loop
         self._connections: set[ServerConnection] = set()  # past the handshake, not yet returned
         self._probe: asyncio.Task[None] | None = None
         self._draining = False
-        self.metrics.sessions.set_function(lambda: len(self._sessions))
+        self.metrics.sessions.set_function(lambda: len(self.sessions))
         self.static = StaticFiles()
 
     @property
@@ -189,8 +173,8 @@ class WebSocketServer:
 
     async def close(self) -> None:
         """Close at once: held and open sessions are finished without sending their last events."""
-        for session in list(self._sessions.values()):
-            self._drop(session)
+        for link in list(self._links.values()):
+            self._drop(link)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -216,20 +200,19 @@ class WebSocketServer:
                 for task in late:
                     task.cancel()
 
-        await settle([asyncio.create_task(self._end_for_shutdown(s)) for s in list(self._sessions.values())])
+        await settle([asyncio.create_task(self._end_for_shutdown(link)) for link in list(self._links.values())])
         await settle(list(self._closing))  # the held sessions' finish()
         for ws in list(self._connections):  # past the grace: cut, without a close handshake
             ws.transport.abort()
         await self.close()
 
-    async def _end_for_shutdown(self, session: _Session) -> None:
-        if session.conn is None:  # held for a resume that will not come
-            self._drop(session)
+    async def _end_for_shutdown(self, link: _Link) -> None:
+        if link.conn is None:  # held for a resume that will not come
+            self._drop(link)
             return
-        async with session.lock:
-            if not session.ended:
-                await self._end(session, reason="shutdown", message="server shutting down",
-                                close_code=CLOSE_GOING_AWAY)
+        async with link.lock:
+            if not link.session.ended:
+                await self._end(link, reason="shutdown", message="server shutting down", close_code=CLOSE_GOING_AWAY)
 
     async def _probe_lag(self) -> None:
         """How late the loop wakes from a short sleep: what every stream waits on top of its own work."""
@@ -272,207 +255,157 @@ class WebSocketServer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.max_send_buffer_bytes)
         self._connections.add(ws)
         try:
-            session = await self._configure(ws)
-            if session is None:
+            link = await self._configure(ws)
+            if link is None:
                 return
             self.metrics.active_streams.inc()
             try:
-                await self._stream(ws, session)
+                await self._stream(ws, link)
             finally:
                 self.metrics.active_streams.dec()
         finally:
             self._connections.discard(ws)
 
-    async def _configure(self, ws: ServerConnection) -> _Session | None:
+    async def _configure(self, ws: ServerConnection) -> _Link | None:
         stream_id = f"ws-{uuid.uuid4().hex[:12]}"
         try:
             first = await asyncio.wait_for(ws.recv(), self.config.idle_timeout_s)
         except (asyncio.TimeoutError, ConnectionClosed):
             await ws.close(CLOSE_POLICY, "no config message")
             return None
-        if isinstance(first, bytes):
-            await self._fail(ws, stream_id, "protocol", "the first message must be a JSON config, got binary audio")
-            return None
         try:
-            config = codec.decode_client(first)
-            if not isinstance(config, StreamConfig):
-                raise InputError(f"the first message must be a config, got {type(config).__name__}")
+            config = parse_config(first)
             stream_id = config.session_id or stream_id
             if self._draining:
                 await self._fail(ws, stream_id, "shutdown", "the server is shutting down; connect to another")
                 return None
-            session, resumed = self._attach(config, stream_id)
+            session, resumed = self.sessions.open(config, stream_id, time.monotonic())
         except (InputError, Overloaded) as exc:
             await self._fail(ws, stream_id, getattr(exc, "code", "bad_input"), str(exc))
             return None
-        old = session.conn
-        session.conn = ws
+        link = self._links.setdefault(session.stream_id, _Link(session))
+        if link.expiry is not None:
+            link.expiry.cancel()
+            link.expiry = None
+        old, link.conn = link.conn, ws
         if old is not None:
             await old.close(CLOSE_POLICY, "session resumed on another connection")
-        self._sessions[session.state.stream_id] = session
-        info = SessionInfo(stream_id=session.state.stream_id, session_id=session.state.stream_id,
-                           offset=session.frames, resumed=resumed, grace_s=self.config.resume_grace_s)
-        pending, session.pending = session.pending, []
-        await self._send(session, [info, *pending])
-        return session
+        await self._send(link, session.welcome(resumed, self.config.resume_grace_s))
+        return link
 
-    def _attach(self, config: StreamConfig, stream_id: str) -> tuple[_Session, bool]:
-        """A new session, or the held one that ``config.session_id`` names (resume, True)."""
-        sid = config.session_id
-        if config.resume_offset is not None and config.resume_offset < 0:
-            raise InputError(f"resume_offset must be >= 0, got {config.resume_offset}")
-        if sid is not None and not SESSION_ID.fullmatch(sid):
-            raise InputError("session_id must be 1-128 characters of A-Z a-z 0-9 . _ : -")
-        held = self._sessions.get(sid) if sid is not None else None
-        if held is None:
-            if config.resume_offset:
-                raise ResumeError(f"session {sid!r} is not held (unknown, ended or past its "
-                                  f"{self.config.resume_grace_s:g} s grace period); start a new stream",
-                                  "session_expired")
-            # Held sessions count: their clients are owed the room to resume.
-            limit = self.config.max_streams
-            if limit and len(self._sessions) >= limit:
-                raise Overloaded(f"the server is serving its limit of {limit} streams; try again later")
-            return _Session(self.pipeline.create_stream(stream_id, config), _RateLimit(self.config.max_bytes_per_s)), False
-        old = held.state.config
-        if (config.sample_rate, config.encoding, config.channels) != (old.sample_rate, old.encoding, old.channels):
-            raise ResumeError("a resumed session keeps its audio format: "
-                              f"{old.encoding} {old.sample_rate} Hz x{old.channels}", "resume_mismatch")
-        start = held.frames if config.resume_offset is None else config.resume_offset
-        if start > held.frames:
-            raise ResumeError(f"the server holds {held.frames} sample frames of session {sid!r}, and the audio "
-                              f"would resume at {start}; resend from frame {held.frames}", "resume_gap")
-        if held.expiry is not None:
-            held.expiry.cancel()
-            held.expiry = None
-        held.skip = held.frames - start
-        return held, True
-
-    def _hold(self, session: _Session) -> None:
+    def _hold(self, link: _Link) -> None:
         """The connection dropped: keep the session for the grace period, or end it."""
-        session.conn = None
+        link.conn = None
         if self.config.resume_grace_s <= 0:
-            self._drop(session, reason="disconnected")
+            self._drop(link, reason="disconnected")
             return
         loop = asyncio.get_running_loop()
-        session.expiry = loop.call_later(self.config.resume_grace_s, self._drop, session, "disconnected")
+        link.expiry = loop.call_later(self.config.resume_grace_s, self._drop, link, "disconnected")
 
-    def _drop(self, session: _Session, reason: str = "shutdown") -> None:
-        session.ended = True
-        if session.expiry is not None:
-            session.expiry.cancel()
-        if self._sessions.get(session.state.stream_id) is session:
-            del self._sessions[session.state.stream_id]
-        task = asyncio.ensure_future(self.batcher.call(self.pipeline.finish, session.state, reason))
+    def _forget(self, link: _Link) -> None:
+        """The session is over: no resume, no timer."""
+        if link.expiry is not None:
+            link.expiry.cancel()
+        self.sessions.close(link.session)
+        if self._links.get(link.session.stream_id) is link:
+            del self._links[link.session.stream_id]
+
+    def _drop(self, link: _Link, reason: str = "shutdown") -> None:
+        self._forget(link)
+        task = asyncio.ensure_future(self.batcher.call(self.pipeline.finish, link.session.state, reason))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _stream(self, ws: ServerConnection, session: _Session) -> None:
-        cfg = self.config
+    async def _stream(self, ws: ServerConnection, link: _Link) -> None:
         while True:
             try:
-                message = await asyncio.wait_for(ws.recv(), cfg.idle_timeout_s)
+                message = await asyncio.wait_for(ws.recv(), self.config.idle_timeout_s)
             except asyncio.TimeoutError:
-                await self._end(session, reason="timeout", message="idle timeout")
+                await self._end(link, reason="timeout", message="idle timeout")
                 return
             except ConnectionClosed:
-                if session.conn is ws:
-                    self._hold(session)
+                if link.conn is ws:
+                    self._hold(link)
                 return
             now = time.time()
-            async with session.lock:
-                if session.ended or session.conn is not ws:
+            async with link.lock:
+                if link.session.ended or link.conn is not ws:
                     return
-                if not await self._process(ws, session, message, now):
+                if not await self._process(ws, link, message, now):
                     return
 
-    async def _process(self, ws: ServerConnection, session: _Session, message: str | bytes, now: float) -> bool:
+    async def _process(self, ws: ServerConnection, link: _Link, message: str | bytes, now: float) -> bool:
         """Handle one client message; False when the stream is over."""
-        cfg = self.config
+        session = link.session
         state = session.state
-        frame_bytes = state.format.frame_bytes
         try:
             if isinstance(message, bytes):
-                if not session.limit.take(len(message)):
-                    raise LimitExceeded("audio arrives faster than max_bytes_per_s")
-                if session.skip:
-                    drop = min(session.skip, len(message) // frame_bytes)
-                    session.skip -= drop
-                    message = message[drop * frame_bytes :]
-                session.first_audio = session.first_audio or now
-                await self.batcher.call(self.pipeline.accept_bytes, state, message)
-                session.frames += len(message) // frame_bytes
-                if state.audio_state.samples_decoded / state.format.sample_rate > cfg.max_session_s:
-                    raise LimitExceeded(f"session longer than max_session_s={cfg.max_session_s:g}")
+                audio = session.audio(message, time.monotonic())
+                link.first_audio = link.first_audio or now
+                await self.batcher.call(self.pipeline.accept_bytes, state, audio)
+                session.fed(audio)
                 events = await self.batcher.decode(state)
             else:
-                control = codec.decode_client(message)
-                if not isinstance(control, StreamEnd):
-                    raise InputError(f"unexpected {type(control).__name__} after the config")
-                if control.close:
-                    await self._end(session, received=now)
+                if parse_control(message).close:
+                    await self._end(link, received=now)
                     return False
                 events = await self.batcher.call(self.pipeline.finalize, state)
         except InputError as exc:
-            await self._fail(ws, state.stream_id, getattr(exc, "code", "bad_input"), str(exc), session)
+            await self._fail(ws, state.stream_id, getattr(exc, "code", "bad_input"), str(exc), link)
             return False
-        if not session.first_partial_seen and session.first_audio and any(isinstance(e, Partial) for e in events):
-            self.metrics.first_partial.observe(now - session.first_audio)
-            session.first_partial_seen = True
-        await self._send(session, events, received=now)
+        if not link.first_partial_seen and link.first_audio and any(isinstance(e, Partial) for e in events):
+            self.metrics.first_partial.observe(now - link.first_audio)
+            link.first_partial_seen = True
+        await self._send(link, events, received=now)
         return True
 
-    async def _end(self, session: _Session, reason: str = "end", message: str = "end of stream",
+    async def _end(self, link: _Link, reason: str = "end", message: str = "end of stream",
                    received: float | None = None, close_code: int = 1000) -> None:
-        session.ended = True
-        self._sessions.pop(session.state.stream_id, None)
-        await self._send(session, await self.batcher.call(self.pipeline.finish, session.state, reason),
+        self._forget(link)
+        await self._send(link, await self.batcher.call(self.pipeline.finish, link.session.state, reason),
                          received=received)
-        ws, session.conn = session.conn, None
+        ws, link.conn = link.conn, None
         if ws is not None:
             await ws.close(close_code, message)
 
-    async def _send(self, target: _Session | ServerConnection, events: list[Event],
+    async def _send(self, target: _Link | ServerConnection, events: list[Event],
                     received: float | None = None) -> None:
         """Send in order; what a dropped session's connection misses (finals, enriched) waits for its resume."""
-        session = target if isinstance(target, _Session) else None
-        ws = session.conn if session is not None else target
+        link = target if isinstance(target, _Link) else None
+        ws = link.conn if link is not None else target
         for i, event in enumerate(events):
             if isinstance(event, (Partial, Final)):
                 event = dataclasses.replace(event, received_at=received, emitted_at=time.time())
                 if isinstance(event, Final) and received is not None:
                     self.metrics.final_latency.observe(event.emitted_at - received)
             if ws is not None:
-                if session is not None and ws.transport.get_write_buffer_size() > self.config.max_send_buffer_bytes:
-                    await self._cut_slow_reader(session, ws)
+                if link is not None and ws.transport.get_write_buffer_size() > self.config.max_send_buffer_bytes:
+                    await self._cut_slow_reader(link, ws)
                     return
                 try:
                     await ws.send(codec.encode(event).decode())
                     continue
                 except ConnectionClosed:
                     pass
-            if session is not None:
-                session.pending += [e for e in events[i:] if isinstance(e, (Final, Enriched))]
+            if link is not None:
+                link.session.undelivered(events[i:])
             return
 
-    async def _cut_slow_reader(self, session: _Session, ws: ServerConnection) -> None:
+    async def _cut_slow_reader(self, link: _Link, ws: ServerConnection) -> None:
         """The client leaves its events unread: end its stream (not held) and close; an error event
         would only queue behind the unread ones."""
         self.metrics.errors.labels(code="slow_reader").inc()
-        session.conn = None
-        self._drop(session, reason="error")
+        link.conn = None
+        self._drop(link, reason="error")
         await ws.close(CLOSE_POLICY, f"events not read: over {self.config.max_send_buffer_bytes} bytes wait to be sent")
 
     async def _fail(self, ws: ServerConnection, stream_id: str, code: str, message: str,
-                    session: _Session | None = None) -> None:
+                    link: _Link | None = None) -> None:
         self.metrics.errors.labels(code=code).inc()
         events: list[Event] = [Error(stream_id=stream_id, code=code, message=message)]
-        if session is not None:
-            session.ended = True
-            session.state.closed = True
-            if session.expiry is not None:
-                session.expiry.cancel()
-            self._sessions.pop(stream_id, None)
+        if link is not None:
+            link.session.state.closed = True
+            self._forget(link)
         events.append(EndOfStream(stream_id=stream_id, reason="error"))
         await self._send(ws, events)
         await ws.close(_CLOSE_CODES.get(code, CLOSE_BAD_DATA), message[:120])
@@ -563,7 +496,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"callstream serve: ws{tls}://{config.host}:{port}/ (captions page at http{tls}://{config.host}:{port}/, "
               "metrics at /metrics)", flush=True)
         await stop.wait()
-        print(f"callstream serve: shutting down: ending {len(server._sessions)} session(s) within "
+        print(f"callstream serve: shutting down: ending {len(server.sessions)} session(s) within "
               f"{config.shutdown_grace_s:g} s", flush=True)
         await server.shutdown()
 

@@ -93,7 +93,7 @@ class ServedPage:
         """Cut every session's connection the way a network failure does (no close handshake)."""
 
         async def drop() -> int:
-            conns = [s.conn for s in self.server._sessions.values() if s.conn is not None]
+            conns = [link.conn for link in self.server._links.values() if link.conn is not None]
             for conn in conns:
                 conn.transport.abort()
             return len(conns)

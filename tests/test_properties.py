@@ -101,8 +101,8 @@ async def _send(ws, audio: bytes, start: int, stop: int, frame: int = 320) -> No
 async def _settled(server: WebSocketServer, session_id: str, frames: int) -> None:
     """Wait until the server has taken ``frames`` frames of the session and sent what they gave."""
     while True:
-        session = server._sessions.get(session_id)
-        if session is not None and session.frames == frames and not session.lock.locked():
+        link = server._links.get(session_id)
+        if link is not None and link.session.frames == frames and not link.lock.locked():
             return
         await asyncio.sleep(0.02)
 

@@ -138,7 +138,7 @@ def test_a_client_that_never_reads_is_cut_off_and_the_others_are_not_affected(pi
         slow = asyncio.create_task(_non_reader(server.port, dataclasses.replace(cfg, session_id="slow"), 600))
         good = await good_client(url)
         sent = await asyncio.wait_for(slow, 120)
-        return sent, good, "slow" in server._sessions, server.metrics.render().decode()
+        return sent, good, "slow" in server._links, server.metrics.render().decode()
 
     sent, good, still_held, metrics = asyncio.run(
         _with_server(pipeline, body, max_send_buffer_bytes=limit, max_bytes_per_s=10**9))

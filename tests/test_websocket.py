@@ -344,7 +344,7 @@ def test_a_dropped_session_expires_after_its_grace_period(pipeline):
             await ws.recv()
             await _send_audio(ws, _audio(0.3), cfg)
             await _drop(ws)
-        held = "short" in server._sessions
+        held = "short" in server._links
         await asyncio.sleep(0.4)
         async with connect(url) as ws:
             await ws.send(codec.encode_client(dataclasses.replace(cfg, resume_offset=4800)).decode())
