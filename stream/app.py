@@ -34,6 +34,7 @@ class DecodingConfig:
     hotwords: tuple[tuple[str, float], ...] = ()  # global hotwords (phrase, weight)
     vad_endpoint: bool = True  # also end utterances on the audio's energy (Pipeline.endpoint)
     second_pass: bool = True  # decode finals again with Whisper's decoder, when the model supports it
+    second_pass_beam: int = 4  # the second pass's beam (models.second_pass.SecondPassConfig); 1: greedy
 
 
 def lm_config(cfg: DecodingConfig) -> LanguageModelConfig | None:
@@ -89,8 +90,8 @@ def build_pipeline(
     if decoding.second_pass and spec.second_pass == "whisper":
         from models.second_pass import SecondPass, SecondPassConfig
 
-        rescorer = SecondPass(acoustic.model.path.parent, SecondPassConfig(quantized=spec.quantized),
-                              SessionOptions(intra_op_threads=threads)).transcribe
+        config = SecondPassConfig(quantized=spec.quantized, beam=decoding.second_pass_beam)
+        rescorer = SecondPass(acoustic.model.path.parent, config, SessionOptions(intra_op_threads=threads)).transcribe
     enricher = None
     if enrich:
         from operators.enrich import default_enricher
@@ -121,6 +122,8 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
                    help="end utterances on the model's blank frames alone, not also on the audio's energy")
     p.add_argument("--no-second-pass", action="store_true",
                    help="finals from the streaming CTC search alone, without Whisper's decoder")
+    p.add_argument("--second-pass-beam", type=int, default=d.second_pass_beam, choices=range(1, 17), metavar="N",
+                   help="beam of the second pass's decoder (1: greedy, about 3 times faster)")
 
 
 def decoding_from_args(args: argparse.Namespace) -> DecodingConfig:
@@ -132,5 +135,5 @@ def decoding_from_args(args: argparse.Namespace) -> DecodingConfig:
         search="greedy" if args.greedy else "beam", beam_width=args.beam, lm=None if args.no_lm else args.lm,
         general_lm=None if args.no_general_lm else args.general_lm,
         alpha=args.alpha, beta=args.beta, hotwords=tuple(hotwords), vad_endpoint=not args.no_vad_endpoint,
-        second_pass=not args.no_second_pass,
+        second_pass=not args.no_second_pass, second_pass_beam=args.second_pass_beam,
     )

@@ -191,19 +191,24 @@ def _torch_second_pass(whisper, mel: np.ndarray) -> list[int]:
 
 @pytest.mark.skipif(not AN4.exists(), reason="../shared/data is not here")
 def test_second_pass_onnx_transcribes_like_torch(whisper, tmp_path_factory):
-    from models.second_pass import SecondPass
+    from models.second_pass import SecondPass, SecondPassConfig
     from models.train.export_whisper import export_second_pass
 
     folder = tmp_path_factory.mktemp("second_pass")
     export_second_pass(folder, int8=False)
     clips = [AN4 / "wav" / "an46-mmap-b.wav", AN4 / "wav" / "an298-fsaf2-b.wav"]  # "stop", "repeat"
     mels = [_front(dither(load_audio(c), 0)) for c in clips]
-    second = SecondPass(folder)
+    second = SecondPass(folder, SecondPassConfig(beam=1))
     texts = second.transcribe(mels[:1]) + second.transcribe(mels[1:])
     expected = [second.tokenizer.decode(_torch_second_pass(whisper, m)).strip() for m in mels]
     assert texts == expected
     assert [t.lower().strip(".") for t in texts] == ["stop", "repeat"]
     assert len(second.transcribe(mels)) == 2  # one batch, padded
+    # Beam search: the same words here, in one batch or one at a time (rows do not mix).
+    beam = SecondPass(folder, SecondPassConfig(beam=4))
+    together = beam.transcribe(mels)
+    assert together == beam.transcribe(mels[:1]) + beam.transcribe(mels[1:])
+    assert [t.lower().strip(".") for t in together] == ["stop", "repeat"]
 
 
 def test_pipeline_rewrites_finals_with_the_second_pass_and_times_their_words(step_onnx, speech):
