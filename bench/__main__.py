@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="soak: real-time streams held (--quick: 10); the overload run opens 1.5 times as many "
                         "against --max-streams of this")
     p.add_argument("--soak-s", type=float, default=600.0, help="soak: seconds each stream runs (--quick: 30)")
+    p.add_argument("--soak-second-pass-beam", type=int, default=None, choices=range(1, 17), metavar="N",
+                   help="soak: the server's --second-pass-beam (default: serve's own)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,8 +150,10 @@ def run(args: argparse.Namespace) -> int:
         from bench.soak import soak
 
         streams, seconds = (10, 30.0) if quick else (args.soak_streams, args.soak_s)
-        text, r = soak(streams, seconds, overload_seconds=min(seconds, 120.0), serve_args=["--threads",
-                                                                                         str(args.serve_threads)])
+        serve_args = ["--threads", str(args.serve_threads)]
+        if args.soak_second_pass_beam is not None:
+            serve_args += ["--second-pass-beam", str(args.soak_second_pass_beam)]
+        text, r = soak(streams, seconds, overload_seconds=min(seconds, 120.0), serve_args=serve_args)
         print(text, flush=True)
         raw["soak"] = r
         s, o = r["soak"], r["overload"]
