@@ -116,9 +116,6 @@ class Sessions:
     def __len__(self) -> int:
         return len(self._held)
 
-    def __iter__(self):
-        return iter(list(self._held.values()))
-
     def open(self, config: StreamConfig, stream_id: str, now: float) -> tuple[Session, bool]:
         """A new session, or the held one that ``config.session_id`` names (resume, True).
 
