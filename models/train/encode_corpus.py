@@ -116,10 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--part", default="0/1", help="I/N: encode the I-th of N disjoint parts")
+    p.add_argument("--seed", type=int, default=0, help="augmentation draws: another seed, other copies")
     args = p.parse_args(argv)
     i, n_parts = (int(v) for v in args.part.split("/"))
     n = encode_corpus(args.out, args.corpus, args.data_root, real_copies=args.real_copies, threads=args.threads,
-                      limit=args.limit, part=(i, n_parts))
+                      limit=args.limit, part=(i, n_parts), seed=args.seed)
     print(f"encoded {n} utterances into {args.out}")
     return 0
 
