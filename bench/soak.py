@@ -4,7 +4,7 @@
 server runs as it does in production, a process of its own on loopback; the
 clients run in another process, as they would on other machines. Each client
 loops over real speech (dev utterances with 1.2 s pauses, or the bundled
-sample call where the dev data is absent) in 20 ms PCM16 frames, sent on a
+sample call where the dev data is absent) in 100 ms PCM16 frames, sent on a
 real-time clock, and ends its stream at the end. The report:
 
 * audio: seconds sent against the seconds the server accounted in each
@@ -28,7 +28,6 @@ import contextlib
 import multiprocessing as mp
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -40,6 +39,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
+
+from stream.devbroker import stop_process
 
 __all__ = ["ServeProcess", "metric", "scrape", "serve_process", "soak"]
 
@@ -108,13 +109,7 @@ def serve_process(args: Sequence[str] = (), startup_s: float = 120.0) -> Iterato
             raise RuntimeError("callstream serve did not start:\n" + "\n".join(lines[-30:]))
         yield ServeProcess(proc, port[0], lines)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, timeout_s=60)
         reader.join(timeout=5)
         proc.stdout.close()
 
@@ -238,9 +233,14 @@ def _lag_quantile(before: dict[str, float], after: dict[str, float], q: float) -
     return float("inf")
 
 
+def _ramp_s(seconds: float) -> float:
+    """How long the clients take to connect, one after another: a quarter of the run, at most 10 s."""
+    return min(10.0, seconds / 4)
+
+
 def _run(streams: int, seconds: float, serve_args: Sequence[str], scrape_s: float = 10.0) -> dict:
     """``streams`` clients for ``seconds`` against a fresh ``callstream serve``; the clients' and server's figures."""
-    ramp_s = min(10.0, seconds / 4)
+    ramp_s = _ramp_s(seconds)
     with serve_process(serve_args) as server:
         scrapes = [(0.0, server.metrics())]
         ctx = mp.get_context("spawn")
@@ -267,7 +267,7 @@ def _summary(out: dict, seconds: float) -> dict:
     minutes = max(1, int(np.ceil(seconds / 60.0)))
     per_minute = []
     lat = out["latency"]
-    ramp = min(10.0, seconds / 4)
+    ramp = _ramp_s(seconds)
     for m in range(minutes):
         # minute m of the streams' own time: from the ramp's end on, so every stream is in
         vals = [1000 * v for t, v in lat if ramp + 60 * m <= t < ramp + 60 * (m + 1)]

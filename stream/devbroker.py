@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 from stream.errors import TransportError
 
 __all__ = ["TANSU_FETCH_MAX_WAIT_MS", "AgentsLog", "DevBroker", "add_arguments", "free_port", "run", "running_agents",
-           "running_broker", "start_broker"]
+           "running_broker", "start_broker", "stop_process"]
 
 # A short fetch wait for consumers of Tansu (see above). On Apache Kafka it makes no difference to
 # latency and only adds empty fetches, so the workers' defaults stay at 10 ms.
@@ -52,12 +51,19 @@ class DevBroker:
         return f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout_s=5)
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited within ``timeout_s``."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def start_broker(port: int = 0, timeout_s: float = 10.0, advertised_port: int | None = None) -> DevBroker:
@@ -118,12 +124,7 @@ def running_agents(bootstrap: str, app_id: str, transcripts_topic: str, enriched
         try:
             yield log
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout_s=20)
             out.seek(0)
             log.text = out.read().decode(errors="replace")
 

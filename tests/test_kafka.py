@@ -14,7 +14,7 @@ from operators.audio import encode_audio
 from stream import codec
 from stream.events import AudioChunk, EndOfStream, Final
 from stream.kafka import AsrWorker, KafkaConfig, resume_point
-from tests.recognizer import feed
+from tests.recognizer import kafka_reference
 
 
 def _config(broker, **kw):
@@ -139,19 +139,7 @@ def test_a_killed_worker_is_replaced_without_losing_or_repeating_a_final(broker,
     second_half = records[2][5:] + records[3] + [(b"call-7", b"", [("cs-end", b"1")])]
 
     # The reference: the same records through the same pipeline, in process, no crash.
-    from stream.events import StreamConfig
-
-    ref_state = pipeline.create_stream("call-7", StreamConfig(sample_rate=8000, encoding="mulaw"))
-    reference = []
-    for _, value, headers in first_half + second_half:
-        h = dict(headers)
-        if h.get("cs-finalize") == b"1":
-            reference += pipeline.finalize(ref_state)
-        elif h.get("cs-end") == b"1":
-            reference += pipeline.finish(ref_state)
-        else:
-            reference += feed(pipeline, ref_state, value)
-    reference = [e for e in reference if isinstance(e, Final)]
+    reference = kafka_reference(pipeline, "call-7", first_half + second_half)
     # four finalized utterances, and the tail short of a chunk that the end of the call flushes
     assert [f.utterance_index for f in reference] == [0, 1, 2, 3, 4]
 

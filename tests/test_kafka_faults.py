@@ -24,9 +24,9 @@ from aiokafka import AIOKafkaProducer
 
 from stream import codec
 from stream.devbroker import TANSU_FETCH_MAX_WAIT_MS, free_port, running_agents, start_broker
-from stream.events import EndOfStream, Enriched, Final, StreamConfig, Word
+from stream.events import EndOfStream, Enriched, Final, Word
 from tests.faults import Proxy
-from tests.recognizer import feed
+from tests.recognizer import kafka_reference
 from tests.test_kafka import _config, _read, _utterance_records, _worker
 
 
@@ -78,20 +78,6 @@ def _call(call_id, seed=9):
     return records
 
 
-def _reference(pipeline, call_id, records):
-    state = pipeline.create_stream(call_id, StreamConfig(sample_rate=8000, encoding="mulaw"))
-    out = []
-    for _, value, headers in records:
-        h = dict(headers)
-        if h.get("cs-finalize") == b"1":
-            out += pipeline.finalize(state)
-        elif h.get("cs-end") == b"1":
-            out += pipeline.finish(state)
-        else:
-            out += feed(pipeline, state, value)
-    return [e for e in out if isinstance(e, Final)]
-
-
 @pytest.mark.parametrize("fault", ["restart", "freeze"])
 def test_the_broker_going_away_mid_call_loses_and_repeats_no_final(pipeline, tiny_onnx, fault):
     """The worker decodes a call; mid-call the broker goes away for 4 s (more than the group's 2 s
@@ -100,7 +86,7 @@ def test_the_broker_going_away_mid_call_loses_and_repeats_no_final(pipeline, tin
     call = f"call-{fault}"
     utts = _call(call)
     records = [r for u in utts for r in u] + [(call.encode(), b"", [("cs-end", b"1")])]
-    reference = _reference(pipeline, call, records)
+    reference = kafka_reference(pipeline, call, records)
     # five finalized utterances, and the tail short of a chunk that the end of the call flushes
     assert [f.utterance_index for f in reference] == [0, 1, 2, 3, 4, 5]
     first, second = utts[0] + utts[1] + utts[2][:5], utts[2][5:] + utts[3] + utts[4] + records[-1:]
