@@ -5,6 +5,9 @@ and sends; everything it decides lives here and is tested without Kafka:
 
 * finals repeated by an ASR worker's restart are dropped by their id
   (``utterance_id``, deterministic per call, channel and utterance);
+* so are finals whose enriched event a killed agent had published but not
+  yet recorded in its table (``published``: ids read back from the enriched
+  topic when the agent starts);
 * a per-call summary (utterances, intents seen, flags raised, recent ids,
   ended) is what the agent keeps in its Faust table, as a plain dict;
 * each call's enrichment state (redaction memory across finals) stays in
@@ -34,6 +37,8 @@ class CallTracker:
         self.seen_ids = seen_ids
         self.open_calls = open_calls
         self._memory: OrderedDict[str, EnrichState] = OrderedDict()
+        # Utterance ids already on the enriched topic when this worker started (stream.agents).
+        self.published: set[str] = set()
 
     def handle(self, call_id: str, summary: dict[str, Any], event: Event) -> tuple[dict[str, Any] | None, Enriched | None]:
         """The call's new summary (None: unchanged) and the enriched event to publish, if any.
@@ -58,7 +63,9 @@ class CallTracker:
         flags = sorted(set(summary.get("flags", [])) | set(result.flags.flagged))
         new = {"utterances": summary.get("utterances", 0) + 1, "intents": intents, "flags": flags,
                "seen": (seen + [event.utterance_id])[-self.seen_ids :]}
-        return new, result
+        # Already published: enriched all the same, so the summary and the call's redaction
+        # memory are as if this worker had published it, but not sent again.
+        return new, (None if event.utterance_id in self.published else result)
 
     def _state(self, call_id: str) -> EnrichState:
         state = self._memory.pop(call_id, None) or EnrichState()

@@ -31,6 +31,7 @@ from operators.enrich import EnrichConfig, Enricher, default_enricher
 from operators.intent import ENCODERS, IntentConfig
 from stream import codec
 from stream.errors import CodecError
+from stream.events import Enriched
 
 __all__ = ["AgentsConfig", "LowLatencyTransport", "add_arguments", "create_app", "run"]
 
@@ -51,6 +52,10 @@ class AgentsConfig:
     mask_profanity: bool = True
     # operators.intent.ENCODERS key; mpnet-base-v2 is more accurate and far slower (docs/text-intelligence.md)
     intent_encoder: str = "minilm-l6-v2"
+    # Enriched events read back per partition at start (_published_ids). A killed worker can have
+    # published what its table's changelog never recorded: at most what it enriched since its last
+    # changelog flush, a few seconds' worth.
+    published_scan: int = 1000
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -93,6 +98,7 @@ def create_app(cfg: AgentsConfig, enricher: Enricher | None = None) -> faust.App
 
     @app.agent(transcripts)
     async def enrich_transcripts(stream: Any) -> None:
+        tracker.published = await _published_ids(cfg)
         async for key, value in stream.items():
             try:
                 event = codec.decode(value)
@@ -109,6 +115,50 @@ def create_app(cfg: AgentsConfig, enricher: Enricher | None = None) -> faust.App
                 calls[call_id] = summary
 
     return app
+
+
+async def _published_ids(cfg: AgentsConfig, timeout_s: float = 30.0) -> set[str]:
+    """The utterance ids of the newest ``cfg.published_scan`` enriched events of each partition.
+
+    Read once, before the agent handles its first final, with a consumer outside the group that
+    commits nothing. Finals among them that the table does not know were enriched by a worker
+    killed before its changelog caught up: ``CallTracker`` counts them without sending them again.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=cfg.bootstrap, enable_auto_commit=False,
+                                fetch_max_wait_ms=cfg.fetch_max_wait_ms)  # fmt: skip
+    await consumer.start()
+    ids: set[str] = set()
+    try:
+        await consumer.topics()  # refreshes the metadata partitions_for_topic reads
+        tps = [TopicPartition(cfg.enriched_topic, p) for p in consumer.partitions_for_topic(cfg.enriched_topic) or ()]
+        if not tps:
+            return ids
+        consumer.assign(tps)
+        first, end = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+        left = {tp for tp in tps if end[tp] > first[tp]}
+        for tp in left:
+            consumer.seek(tp, max(first[tp], end[tp] - cfg.published_scan))
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while left:
+            if asyncio.get_running_loop().time() > deadline:
+                _LOG.warning("reading back the enriched topic took over %.0f s; going on with %d ids",
+                             timeout_s, len(ids))  # fmt: skip
+                break
+            for records in (await consumer.getmany(*left, timeout_ms=500)).values():
+                for record in records:
+                    try:
+                        event = codec.decode(record.value)
+                    except CodecError:
+                        continue
+                    if isinstance(event, Enriched):
+                        ids.add(event.transcript.utterance_id)
+            # The position, not the last record's offset: offsets can skip (transaction markers).
+            left = {tp for tp in left if await consumer.position(tp) < end[tp]}
+    finally:
+        await consumer.stop()
+    return ids
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

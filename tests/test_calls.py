@@ -40,3 +40,16 @@ def test_recent_ids_are_bounded_and_a_card_split_across_finals_stays_redacted(tr
     for i in range(2, 8):
         summary, _ = tracker.handle("c2", summary, _final("c2", i, "thank you"))
     assert len(summary["seen"]) == 4 and summary["seen"][-1] == "c2/customer/7"
+
+
+def test_a_final_already_on_the_enriched_topic_is_counted_and_remembered_but_not_sent_again():
+    tracker = CallTracker(default_enricher, seen_ids=4)
+    tracker.published = {"c3/customer/0"}
+    summary, out = tracker.handle("c3", {}, _final("c3", 0, "my card number is four one one one one one"))
+    assert out is None and summary["utterances"] == 1 and summary["seen"] == ["c3/customer/0"]
+    # The redaction memory saw the digits of the final it did not send: the rest of the number is masked.
+    summary, out = tracker.handle("c3", summary, _final("c3", 1, "one two three four"))
+    assert out is not None and "two" not in out.redacted_text
+    # Without that memory, four digits alone are not a card number.
+    _, alone = CallTracker(default_enricher).handle("c4", {}, _final("c4", 1, "one two three four"))
+    assert "two" in alone.redacted_text

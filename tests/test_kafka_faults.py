@@ -146,100 +146,121 @@ def _final(call, index):
     return Final(call, "customer", f"{call}/customer/{index}", index, text, words, start=0.0, end=0.4 * len(words))
 
 
+async def _create_topics(bootstrap, topics):
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, 2, 1) for t in topics])
+    finally:
+        await admin.close()
+
+
+async def _produce(bootstrap, topic, events):
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for e in events:
+            stream_id = e.transcript.stream_id if isinstance(e, Enriched) else e.stream_id
+            await producer.send_and_wait(topic, codec.encode(e), key=stream_id.encode())
+            await asyncio.sleep(0.02)
+    finally:
+        await producer.stop()
+
+
+async def _enriched(bootstrap, topic, timeout_s, want=None):
+    """The enriched events on ``topic``, read until ``want`` distinct finals have one or the time is up."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                fetch_max_wait_ms=TANSU_FETCH_MAX_WAIT_MS, enable_auto_commit=False)
+    await consumer.start()
+    out, loop = [], asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    try:
+        while loop.time() < deadline and (want is None or len({e.transcript.utterance_id for e in out}) < want):
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                out += [codec.decode(r.value) for r in batch]
+    finally:
+        await consumer.stop()
+    return out
+
+
+def _once_each(finals, events):
+    """(doubled, lost): utterance ids with more than one enriched event, and finals with none."""
+    ids = [e.transcript.utterance_id for e in events if isinstance(e, Enriched)]
+    doubled = sorted({i for i in ids if ids.count(i) > 1})
+    return doubled, sorted({f.utterance_id for f in finals} - set(ids))
+
+
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_agents_restarted_mid_stream_lose_and_double_no_enriched_event(broker, how):
     """Finals of four calls flow through the agents; after a third of them the agents are stopped
     (a rolling restart, or killed) and started again while finals keep coming. Every final gets
     exactly one enriched event."""
-    from aiokafka import AIOKafkaConsumer
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
     tag = uuid.uuid4().hex[:8]
     topics = [f"tr-{tag}", f"en-{tag}"]
     finals = [_final(f"call-{c}", i) for i in range(15) for c in range(4)]
+    asyncio.run(_create_topics(broker.bootstrap, topics))
 
-    async def produce(producer, items):
-        for f in items:
-            await producer.send_and_wait(topics[0], codec.encode(f), key=f.stream_id.encode())
-            await asyncio.sleep(0.02)
+    async def phase1():
+        await _produce(broker.bootstrap, topics[0], finals[:20])
+        return await _enriched(broker.bootstrap, topics[1], 90, want=20)
 
-    async def enriched(timeout_s, want=None):
-        consumer = AIOKafkaConsumer(topics[1], bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
-                                    fetch_max_wait_ms=TANSU_FETCH_MAX_WAIT_MS, enable_auto_commit=False)
-        await consumer.start()
-        out, loop = [], asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        try:
-            while loop.time() < deadline and (want is None or len({e.transcript.utterance_id for e in out}) < want):
-                for batch in (await consumer.getmany(timeout_ms=200)).values():
-                    out += [codec.decode(r.value) for r in batch]
-        finally:
-            await consumer.stop()
-        return out
+    async def phase3():
+        await _produce(broker.bootstrap, topics[0], finals[30:])
+        await _enriched(broker.bootstrap, topics[1], 60, want=len(finals))
+        await asyncio.sleep(3.0)  # anything repeated late arrives too
+        return await _enriched(broker.bootstrap, topics[1], 10)
 
-    async def setup():
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-        await admin.start()
-        await admin.create_topics([NewTopic(t, 2, 1) for t in topics])
-        await admin.close()
-
-    asyncio.run(setup())
     with tempfile.TemporaryDirectory(prefix="callstream-agents-") as tables:
         with running_agents(broker.bootstrap, f"faults-{tag}", *topics, cwd=Path(tables)) as first:
-
-            async def phase1():
-                producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
-                await producer.start()
-                try:
-                    await produce(producer, finals[:20])
-                    return await enriched(90, want=20)
-                finally:
-                    await producer.stop()
-
             before = asyncio.run(phase1())
             first.process.send_signal(how)
             first.process.wait(timeout=30)
-
-            async def phase2():
-                producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
-                await producer.start()
-                try:
-                    await produce(producer, finals[20:30])  # while no agent runs
-                finally:
-                    await producer.stop()
-
-            asyncio.run(phase2())
+            asyncio.run(_produce(broker.bootstrap, topics[0], finals[20:30]))  # while no agent runs
         with running_agents(broker.bootstrap, f"faults-{tag}", *topics, cwd=Path(tables)) as second:
-
-            async def phase3():
-                producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
-                await producer.start()
-                try:
-                    await produce(producer, finals[30:])
-                    await enriched(60, want=len(finals))
-                    await asyncio.sleep(3.0)  # anything repeated late arrives too
-                    return await enriched(10)
-                finally:
-                    await producer.stop()
-
             after = asyncio.run(phase3())
         log = first.text[-2000:] + "\n----\n" + second.text[-3000:]
     assert len({e.transcript.utterance_id for e in before}) == 20, log
-    ids = [e.transcript.utterance_id for e in after if isinstance(e, Enriched)]
-    counts = {i: ids.count(i) for i in set(ids)}
-    print(f"{how.name}: {len(ids)} enriched events for {len(counts)} finals; "
-          f"doubled: {sorted(i for i, c in counts.items() if c > 1)}")
-    doubled = sorted(i for i, c in counts.items() if c > 1)
-    if doubled and how.name == "SIGKILL":
-        # A killed agent may die after sending an enriched event and before its table's changelog
-        # (the ids it enriched) reaches the broker: the restarted agent enriches those finals again.
-        # Consumers drop repeats by transcript.utterance_id, as the README says.
-        pytest.xfail(f"after SIGKILL the agent enriched {len(doubled)} finals again: {doubled}")
-    assert not doubled, log
-    lost = sorted({f.utterance_id for f in finals} - set(counts))
+    doubled, lost = _once_each(finals, after)
+    print(f"{how.name}: {len(after)} enriched events for {len(finals)} finals; doubled {doubled}, lost {lost}")
+    assert not doubled, f"doubled {doubled}\n{log}"
     if lost:
-        # faust-streaming 0.15.3 can skip records that its consumer fetched while the restarted
-        # worker recovered its table, and its gap handling then commits past them (upstream
-        # issues 221 and 606). Seen on Tansu in 6 of 15 restarts: 1 or 2 finals four times, and
-        # twice every final after the restart.
+        # faust-streaming 0.15.3 on Tansu, after the restart: the new worker sometimes drops
+        # records it fetched into the agent's buffer while it seeks its partitions to their
+        # committed offsets, and commits past them; once in a while it never fetches its
+        # partitions again after recovery (Tansu keeps the group's generation at 1 across
+        # rebalances, which Faust's generation checks rely on). Not seen on Apache Kafka, where
+        # this was not run. docs/reliability.md has the counts.
         pytest.xfail(f"Faust skipped {len(lost)} of {len(finals)} finals after its restart: {lost}")
+
+
+def test_agents_do_not_resend_what_a_killed_worker_published(broker):
+    """A worker killed after publishing enriched events and before its table's changelog recorded
+    them, played by publishing them first: the next worker reads them back, does not send them
+    again, and enriches the rest."""
+    from operators.calls import CallTracker
+    from operators.enrich import default_enricher
+
+    tag = uuid.uuid4().hex[:8]
+    topics = [f"tr-{tag}", f"en-{tag}"]
+    finals = [_final(f"call-{c}", i) for i in range(5) for c in range(2)]
+    tracker, summaries, published = CallTracker(default_enricher), {}, []
+    for f in finals[:6]:
+        summaries[f.stream_id], event = tracker.handle(f.stream_id, summaries.get(f.stream_id, {}), f)
+        published.append(event)
+    asyncio.run(_create_topics(broker.bootstrap, topics))
+    asyncio.run(_produce(broker.bootstrap, topics[1], published))
+    asyncio.run(_produce(broker.bootstrap, topics[0], finals))
+    with tempfile.TemporaryDirectory(prefix="callstream-agents-") as tables:
+        with running_agents(broker.bootstrap, f"resend-{tag}", *topics, cwd=Path(tables)) as agents:
+
+            async def read():
+                await _enriched(broker.bootstrap, topics[1], 60, want=len(finals))
+                await asyncio.sleep(3.0)  # a repeat would arrive by now
+                return await _enriched(broker.bootstrap, topics[1], 10)
+
+            events = asyncio.run(read())
+    assert _once_each(finals, events) == ([], []), agents.text[-3000:]
