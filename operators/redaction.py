@@ -497,12 +497,14 @@ def redact(
     card_end: int | None = None  # word index where the last card of this final ended
     if state.words_since_card is not None and state.words_since_card <= cfg.card_window:
         card_end = -1 - state.words_since_card
+    first_continues = False
     for r_i, run in enumerate(runs):
         if any(spans.taken[run.first : run.last + 1]):
             continue
         d = run.digits
         # A run opening this final may continue the digits that closed the previous one.
         continues = r_i == 0 and bool(state.tail_digits) and all(t in _LEAD_IN for t in toks[: run.first])
+        first_continues = first_continues or continues
         end = _card_in_run(run, spans, state.tail_digits) if continues else None
         if end is None and len(d) >= 13 - len(run.merges):
             end = _card_in_run(run, spans)
@@ -512,14 +514,17 @@ def redact(
         near_card = card_end is not None and run.first - card_end <= cfg.card_window
         kind = _classify(run, toks, near_card, cfg)
         is_date = bool(_WRITTEN_DATE.match(run.formatted)) or (run.first > 0 and toks[run.first - 1] in _MONTHS)
+        # The length rules count a run that continues the previous final's digits together with
+        # them: a number read in groups, with pauses the recogniser ends utterances at, is one run.
+        joined = len(d) + (len(state.tail_digits) if continues else 0)
         if kind is None and capture and len(d) >= cfg.capture_digits:
             kind = "card"
-        elif kind is None and not is_date and _ends_text(toks, run.last) and cfg.prefix_digits <= len(d) < 13:
+        elif kind is None and not is_date and _ends_text(toks, run.last) and cfg.prefix_digits <= joined < 13:
             kind = "card"  # possibly the first half of a card that the next final completes
-        elif kind is None and not is_date and len(d) >= cfg.long_run_digits:
+        elif kind is None and not is_date and joined >= cfg.long_run_digits:
             # A card or phone number that the recogniser got a digit wrong in fails every
             # checksum and length rule; a long run of spoken digits is private either way.
-            kind = "phone" if len(d) <= 11 else "card"
+            kind = "phone" if joined <= 11 else "card"
         if kind is not None:
             spans.add(kind, run.first, run.last)
     # Months spoken as names after an expiry keyword: "expires april twenty six".
@@ -531,7 +536,9 @@ def redact(
 
     tail = ""
     if runs and _ends_text(toks, runs[-1].last):
-        tail = runs[-1].digits[-18:]
+        # A final that is all one continuing run passes the whole run on, for the next final's rules.
+        carried = state.tail_digits if len(runs) == 1 and first_continues else ""
+        tail = (carried + runs[-1].digits)[-18:]
     last_card = max((last for kind, _, last in spans.items if kind == "card"), default=None)
     if last_card is not None:
         since: int | None = len(toks) - 1 - last_card

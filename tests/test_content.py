@@ -423,3 +423,19 @@ def test_a_rule_match_scores_one_and_names_its_category():
     text = "i know where you live"
     assert model.categories(text) == ("threat",) and model.score(text) == 1.0
     assert model.score(text, rules=False) < 1.0
+
+
+def test_a_number_read_in_groups_across_finals_is_one_run():
+    """Callers read cards and phone numbers in groups; an endpoint at each pause cuts the number
+    into finals shorter than any length rule. The rules count a continuing run with the digits
+    that ended the previous final."""
+    for finals, want in [
+        (["my card is four one one one", "one one one one five", "five five five five"], [[], [0], [0]]),
+        (["call me on five five five", "one two three four"], [[], [0]]),
+        (["i have two", "three dogs at home"], [[], []]),
+    ]:
+        state, got = RedactionState(), []
+        for text in finals:
+            state, spans = redact(state, text.split())
+            got.append([first for _, first, _ in spans])
+        assert got == want, (finals, got)
