@@ -2,10 +2,16 @@
 
 Each final transcript is enriched by the same operator the in-process mode
 uses (``operators.enrich``) and published keyed by call id. What the agent
-decides (drop repeats by final id, the per-call summary its table keeps,
-each call's enrichment state) is the pure operator ``operators.calls``; the
-agent decodes, calls it, sends, and stores the summary in a Faust table with
-a changelog.
+decides (drop repeats by final id, each call's enrichment state) is the pure
+operator ``operators.calls``; the agent decodes, calls it and sends.
+
+The agent keeps no Faust table. Whenever its partitions are assigned, it
+reads back the newest enriched events before its next final
+(``_published_ids``): a worker killed between sending an enriched event and
+committing the final's offset leaves that final to its successor, which must
+not send it twice. A changelog-backed table did the same job, but restoring
+it when a worker started made faust-streaming 0.15.3 skip finals after a
+restart on about half of the restarts (docs/reliability.md).
 
 Latency: faust-streaming hard-codes ``fetch_max_wait_ms=1500`` for its
 consumer, so every record could wait 1.5 s at the broker. The
@@ -44,7 +50,7 @@ class AgentsConfig:
     app_id: str = "callstream-agents"
     transcripts_topic: str = "callstream.transcripts"
     enriched_topic: str = "callstream.enriched"
-    partitions: int = 8  # must equal the transcripts topic's partitions (Faust co-partitions the table)
+    partitions: int = 8  # the transcripts topic's partitions: Faust creates its topics with as many
     fetch_max_wait_ms: int = 10
     session_timeout_s: float = 10.0
     rebalance_timeout_s: float = 10.0
@@ -52,9 +58,9 @@ class AgentsConfig:
     mask_profanity: bool = True
     # operators.intent.ENCODERS key; mpnet-base-v2 is more accurate and far slower (docs/text-intelligence.md)
     intent_encoder: str = "minilm-l6-v2"
-    # Enriched events read back per partition at start (_published_ids). A killed worker can have
-    # published what its table's changelog never recorded: at most what it enriched since its last
-    # changelog flush, a few seconds' worth.
+    # Enriched events read back per partition when partitions are assigned (_published_ids). A
+    # killed worker can have published what it never committed: at most what it enriched since
+    # its last commit, a few seconds' worth.
     published_scan: int = 1000
 
 
@@ -90,16 +96,21 @@ def create_app(cfg: AgentsConfig, enricher: Enricher | None = None) -> faust.App
     app.callstream_fetch_max_wait_ms = cfg.fetch_max_wait_ms  # read by _ConsumerThread
     transcripts = app.topic(cfg.transcripts_topic, key_type=bytes, value_type=bytes)
     enriched = app.topic(cfg.enriched_topic, key_type=bytes, value_type=bytes)
-    # No value_type: the changelog holds JSON, read back as a dict. With value_type=dict, Faust
-    # restored the table through dict.from_data, which does not exist, and a restarted agent stalled.
-    calls = app.Table("calls", default=dict, partitions=cfg.partitions)
     tracker = CallTracker((lambda: enricher) if enricher else default_enricher, mask_profanity=cfg.mask_profanity)
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstream-enrich")
+    assigned = asyncio.Event()  # partitions (re)assigned since the enriched topic was last read back
+    assigned.set()
+
+    @app.on_rebalance_complete.connect
+    async def on_assigned(sender: Any, **_: Any) -> None:
+        assigned.set()
 
     @app.agent(transcripts)
     async def enrich_transcripts(stream: Any) -> None:
-        tracker.published = await _published_ids(cfg)
         async for key, value in stream.items():
+            if assigned.is_set():
+                assigned.clear()
+                tracker.published = await _published_ids(cfg)
             try:
                 event = codec.decode(value)
             except CodecError as exc:
@@ -107,12 +118,9 @@ def create_app(cfg: AgentsConfig, enricher: Enricher | None = None) -> faust.App
                 continue
             call_id = (key or b"").decode("utf-8", "replace")
             # Enrichment runs the sentence encoder: on the tracker's own thread, never on the loop.
-            summary, result = await asyncio.get_running_loop().run_in_executor(
-                worker, tracker.handle, call_id, dict(calls[call_id]), event)
+            result = await asyncio.get_running_loop().run_in_executor(worker, tracker.handle, call_id, event)
             if result is not None:
                 await enriched.send(key=key, value=codec.encode(result))
-            if summary is not None:
-                calls[call_id] = summary
 
     return app
 
@@ -120,9 +128,9 @@ def create_app(cfg: AgentsConfig, enricher: Enricher | None = None) -> faust.App
 async def _published_ids(cfg: AgentsConfig, timeout_s: float = 30.0) -> set[str]:
     """The utterance ids of the newest ``cfg.published_scan`` enriched events of each partition.
 
-    Read once, before the agent handles its first final, with a consumer outside the group that
-    commits nothing. Finals among them that the table does not know were enriched by a worker
-    killed before its changelog caught up: ``CallTracker`` counts them without sending them again.
+    Read before the agent's first final after its partitions are assigned, with a consumer outside
+    the group that commits nothing. ``CallTracker`` enriches finals found there without sending
+    them again.
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
