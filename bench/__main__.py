@@ -38,8 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="serving processes of the concurrent-streams run (besides the one-process run); "
                         "default: one per core")
     p.add_argument("--soak-streams", type=int, default=200,
-                   help="soak: real-time streams held (--quick: 10); the overload run opens 1.5 times as many "
-                        "against --max-streams of this")
+                   help="soak: real-time streams opened (--quick: 10)")
+    p.add_argument("--soak-max-streams", type=int, default=None,
+                   help="soak: the server's --max-streams (default: serve's own; --quick: 10); the overload run "
+                        "opens 1.5 times as many")
     p.add_argument("--soak-s", type=float, default=600.0, help="soak: seconds each stream runs (--quick: 30)")
     p.add_argument("--soak-second-pass-beam", type=int, default=None, choices=range(1, 17), metavar="N",
                    help="soak: the server's --second-pass-beam (default: serve's own)")
@@ -148,16 +150,18 @@ def run(args: argparse.Namespace) -> int:
         headline.update(redaction_calls_leaking=r["calls_leaking"], redaction_raw_calls_leaking=r["raw_calls_leaking"])
     if "soak" in areas:
         from bench.soak import soak
+        from stream.websocket import MAX_STREAMS
 
-        streams, seconds = (10, 30.0) if quick else (args.soak_streams, args.soak_s)
+        streams, seconds, limit = (10, 30.0, 10) if quick else (args.soak_streams, args.soak_s,
+                                                                  args.soak_max_streams or MAX_STREAMS)
         serve_args = ["--threads", str(args.serve_threads)]
         if args.soak_second_pass_beam is not None:
             serve_args += ["--second-pass-beam", str(args.soak_second_pass_beam)]
-        text, r = soak(streams, seconds, overload_seconds=min(seconds, 120.0), serve_args=serve_args)
+        text, r = soak(streams, seconds, overload_seconds=min(seconds, 120.0), serve_args=serve_args, max_streams=limit)
         print(text, flush=True)
         raw["soak"] = r
         s, o = r["soak"], r["overload"]
-        headline.update(soak_streams=streams, soak_s=seconds, soak_final_p99_ms=s["final_p99_ms"],
+        headline.update(soak_streams=streams, soak_max_streams=limit, soak_s=seconds, soak_admitted=s["admitted"], soak_final_p99_ms=s["final_p99_ms"],
                         soak_audio_sent_s=s["audio_sent_s"], soak_audio_accounted_s=s["audio_accounted_s"],
                         soak_utterances_without_one_final=s["utterances_with_other_than_one_final"],
                         soak_errors=s["error_count"], soak_rss_growth_mb_per_hour=s["rss_growth_mb_per_hour"],

@@ -16,9 +16,11 @@ real-time clock, and ends its stream at the end. The report:
   hour, from ``/metrics`` (``process_resident_memory_bytes``);
 * the server's event-loop lag from its probe (``callstream_event_loop_lag_seconds``).
 
-Then an overload run at 1.5 times the streams: the server's ``--max-streams``
-is set to the soak's stream count, the admitted streams keep their latency
-and the rest get ``overloaded`` (close 1013).
+The server runs with ``--max-streams`` of the soak's limit (``max_streams``):
+a soak with more streams than that (the full run: 200 against 36) shows
+admission control holding the machine's capacity, the streams beyond it
+refused with ``overloaded`` (close 1013). Then an overload run at 1.5 times
+the limit: the admitted streams keep their latency and the rest are refused.
 """
 
 from __future__ import annotations
@@ -303,13 +305,15 @@ def _summary(out: dict, seconds: float) -> dict:
     }
 
 
-def soak(streams: int, seconds: float, overload_seconds: float, serve_args: Sequence[str] = ()) -> tuple[str, dict]:
-    """The soak at ``streams`` streams for ``seconds``, then 1.5 times the streams against ``--max-streams streams``."""
+def soak(streams: int, seconds: float, overload_seconds: float, serve_args: Sequence[str] = (), *,
+         max_streams: int) -> tuple[str, dict]:  # fmt: skip
+    """The soak at ``streams`` streams for ``seconds``, then 1.5 times ``max_streams``, both against
+    ``--max-streams max_streams``."""
     from bench.common import table
 
-    limit = ["--max-streams", str(streams)]
+    limit = ["--max-streams", str(max_streams)]
     held = _summary(_run(streams, seconds, [*limit, *serve_args]), seconds)
-    over_n = int(np.ceil(1.5 * streams))
+    over_n = int(np.ceil(1.5 * max_streams))
     over = _summary(_run(over_n, overload_seconds, [*limit, *serve_args]), overload_seconds)
     rows = [(f"{m['minute']}", m["finals"], m["p50_ms"], m["p99_ms"], lag)
             for m, lag in zip(held["per_minute"], held["loop_lag_p99_ms_per_minute"])]
@@ -323,11 +327,11 @@ def soak(streams: int, seconds: float, overload_seconds: float, serve_args: Sequ
              f"{held['utterances_with_other_than_one_final']}; errors {held['error_count']}\n"
              f"server RSS start / middle / end {r['start']:.0f} / {r['middle']:.0f} / {r['end']:.0f} MB, "
              f"growth over the second half {held['rss_growth_mb_per_hour']:.1f} MB/hour\n")
-    text += table(f"Overload: {over_n} streams (1.5x) against --max-streams {streams}, {overload_seconds:g} s",
+    text += table(f"Overload: {over_n} streams (1.5x) against --max-streams {max_streams}, {overload_seconds:g} s",
                   ["run", "admitted", "refused", "close codes", "final p50 ms", "final p99 ms", "errors"],
                   [("soak", held["admitted"], sum(held["refused"].values()), "-", held["final_p50_ms"],
                     held["final_p99_ms"], held["error_count"]),
                    ("1.5x", over["admitted"], ", ".join(f"{k} {v}" for k, v in over["refused"].items()) or "0",
                     " ".join(map(str, over["refused_close_codes"])) or "-", over["final_p50_ms"], over["final_p99_ms"],
                     over["error_count"])])
-    return text, {"streams": streams, "seconds": seconds, "soak": held, "overload": over}
+    return text, {"streams": streams, "max_streams": max_streams, "seconds": seconds, "soak": held, "overload": over}
