@@ -161,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
         print(text, flush=True)
         raw["soak"] = r
         s, o = r["soak"], r["overload"]
-        headline.update(soak_streams=streams, soak_max_streams=limit, soak_s=seconds, soak_admitted=s["admitted"], soak_final_p99_ms=s["final_p99_ms"],
+        headline.update(soak_streams=streams, soak_max_streams=limit, soak_admitted=s["admitted"], soak_s=seconds,
+                        soak_final_p99_ms=s["final_p99_ms"],
                         soak_audio_sent_s=s["audio_sent_s"], soak_audio_accounted_s=s["audio_accounted_s"],
                         soak_utterances_without_one_final=s["utterances_with_other_than_one_final"],
                         soak_errors=s["error_count"], soak_rss_growth_mb_per_hour=s["rss_growth_mb_per_hour"],
