@@ -32,8 +32,8 @@ __all__ = ["CallTracker"]
 
 @dataclass
 class _Call:
+    seen: deque[str]  # recent utterance ids, at most CallTracker.seen_ids
     enrich: EnrichState = field(default_factory=EnrichState)
-    seen: deque[str] = field(default_factory=deque)
 
 
 class CallTracker:
@@ -64,8 +64,6 @@ class CallTracker:
             self._loaded = self._enricher()
         result = self._loaded.enrich(call.enrich, event, mask_profanity=self.mask_profanity)
         call.seen.append(event.utterance_id)
-        while len(call.seen) > self.seen_ids:
-            call.seen.popleft()
         return None if event.utterance_id in self.published else result
 
     def recent(self, call_id: str) -> list[str]:
@@ -74,7 +72,7 @@ class CallTracker:
         return list(call.seen) if call else []
 
     def _call(self, call_id: str) -> _Call:
-        call = self._calls.pop(call_id, None) or _Call()
+        call = self._calls.pop(call_id, None) or _Call(deque(maxlen=self.seen_ids))
         self._calls[call_id] = call
         while len(self._calls) > self.open_calls:
             self._calls.popitem(last=False)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from operators.intent import ENCODERS, IntentConfig
 from stream import codec
 from stream.errors import CodecError
 from stream.events import Enriched
+from stream.kafka import read_topic
 
 __all__ = ["AgentsConfig", "LowLatencyTransport", "add_arguments", "create_app", "run"]
 
@@ -128,44 +130,23 @@ def create_app(cfg: AgentsConfig, enricher: Enricher | None = None) -> faust.App
 async def _published_ids(cfg: AgentsConfig, timeout_s: float = 30.0) -> set[str]:
     """The utterance ids of the newest ``cfg.published_scan`` enriched events of each partition.
 
-    Read before the agent's first final after its partitions are assigned, with a consumer outside
-    the group that commits nothing. ``CallTracker`` enriches finals found there without sending
-    them again.
+    Read before the agent's first final after its partitions are assigned. ``CallTracker``
+    enriches finals found there without sending them again.
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=cfg.bootstrap, enable_auto_commit=False,
-                                fetch_max_wait_ms=cfg.fetch_max_wait_ms)  # fmt: skip
-    await consumer.start()
     ids: set[str] = set()
+    records = read_topic(cfg.bootstrap, cfg.enriched_topic, fetch_max_wait_ms=cfg.fetch_max_wait_ms,
+                         last=cfg.published_scan)  # fmt: skip
     try:
-        await consumer.topics()  # refreshes the metadata partitions_for_topic reads
-        tps = [TopicPartition(cfg.enriched_topic, p) for p in consumer.partitions_for_topic(cfg.enriched_topic) or ()]
-        if not tps:
-            return ids
-        consumer.assign(tps)
-        first, end = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
-        left = {tp for tp in tps if end[tp] > first[tp]}
-        for tp in left:
-            consumer.seek(tp, max(first[tp], end[tp] - cfg.published_scan))
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while left:
-            if asyncio.get_running_loop().time() > deadline:
-                _LOG.warning("reading back the enriched topic took over %.0f s; going on with %d ids",
-                             timeout_s, len(ids))  # fmt: skip
-                break
-            for records in (await consumer.getmany(*left, timeout_ms=500)).values():
-                for record in records:
-                    try:
-                        event = codec.decode(record.value)
-                    except CodecError:
-                        continue
-                    if isinstance(event, Enriched):
-                        ids.add(event.transcript.utterance_id)
-            # The position, not the last record's offset: offsets can skip (transaction markers).
-            left = {tp for tp in left if await consumer.position(tp) < end[tp]}
-    finally:
-        await consumer.stop()
+        async with asyncio.timeout(timeout_s), contextlib.aclosing(records):
+            async for record in records:
+                try:
+                    event = codec.decode(record.value)
+                except CodecError:
+                    continue
+                if isinstance(event, Enriched):
+                    ids.add(event.transcript.utterance_id)
+    except TimeoutError:
+        _LOG.warning("reading back the enriched topic took over %.0f s; going on with %d ids", timeout_s, len(ids))
     return ids
 
 

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
@@ -38,7 +39,7 @@ from stream.errors import InputError
 from stream.events import AudioChunk, EndOfStream, Event, Final, Partial, StreamConfig
 from stream.pipeline import Pipeline, StreamState
 
-__all__ = ["AsrWorker", "KafkaConfig", "add_arguments", "ensure_topics", "resume_point", "run"]
+__all__ = ["AsrWorker", "KafkaConfig", "add_arguments", "ensure_topics", "read_topic", "resume_point", "run"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -212,26 +213,42 @@ class AsrWorker:
     async def load_state(self) -> None:
         """Read the state topic to its end: the resume points of calls still open."""
         cfg = self.config
-        reader = AIOKafkaConsumer(bootstrap_servers=cfg.bootstrap, enable_auto_commit=False,
-                                  fetch_max_wait_ms=cfg.fetch_max_wait_ms)
-        await reader.start()
-        try:
-            parts = [TopicPartition(cfg.state_topic, 0)]  # ensure_topics makes it one partition
-            reader.assign(parts)
-            await reader.seek_to_beginning(*parts)
-            ends = await reader.end_offsets(parts)
-            while [tp for tp in parts if await reader.position(tp) < ends[tp]]:
-                for records in (await reader.getmany(timeout_ms=200)).values():
-                    for r in records:
-                        call = r.key.decode("utf-8", "replace") if r.key else ""
-                        if r.value is None:
-                            self._resume.pop(call, None)
-                        elif (point := resume_point(r.value)) is not None:
-                            self._resume[call] = point
-                        else:
-                            _LOG.warning("ignoring state record %s of call %r: not a resume point", r.offset, call)
-        finally:
-            await reader.stop()
+        async with contextlib.aclosing(read_topic(cfg.bootstrap, cfg.state_topic,
+                                                  fetch_max_wait_ms=cfg.fetch_max_wait_ms)) as records:  # fmt: skip
+            async for r in records:
+                call = r.key.decode("utf-8", "replace") if r.key else ""
+                if r.value is None:
+                    self._resume.pop(call, None)
+                elif (point := resume_point(r.value)) is not None:
+                    self._resume[call] = point
+                else:
+                    _LOG.warning("ignoring state record %s of call %r: not a resume point", r.offset, call)
+
+
+async def read_topic(bootstrap: str, topic: str, *, fetch_max_wait_ms: int,
+                     last: int | None = None) -> AsyncIterator[ConsumerRecord]:  # fmt: skip
+    """The records of every partition of ``topic`` up to its end as the read starts (the newest
+    ``last`` of each partition; None: all of them), by a consumer outside any group that commits
+    nothing. A topic that does not exist has none."""
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                              fetch_max_wait_ms=fetch_max_wait_ms)  # fmt: skip
+    await reader.start()
+    try:
+        await reader.topics()  # the metadata partitions_for_topic reads
+        parts = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
+        if not parts:
+            return
+        reader.assign(parts)
+        first, ends = await reader.beginning_offsets(parts), await reader.end_offsets(parts)
+        for tp in parts:
+            reader.seek(tp, first[tp] if last is None else max(first[tp], ends[tp] - last))
+        # Compare positions, not the last record's offset: offsets can skip (transaction markers).
+        while left := [tp for tp in parts if await reader.position(tp) < ends[tp]]:
+            for records in (await reader.getmany(*left, timeout_ms=200)).values():
+                for record in records:
+                    yield record
+    finally:
+        await reader.stop()
 
 
 def resume_point(value: bytes) -> dict | None:
