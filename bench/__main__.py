@@ -43,6 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="soak: the server's --max-streams (default: serve's own; --quick: 10); the overload run "
                         "opens 1.5 times as many")
     p.add_argument("--soak-s", type=float, default=600.0, help="soak: seconds each stream runs (--quick: 30)")
+    p.add_argument("--soak-burn", type=float, default=0.0, metavar="CORES",
+                   help="soak: a neighbour process load of this many cores during both runs, as another job "
+                        "on the machine (the server then sheds streams it cannot keep up with)")
+    p.add_argument("--soak-max-lag-s", type=float, default=None,
+                   help="soak: the server's --max-lag-s (default: serve's own; 0: no shedding, for comparison)")
     p.add_argument("--soak-second-pass-beam", type=int, default=None, choices=range(1, 17), metavar="N",
                    help="soak: the server's --second-pass-beam (default: serve's own)")
 
@@ -157,7 +162,10 @@ def run(args: argparse.Namespace) -> int:
         serve_args = ["--threads", str(args.serve_threads)]
         if args.soak_second_pass_beam is not None:
             serve_args += ["--second-pass-beam", str(args.soak_second_pass_beam)]
-        text, r = soak(streams, seconds, overload_seconds=min(seconds, 120.0), serve_args=serve_args, max_streams=limit)
+        if args.soak_max_lag_s is not None:
+            serve_args += ["--max-lag-s", str(args.soak_max_lag_s)]
+        text, r = soak(streams, seconds, overload_seconds=min(seconds, 120.0), serve_args=serve_args, max_streams=limit,
+                       burn=args.soak_burn)
         print(text, flush=True)
         raw["soak"] = r
         s, o = r["soak"], r["overload"]
@@ -165,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
                         soak_final_p99_ms=s["final_p99_ms"],
                         soak_audio_sent_s=s["audio_sent_s"], soak_audio_accounted_s=s["audio_accounted_s"],
                         soak_utterances_without_one_final=s["utterances_with_other_than_one_final"],
-                        soak_errors=s["error_count"], soak_rss_growth_mb_per_hour=s["rss_growth_mb_per_hour"],
+                        soak_errors=s["error_count"], soak_shed=s["shed"], overload_shed=o["shed"],
+                        soak_rss_growth_mb_per_hour=s["rss_growth_mb_per_hour"],
                         soak_loop_lag_p99_ms=s["loop_lag_p99_ms"], overload_admitted=o["admitted"],
                         overload_refused=sum(o["refused"].values()), overload_final_p99_ms=o["final_p99_ms"])
     raw["wall_s"] = time.perf_counter() - t_start

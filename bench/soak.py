@@ -21,12 +21,20 @@ a soak with more streams than that (the full run: 200 against 36) shows
 admission control holding the machine's capacity, the streams beyond it
 refused with ``overloaded`` (close 1013). Then an overload run at 1.5 times
 the limit: the admitted streams keep their latency and the rest are refused.
+
+``burn``: a neighbour that keeps that many cores busy (processes spinning in
+10 ms slices) for both runs, as another job on the machine would. The server
+then decodes fewer streams than its limit in real time; its load monitor
+(``stream.load``) sheds the newest streams (``overloaded``, end reason
+``overloaded``, 1013), reported apart from errors, with the audio it took from
+them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import multiprocessing as mp
 import os
 import re
@@ -35,10 +43,11 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -171,25 +180,35 @@ async def _client(url: str, audio: bytes, offset: int, seconds: float, start_at:
         out["admitted"] += 1
         t0 = loop.time()
 
+        sent = [0]  # frames sent so far
+
         async def send() -> None:
             for k in range(frames):
                 await asyncio.sleep(max(0.0, t0 + (k + 1) * FRAME_S - loop.time()))
                 i = (k * frame) % len(looped)
                 await ws.send(looped[i : i + frame])
+                sent[0] = k + 1
             await ws.send(codec.encode_client(StreamEnd(close=True)).decode())
 
         sender = asyncio.create_task(send())
         sending.append(sender)
-        async for message in ws:
+        shed = False
+        async for message in _until_closed(ws, shed_ok=lambda: shed):
             now = loop.time()
             event = codec.decode(message)
             if isinstance(event, Final):
                 out["finals"][event.utterance_id] = out["finals"].get(event.utterance_id, 0) + 1
                 out["latency"].append((now - t_ref, now - (t0 + event.end)))
+            elif isinstance(event, Error) and event.code == "overloaded":
+                shed = True
             elif isinstance(event, Error):
                 out["errors"].append(f"{event.code}: {event.message}")
+            elif isinstance(event, EndOfStream) and shed:
+                out["shed"].append((now - t_ref, event.audio_seconds, sent[0] * FRAME_S))
             elif isinstance(event, EndOfStream):
                 out["audio"].append((frames * FRAME_S, event.audio_seconds, event.reason))
+        if shed:  # told to go elsewhere: the audio it sends after that is not the server's to take
+            return
         await sender
         if ws.close_code != 1000:
             out["errors"].append(f"close {ws.close_code}")
@@ -202,11 +221,23 @@ async def _client(url: str, audio: bytes, offset: int, seconds: float, start_at:
         await ws.close()
 
 
+async def _until_closed(ws: Any, shed_ok: Callable[[], bool]) -> AsyncIterator[str | bytes]:
+    """The connection's messages; a close that ends a shed stream (1013) is how shedding ends."""
+    from websockets.exceptions import ConnectionClosed
+
+    try:
+        async for message in ws:
+            yield message
+    except ConnectionClosed:
+        if not shed_ok():
+            raise
+
+
 def _clients(url: str, n: int, seconds: float, ramp_s: float, conn: Connection) -> None:
     """The clients, in a process of their own (in the server's they would share its event loop)."""
     clips = _clips()
     out: dict = {"finals": {}, "latency": [], "audio": [], "errors": [], "refused": {}, "refused_close_codes": [],
-                 "admitted": 0}
+                 "admitted": 0, "shed": []}
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -219,6 +250,35 @@ def _clients(url: str, n: int, seconds: float, ramp_s: float, conn: Connection) 
     asyncio.run(main())
     conn.send(out)
     conn.close()
+
+
+def _burn(duty: float, stop: mp.synchronize.Event) -> None:
+    """Spin ``duty`` of each 10 ms, sleep the rest, until ``stop``."""
+    while not stop.is_set():
+        t = time.perf_counter()
+        while time.perf_counter() - t < 0.01 * duty:
+            pass
+        time.sleep(0.01 * (1.0 - duty))
+
+
+@contextlib.contextmanager
+def neighbour(cores: float) -> Iterator[None]:
+    """Another job on the machine: ``cores`` cores' worth of busy processes while the block runs."""
+    n = math.ceil(cores)
+    if n <= 0:
+        yield
+        return
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    procs = [ctx.Process(target=_burn, args=(cores / n, stop), daemon=True) for _ in range(n)]
+    for proc in procs:
+        proc.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join(timeout=5)
 
 
 def _lag_quantile(before: dict[str, float], after: dict[str, float], q: float) -> float:
@@ -293,6 +353,9 @@ def _summary(out: dict, seconds: float) -> dict:
     return {
         "admitted": out["admitted"], "refused": out["refused"], "refused_close_codes": sorted(set(out["refused_close_codes"])),
         "ended": len(out["audio"]), "audio_sent_s": round(sent, 1), "audio_accounted_s": round(accounted, 1),
+        "shed": len(out["shed"]), "shed_at_s": [round(t, 1) for t, _, _ in out["shed"]],
+        "shed_audio_accounted_s": round(sum(a for _, a, _ in out["shed"]), 1),
+        "shed_audio_sent_s": round(sum(b for _, _, b in out["shed"]), 1),
         "end_reasons": sorted({r for _, _, r in out["audio"]}),
         "utterances": len(finals), "finals": sum(finals.values()),
         "utterances_with_other_than_one_final": sum(1 for c in finals.values() if c != 1),
@@ -306,32 +369,38 @@ def _summary(out: dict, seconds: float) -> dict:
 
 
 def soak(streams: int, seconds: float, overload_seconds: float, serve_args: Sequence[str] = (), *,
-         max_streams: int) -> tuple[str, dict]:  # fmt: skip
+         max_streams: int, burn: float = 0.0) -> tuple[str, dict]:  # fmt: skip
     """The soak at ``streams`` streams for ``seconds``, then 1.5 times ``max_streams``, both against
-    ``--max-streams max_streams``."""
+    ``--max-streams max_streams``, with a neighbour busy on ``burn`` cores."""
     from bench.common import table
 
     limit = ["--max-streams", str(max_streams)]
-    held = _summary(_run(streams, seconds, [*limit, *serve_args]), seconds)
     over_n = int(np.ceil(1.5 * max_streams))
-    over = _summary(_run(over_n, overload_seconds, [*limit, *serve_args]), overload_seconds)
+    with neighbour(burn):
+        held = _summary(_run(streams, seconds, [*limit, *serve_args]), seconds)
+        over = _summary(_run(over_n, overload_seconds, [*limit, *serve_args]), overload_seconds)
     rows = [(f"{m['minute']}", m["finals"], m["p50_ms"], m["p99_ms"], lag)
             for m, lag in zip(held["per_minute"], held["loop_lag_p99_ms_per_minute"])]
     text = table(f"Soak: {streams} WebSocket streams of real speech at real time for {seconds:g} s "
-                 f"(callstream serve {' '.join([*limit, *serve_args])}, loopback, {FRAME_S * 1000:g} ms frames)",
+                 f"(callstream serve {' '.join([*limit, *serve_args])}, loopback, {FRAME_S * 1000:g} ms frames"
+                 + (f", a neighbour busy on {burn:g} cores)" if burn else ")"),
                  ["minute", "finals", "final p50 ms", "final p99 ms", "loop lag p99 ms (bucket)"], rows)
     r = held["rss_mb"]
     text += (f"audio sent {held['audio_sent_s']} s, accounted by the server {held['audio_accounted_s']} s; "
              f"streams ended {held['ended']}/{streams} ({', '.join(held['end_reasons'])}); utterances "
              f"{held['utterances']}, finals {held['finals']}, utterances without exactly one final "
              f"{held['utterances_with_other_than_one_final']}; errors {held['error_count']}\n"
+             f"streams shed {held['shed']} (at {', '.join(f'{t:g}' for t in held['shed_at_s']) or '-'} s), "
+             f"their audio sent until the shed {held['shed_audio_sent_s']} s, taken by the server (each "
+             f"one's end event says how much) {held['shed_audio_accounted_s']} s\n"
              f"server RSS start / middle / end {r['start']:.0f} / {r['middle']:.0f} / {r['end']:.0f} MB, "
              f"growth over the second half {held['rss_growth_mb_per_hour']:.1f} MB/hour\n")
     text += table(f"Overload: {over_n} streams (1.5x) against --max-streams {max_streams}, {overload_seconds:g} s",
-                  ["run", "admitted", "refused", "close codes", "final p50 ms", "final p99 ms", "errors"],
-                  [("soak", held["admitted"], sum(held["refused"].values()), "-", held["final_p50_ms"],
+                  ["run", "admitted", "refused", "close codes", "shed", "final p50 ms", "final p99 ms", "errors"],
+                  [("soak", held["admitted"], sum(held["refused"].values()), "-", held["shed"], held["final_p50_ms"],
                     held["final_p99_ms"], held["error_count"]),
                    ("1.5x", over["admitted"], ", ".join(f"{k} {v}" for k, v in over["refused"].items()) or "0",
-                    " ".join(map(str, over["refused_close_codes"])) or "-", over["final_p50_ms"], over["final_p99_ms"],
-                    over["error_count"])])
-    return text, {"streams": streams, "max_streams": max_streams, "seconds": seconds, "soak": held, "overload": over}
+                    " ".join(map(str, over["refused_close_codes"])) or "-", over["shed"], over["final_p50_ms"],
+                    over["final_p99_ms"], over["error_count"])])
+    return text, {"streams": streams, "max_streams": max_streams, "seconds": seconds, "burn": burn,
+                  "soak": held, "overload": over}

@@ -51,6 +51,7 @@ class MicroBatcher:
         # the GIL, so a second thread would only fight over the same cores.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstream-recognizer")
         self._task: asyncio.Task[None] | None = None
+        self.busy_s = 0.0  # seconds the recogniser thread has worked: what admission measures (stream.load)
         self.on_batch: Callable[[int, float], None] | None = None  # (channels, seconds) per batch
 
     async def start(self) -> None:
@@ -70,7 +71,14 @@ class MicroBatcher:
 
     async def call(self, fn: Callable[..., _T], *args: object) -> _T:
         """``fn(*args)`` on the recogniser thread: one stream's audio, finalize or finish."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._timed, fn, *args)
+
+    def _timed(self, fn: Callable[..., _T], *args: object) -> _T:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.busy_s += time.perf_counter() - t0
 
     async def decode(self, state: StreamState) -> list[Event]:
         """The stream's events from decoding what it has ready, batched with other streams."""
@@ -97,7 +105,7 @@ class MicroBatcher:
                 jobs.append(job)
                 size += len(job.state.channels)
             try:
-                results = await loop.run_in_executor(self._executor, self._decode, jobs)
+                results = await loop.run_in_executor(self._executor, self._timed, self._decode, jobs)
             except Exception as exc:  # a failed batch fails its submitters, never the collector
                 for job in jobs:
                     if not job.future.done():

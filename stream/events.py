@@ -150,7 +150,7 @@ class Error:
 @dataclass(frozen=True)
 class EndOfStream:
     stream_id: str
-    reason: str = "end"  # end | timeout | error | shutdown
+    reason: str = "end"  # end | timeout | error | shutdown | overloaded
     audio_seconds: float = 0.0
 
 

@@ -35,6 +35,14 @@ class Metrics:
                                   "How late the event loop wakes a probe from a short sleep",
                                   buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
                                   registry=self.registry)
+        self.recognizer_busy = Gauge("callstream_recognizer_busy_ratio",
+                                     "Share of the last load window the recogniser thread spent working",
+                                     registry=self.registry)
+        self.median_lag = Gauge("callstream_stream_lag_seconds",
+                                "Median real-time stream's lag: wall time since its first audio minus the audio taken",
+                                registry=self.registry)
+        self.shed = Counter("callstream_shed_streams", "Admitted streams ended because the server fell behind",
+                            registry=self.registry)
         self.batch_size = Histogram("callstream_acoustic_batch_size", "Channels per acoustic call",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
         self.batch_seconds = Histogram("callstream_acoustic_batch_seconds", "Acoustic-model time per batch",

@@ -4,9 +4,10 @@ A ``Session`` is one stream as a client sees it across connections: the sample
 frames it has sent, the frames a resuming client resends and the server skips,
 its byte-rate limit, and the finals and enriched events a dropped connection
 missed. ``Sessions`` holds them all and applies admission (``max_streams``,
-held sessions included) and the resume rules. Neither reads a clock, a socket
-or a model: the caller passes the time, feeds the audio that ``audio`` returns
-to the recogniser and sends what comes back. ``stream.websocket`` wraps them in
+held sessions included, and whether the server keeps up) and the resume
+rules. Neither reads a clock, a socket or a model: the caller passes the time,
+feeds the audio that ``audio`` returns to the recogniser and sends what comes
+back. ``stream.websocket`` wraps them in
 asyncio; the tests drive them directly.
 """
 
@@ -116,11 +117,13 @@ class Sessions:
     def __len__(self) -> int:
         return len(self._held)
 
-    def open(self, config: StreamConfig, stream_id: str, now: float) -> tuple[Session, bool]:
+    def open(self, config: StreamConfig, stream_id: str, now: float, *, behind: bool = False) -> tuple[Session, bool]:
         """A new session, or the held one that ``config.session_id`` names (resume, True).
 
-        Raises ``InputError`` for a bad session id or offset, ``ResumeError`` for a resume that
-        cannot continue, ``Overloaded`` past ``max_streams``.
+        ``behind``: the server does not keep up with the streams it has (``stream.load``), so it
+        takes no new ones; a held session still resumes. Raises ``InputError`` for a bad session id
+        or offset, ``ResumeError`` for a resume that cannot continue, ``Overloaded`` past
+        ``max_streams`` or when behind.
         """
         sid = config.session_id
         if config.resume_offset is not None and config.resume_offset < 0:
@@ -135,6 +138,8 @@ class Sessions:
             # Held sessions count: their clients are owed the room to resume.
             if self.max_streams and len(self._held) >= self.max_streams:
                 raise Overloaded(f"the server is serving its limit of {self.max_streams} streams; try again later")
+            if behind:
+                raise Overloaded("the server does not keep up with its streams in real time; try again later")
             session = Session(self._create(stream_id, config), RateLimit(self.max_bytes_per_s, now),
                               self.max_session_s)
             self._held[stream_id] = session

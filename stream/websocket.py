@@ -22,9 +22,11 @@ the same utterance: audio it resends before the server's offset is skipped,
 and finals produced while it was away are sent first. A session that is no
 longer held, or a gap in the audio, gets a clear error.
 
-Load and faults: past ``max_streams`` sessions a new stream gets an
-``overloaded`` error and close code 1013 (try again later), so the streams
-already admitted keep their latency. A client that does not read its events
+Load and faults: past ``max_streams`` sessions, or while the recogniser does
+not keep up with the streams it has (``stream.load``), a new stream gets an
+``overloaded`` error and close code 1013 (try again later). When the admitted
+streams fall behind together (the machine got slower), the newest are shed
+the same way, after their last finals, so that the others keep real time. A client that does not read its events
 is cut off once ``max_send_buffer_bytes`` wait for it. On SIGTERM the server
 stops listening, finalises every open utterance, sends each client ``end``
 with reason ``shutdown`` and exits, within ``shutdown_grace_s``.
@@ -60,6 +62,7 @@ from stream.app import add_decoding_arguments, build_pipeline, decoding_from_arg
 from stream.batcher import BatcherConfig, MicroBatcher
 from stream.errors import InputError, LimitExceeded, Overloaded
 from stream.events import EndOfStream, Error, Event, Final, Partial
+from stream.load import LoadConfig, LoadMonitor
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline
 from stream.session import Session, Sessions, parse_config, parse_control
@@ -77,6 +80,8 @@ _CLOSE_CODES = {"protocol": CLOSE_POLICY, LimitExceeded.code: CLOSE_POLICY, "slo
                 Overloaded.code: CLOSE_TRY_AGAIN, "shutdown": CLOSE_GOING_AWAY}
 # The event-loop lag probe sleeps this long between wake-ups (/metrics: callstream_event_loop_lag_seconds).
 _LAG_PROBE_S = 0.02
+# How often the load monitor samples the recogniser's busy time and the streams' lags.
+_LOAD_SAMPLE_S = 0.5
 
 
 # The default stream limit, measured (docs/reliability.md, `callstream bench --only soak`): on the
@@ -114,6 +119,7 @@ class ServerConfig:
     # cut off (1008). The kernel's send buffer of each connection is capped to it too.
     max_send_buffer_bytes: int = 1 << 20
     shutdown_grace_s: float = 10.0  # SIGTERM: time to finish the open streams before cutting them
+    load: LoadConfig = dataclasses.field(default_factory=LoadConfig)  # measured admission and shedding
     batcher: BatcherConfig = dataclasses.field(default_factory=BatcherConfig)
 
 
@@ -145,8 +151,12 @@ class WebSocketServer:
         self._closing: set[asyncio.Task[object]] = set()  # finish() of dropped sessions, off the loop
         self._connections: set[ServerConnection] = set()  # past the handshake, not yet returned
         self._probe: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
         self._draining = False
+        self.load = LoadMonitor(self.config.load)
         self.metrics.sessions.set_function(lambda: len(self.sessions))
+        self.metrics.recognizer_busy.set_function(lambda: self.load.busy_share)
+        self.metrics.median_lag.set_function(lambda: self.load.median_lag)
         self.static = StaticFiles()
 
     @property
@@ -163,6 +173,7 @@ class WebSocketServer:
             tls.load_cert_chain(cfg.certfile, cfg.keyfile)
         await self.batcher.start()
         self._probe = asyncio.create_task(self._probe_lag(), name="callstream-lag-probe")
+        self._watch = asyncio.create_task(self._watch_load(), name="callstream-load-monitor")
         self._server = await serve(
             self._handle, cfg.host, cfg.port, ssl=tls, max_size=cfg.max_frame_bytes, open_timeout=cfg.open_timeout_s,
             close_timeout=cfg.close_timeout_s,
@@ -182,9 +193,10 @@ class WebSocketServer:
             await self._server.wait_closed()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
-        if self._probe is not None:
-            self._probe.cancel()
-            await asyncio.gather(self._probe, return_exceptions=True)
+        for task in (self._probe, self._watch):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.batcher.close()
 
     async def shutdown(self, grace_s: float | None = None) -> None:
@@ -223,6 +235,39 @@ class WebSocketServer:
             t0 = loop.time()
             await asyncio.sleep(_LAG_PROBE_S)
             self.metrics.loop_lag.observe(max(0.0, loop.time() - t0 - _LAG_PROBE_S))
+
+    async def _watch_load(self) -> None:
+        """Sample the load; shed the streams the monitor names (stream.load)."""
+        while True:
+            await asyncio.sleep(_LOAD_SAMPLE_S)
+            now, wall = time.monotonic(), time.time()
+            lags = {sid: wall - link.first_audio - link.session.frames / link.session.state.format.sample_rate
+                    for sid, link in self._links.items()
+                    if link.conn is not None and link.first_audio is not None and not link.session.ended}
+            self.load.observe(now, self.batcher.busy_s, lags)
+            for sid in self.load.to_shed(now):
+                link = self._links.get(sid)
+                if link is not None:
+                    task = asyncio.create_task(self._shed(link))
+                    self._closing.add(task)
+                    task.add_done_callback(self._closing.discard)
+
+    async def _shed(self, link: _Link) -> None:
+        """End an admitted stream because the server cannot keep up: its last finals, an
+        ``overloaded`` error, ``end`` and close 1013, so the client can go elsewhere or retry."""
+        async with link.lock:
+            if link.session.ended or link.conn is None:
+                return
+            self.metrics.shed.inc()
+            self.metrics.errors.labels(code=Overloaded.code).inc()
+            message = "the server does not keep up with its streams in real time; this stream was shed, try again later"
+            events = await self.batcher.call(self.pipeline.finish, link.session.state, Overloaded.code)
+            self._forget(link)
+            error = Error(stream_id=link.session.stream_id, code=Overloaded.code, message=message)
+            await self._send(link, [*events[:-1], error, *events[-1:]])
+            ws, link.conn = link.conn, None
+            if ws is not None:
+                await ws.close(CLOSE_TRY_AGAIN, message[:120])
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Plain GETs: metrics, health, the page. WebSocket handshakes: the origin and token rules."""
@@ -281,7 +326,8 @@ class WebSocketServer:
             if self._draining:
                 await self._fail(ws, stream_id, "shutdown", "the server is shutting down; connect to another")
                 return None
-            session, resumed = self.sessions.open(config, stream_id, time.monotonic())
+            now = time.monotonic()
+            session, resumed = self.sessions.open(config, stream_id, now, behind=self.load.behind(now))
         except (InputError, Overloaded) as exc:
             await self._fail(ws, stream_id, getattr(exc, "code", "bad_input"), str(exc))
             return None
@@ -459,6 +505,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-streams", type=int, default=d.max_streams,
                    help="sessions at once, held ones included; a new stream past it gets 'overloaded' and "
                         f"close code 1013 (0: no limit; default {d.max_streams}: measured on 2 cores, docs/reliability.md)")
+    p.add_argument("--max-lag-s", type=float, default=d.load.max_lag_s,
+                   help="when the recogniser is saturated and the median stream is this many seconds behind real "
+                        "time and falling further, shed the newest streams (1013); new streams are refused while "
+                        "behind (0: only --max-streams limits)")
     p.add_argument("--max-send-buffer-bytes", type=int, default=d.max_send_buffer_bytes,
                    help="events waiting for a client that does not read them; past it the client is cut off")
     p.add_argument("--shutdown-grace-s", type=float, default=d.shutdown_grace_s,
@@ -479,7 +529,7 @@ def run(args: argparse.Namespace) -> int:
         certfile=args.certfile, keyfile=args.keyfile, max_frame_bytes=args.max_frame_bytes,
         open_timeout_s=args.open_timeout_s, close_timeout_s=args.close_timeout_s, max_session_s=args.max_session_s,
         max_bytes_per_s=args.max_bytes_per_s, idle_timeout_s=args.idle_timeout_s,
-        resume_grace_s=args.resume_grace_s, max_streams=args.max_streams,
+        resume_grace_s=args.resume_grace_s, max_streams=args.max_streams, load=LoadConfig(max_lag_s=args.max_lag_s),
         max_send_buffer_bytes=args.max_send_buffer_bytes, shutdown_grace_s=args.shutdown_grace_s,
         batcher=BatcherConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms),
     )

@@ -21,6 +21,7 @@ from models.runtime import ASSETS
 from operators.audio import encode_audio
 from stream import codec
 from stream.events import EndOfStream, Final, StreamConfig, StreamEnd
+from stream.load import LoadConfig
 from stream.websocket import ServerConfig, WebSocketServer
 
 STREAMS = 50
@@ -64,8 +65,9 @@ def test_the_event_loop_lag_stays_small_while_fifty_streams_decode():
     audio = _speech()
 
     async def main() -> tuple[list[list], list[float]]:
-        # max_streams=0: more streams than the default limit, as the loop is under test, not admission
-        server = WebSocketServer(pipeline, ServerConfig(port=0, max_bytes_per_s=10**9, max_streams=0))
+        # more streams than the default limit, and no shedding: the loop is under test, not admission
+        server = WebSocketServer(pipeline, ServerConfig(port=0, max_bytes_per_s=10**9, max_streams=0,
+                                                        load=LoadConfig(max_lag_s=0.0)))
         await server.start()
         lags: list[float] = []
         stop = asyncio.Event()

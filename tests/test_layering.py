@@ -23,7 +23,7 @@ LAYERS: dict[str, int] = {
     "operators": 1,
     "models.runtime": 2, "models.second_pass": 2,
     "stream.pipeline": 3, "stream.batcher": 3, "stream.app": 3, "stream.codec": 3, "stream.metrics": 3,
-    "stream.session": 3,
+    "stream.session": 3, "stream.load": 3,
     "stream.captions": 3, "stream.display": 3,
     "stream.websocket": 4, "stream.web": 4, "stream.kafka": 4, "stream.agents": 4, "stream.devbroker": 4,
 }  # fmt: skip

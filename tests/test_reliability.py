@@ -8,6 +8,7 @@ memory, its file descriptors).
 import asyncio
 import dataclasses
 import socket
+import time
 
 import pytest
 from websockets.asyncio.client import connect
@@ -18,6 +19,7 @@ from websockets.uri import parse_uri
 from operators.audio import encode_audio
 from stream import codec
 from stream.events import EndOfStream, Error, Final, SessionInfo, StreamConfig, StreamEnd
+from stream.load import LoadConfig
 from tests.test_websocket import _audio, _drain, _with_server, pipeline  # noqa: F401 (pipeline: a fixture)
 
 
@@ -81,6 +83,87 @@ def test_past_max_streams_a_new_stream_is_refused_with_1013_and_the_admitted_one
     # Room again once the streams ended.
     assert isinstance(after[0][0], SessionInfo)
     assert 'callstream_stream_errors_total{code="overloaded"} 2.0' in metrics
+
+
+class _SlowMachine:
+    """The recogniser on a machine that got slower: each batch costs ``per_stream_s`` a stream more."""
+
+    def __init__(self, pipeline, per_stream_s):
+        self._pipeline, self._per_stream_s = pipeline, per_stream_s
+
+    def __getattr__(self, name):
+        return getattr(self._pipeline, name)
+
+    def decode_streams(self, states):
+        time.sleep(self._per_stream_s * len(states))
+        return self._pipeline.decode_streams(states)
+
+
+async def _real_time_client(url, sid, seconds, opened):
+    """Sends 100 ms of audio every 100 ms; returns its events, close code and how late its
+    ``end`` came after the audio's last second was due."""
+    cfg = StreamConfig(sample_rate=16000, endpoint_silence_s=0.2, session_id=sid)
+    audio = _audio(seconds, seed=len(sid))
+    async with connect(url) as ws:
+        await ws.send(codec.encode_client(cfg).decode())
+        first = codec.decode(await ws.recv())
+        opened.set()
+        if not isinstance(first, SessionInfo):
+            return [first, *await _drain(ws)], ws.close_code, None
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        try:
+            for k, i in enumerate(range(0, audio.size, 1600)):
+                await asyncio.sleep(max(0.0, t0 + 0.1 * k - loop.time()))
+                await ws.send(encode_audio(audio[i : i + 1600], "pcm16"))
+            await ws.send(codec.encode_client(StreamEnd(close=True)).decode())
+        except Exception:  # shed while sending: what it got says so
+            pass
+        events = [first, *await _drain(ws)]
+        return events, ws.close_code, loop.time() - (t0 + seconds)
+
+
+def test_when_the_machine_cannot_keep_up_the_newest_streams_are_shed_and_the_rest_keep_real_time(pipeline):
+    """Six real-time streams on a recogniser that keeps up with about two and a half: without shedding all
+    six fall behind together; with it, the newest are shed (their last finals, ``overloaded``,
+    1013), a new stream is refused, and the oldest ends on time."""
+    seconds = 6.0
+    load = LoadConfig(max_lag_s=0.3, window_s=1.0)
+
+    async def body(url, server):
+        clients = []
+        for i in range(6):  # admitted in order: s0 is the oldest
+            opened = asyncio.Event()
+            clients.append(asyncio.create_task(_real_time_client(url, f"s{i}", seconds, opened)))
+            await opened.wait()
+        late = None
+        while late is None and not all(c.done() for c in clients):
+            await asyncio.sleep(0.05)
+            if server.metrics.shed._value.get() > 0:  # the first shed: the server is behind now
+                late = await _real_time_client(url, "late", 1.0, asyncio.Event())
+        return await asyncio.gather(*clients), late
+
+    slow = _SlowMachine(pipeline, per_stream_s=0.04)
+    unshed, _ = asyncio.run(_with_server(slow, body, load=LoadConfig(max_lag_s=0.0)))
+    assert all(code == 1000 for _, code, _ in unshed)
+    print("without shedding, ends came", [f"{delay:.2f}" for _, _, delay in unshed], "s after the audio")
+    assert min(delay for _, _, delay in unshed) > 1.5  # everyone fell behind
+
+    results, late = asyncio.run(_with_server(slow, body, load=load))
+    print("with shedding:", [(code, round(delay, 2) if delay is not None else None) for _, code, delay in results])
+    shed = [i for i, (events, code, _) in enumerate(results) if code == 1013]
+    assert shed and shed == list(range(6 - len(shed), 6)) and len(shed) <= 4  # the newest, never all
+    for i in shed:
+        events = results[i][0]
+        assert [type(e) for e in events[-2:]] == [Error, EndOfStream]
+        assert events[-2].code == "overloaded" and "shed" in events[-2].message
+        assert events[-1].reason == "overloaded" and events[-1].audio_seconds > 0
+    oldest, code, delay = results[0]
+    assert code == 1000 and oldest[-1].reason == "end" and _finals(oldest)
+    assert delay < 1.0, f"the oldest stream's end came {delay:.2f} s after its audio"
+    assert late is not None
+    late_events, late_code, _ = late
+    assert late_code == 1013 and late_events[0].code == "overloaded" and "keep up" in late_events[0].message
 
 
 async def _non_reader(port, config, seconds, linger=False):

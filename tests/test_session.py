@@ -51,6 +51,16 @@ def test_admission_counts_held_sessions(pipeline):
     sessions.open(PCM, "c", now=2.0)
 
 
+def test_a_server_that_does_not_keep_up_takes_no_new_streams_but_resumes_held_ones(pipeline):
+    sessions = _sessions(pipeline)
+    first, _ = sessions.open(StreamConfig(sample_rate=8000, encoding="pcm16", session_id="a"), "a", now=0.0)
+    with pytest.raises(Overloaded, match="does not keep up"):
+        sessions.open(PCM, "b", now=1.0, behind=True)
+    again, resumed = sessions.open(StreamConfig(sample_rate=8000, encoding="pcm16", session_id="a"), "a",
+                                   now=1.0, behind=True)
+    assert resumed and again is first and len(sessions) == 1
+
+
 def test_a_resume_skips_the_frames_the_client_sends_again(pipeline):
     sessions = _sessions(pipeline)
     session, _ = sessions.open(PCM, "s", now=0.0)
