@@ -35,7 +35,7 @@ HELDOUT_VOICE = ROOT / "runs" / "dev" / "heldout_voice" / "manifest.tsv"
 BARISTA = DATA_ROOT / "barista_dev" / "manifest.tsv"
 
 
-def _sets(n: int) -> dict[str, list[tuple[Utterance, str]]]:
+def sets(n: int) -> dict[str, list[tuple[Utterance, str]]]:
     """name -> [(utterance, slots_json or "")], ``n`` per set spread evenly."""
     out = {name: [(u, "") for u in utts] for name, utts in dev_sets(n).items()}
     if HELDOUT_VOICE.exists():
@@ -66,7 +66,7 @@ def _recognizer(system: str):
 def _score(system: str, n: int) -> dict[str, dict[str, float]]:
     recognize = _recognizer(system)
     out = {}
-    for name, items in _sets(n).items():
+    for name, items in sets(n).items():
         counter, found, slots, compute, audio = ErrorCounter(), 0, 0, 0.0, 0.0
         for u, slots_json in items:
             t0 = time.perf_counter()
@@ -107,7 +107,7 @@ def final_latency(n: int) -> tuple[str, dict]:
     from stream.app import DecodingConfig, build_pipeline
     from stream.events import Final, StreamConfig
 
-    utts = [u for items in _sets(n).values() for u, _ in items]
+    utts = [u for items in sets(n).values() for u, _ in items]
     rows, raw = [], {}
     for name, decoding in (("two-pass", DecodingConfig()), ("two-pass, greedy 2nd", DecodingConfig(second_pass_beam=1)),
                            ("first pass only", DecodingConfig(second_pass=False))):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -51,11 +52,19 @@ class SecondPassConfig:
             raise ValueError(f"second-pass beam must be 1..16, got {self.beam}")
 
 
+class Graph(Protocol):
+    """What the second pass calls: onnxruntime's ``InferenceSession.run``."""
+
+    def run(self, output_names: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
 class SecondPass:
     """Shared, read-only: two onnxruntime sessions and the tokenizer. Stateless per call."""
 
     def __init__(self, folder: Path | None = None, config: SecondPassConfig | None = None,
-                 options: SessionOptions | None = None) -> None:
+                 options: SessionOptions | None = None, *, graphs: tuple[Graph, Graph] | None = None) -> None:
+        """``graphs``: the encoder and decoder-step graphs to call instead of the folder's ONNX
+        files (``bench.second_pass_device`` runs their torch modules on another device)."""
         folder = Path(folder or default_asr_dir())
         config = config or SecondPassConfig()
         self.beam = config.beam
@@ -65,8 +74,10 @@ class SecondPass:
             raise ModelError(f"no second-pass decoder in {folder}: run `make setup` (callstream build-asr)")
         meta = json.loads(meta_path.read_text())
         options = options or SessionOptions()
-        self.encode = open_session(folder / f"whisper_encode{suffix}", options)
-        self.step = open_session(folder / f"whisper_step{suffix}", options)
+        if graphs is None:
+            graphs = (open_session(folder / f"whisper_encode{suffix}", options),
+                      open_session(folder / f"whisper_step{suffix}", options))
+        self.encode, self.step = graphs
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.eot: int = meta["eot"]
         self.sot_sequence: list[int] = meta["sot_sequence"]

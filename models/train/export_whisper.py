@@ -43,7 +43,8 @@ from models.train.whisper import WhisperDecoder, load_whisper, tiny_en_dir
 from operators.features import FeatureConfig
 from stream.errors import ModelError
 
-__all__ = ["add_arguments", "build_asr", "export_second_pass", "export_step", "run"]
+__all__ = ["SecondPassGraphs", "add_arguments", "build_asr", "export_second_pass", "export_step", "run",
+           "write_second_pass_meta"]
 
 LEFT = 64  # encoder frames of the head's attention cache (1.28 s)
 
@@ -136,8 +137,8 @@ class _Step(nn.Module):
         dec = self.decoder
         past, n = self_k.shape[2], tokens.shape[1]
         x = dec.embed(tokens) + dec.positions[past : past + n]
-        keys = torch.arange(past + n)[None, :]
-        causal = (keys <= (past + torch.arange(n))[:, None])[None, None]
+        keys = torch.arange(past + n, device=tokens.device)[None, :]
+        causal = (keys <= (past + torch.arange(n, device=tokens.device))[:, None])[None, None]
         cross_mask = memory_mask[:, None, None, :]
         new_k, new_v = [], []
         for i, layer in enumerate(dec.layers):
@@ -154,22 +155,54 @@ class _Step(nn.Module):
         return logits, torch.stack(new_k), torch.stack(new_v)
 
 
+class SecondPassGraphs:
+    """The second pass's two graphs as torch modules: what the ONNX files hold, for running on
+    any torch device (``bench.second_pass_device``) and for export."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = Path(folder or tiny_en_dir())
+        self.dims, encoder, decoder = load_whisper(self.folder)
+        assert decoder is not None
+        self.encoder, self.decoder = encoder, decoder
+        self.encode = _Encode(WindowedEncoder(encoder), decoder).eval()
+        self.step = _Step(decoder).eval()
+
+    def tail(self) -> np.ndarray:
+        """Cross-attention keys and values of 30 s of encoded silence, (2, layers, 1, 1500, d)."""
+        with torch.no_grad():
+            silence = torch.full((1, self.dims.n_mels, 2 * self.dims.max_source_positions), _SILENCE)
+            tail_k, tail_v = _cross(self.decoder, self.encoder(silence))
+        return torch.stack([tail_k, tail_v]).numpy()
+
+
+def write_second_pass_meta(graphs: SecondPassGraphs, out_dir: Path) -> list[Path]:
+    """Everything of the second pass but its graphs: the silence tail, special ids, tokenizer."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dims = graphs.dims
+    np.save(out_dir / "whisper_tail.npy", graphs.tail().astype(np.float16))
+    config = json.loads((graphs.folder / "config.json").read_text())
+    special = {"eot": EOT, "sot_sequence": [SOT, NO_TIMESTAMPS], "layers": dims.decoder_layers,
+               "d_model": dims.d_model, "vocab": dims.vocab, "max_tokens": dims.max_target_positions,
+               "max_frames": dims.max_source_positions, "n_mels": dims.n_mels,
+               "suppress_ids": config["suppress_ids"], "suppress_ids_begin": config["suppress_ids_begin"]}
+    (out_dir / "second_pass.json").write_text(json.dumps(special, indent=1) + "\n")
+    shutil.copyfile(graphs.folder / "tokenizer.json", out_dir / "tokenizer.json")
+    return [out_dir / "whisper_tail.npy", out_dir / "second_pass.json", out_dir / "tokenizer.json"]
+
+
 def export_second_pass(out_dir: Path, *, int8: bool = True) -> list[Path]:
     """Write the Whisper decoder graphs, tokenizer and special ids into ``out_dir``."""
-    dims, encoder, decoder = load_whisper()
+    graphs = SecondPassGraphs()
+    dims = graphs.dims
     out_dir.mkdir(parents=True, exist_ok=True)
     L, d = dims.decoder_layers, dims.d_model
     batch = torch.export.Dim("batch", min=1, max=1024)
     frames = torch.export.Dim("frames", min=1, max=dims.max_source_positions)
     mel_frames = torch.export.Dim("mel_frames", min=1, max=dims.max_source_positions)
     encode_path, step_path = out_dir / "whisper_encode.onnx", out_dir / "whisper_step.onnx"
-    windowed = WindowedEncoder(encoder)
-    with torch.no_grad():
-        silence = torch.full((1, dims.n_mels, 2 * dims.max_source_positions), _SILENCE)
-        tail_k, tail_v = _cross(decoder, encoder(silence))
-    np.save(out_dir / "whisper_tail.npy", torch.stack([tail_k, tail_v]).numpy().astype(np.float16))
+    meta = write_second_pass_meta(graphs, out_dir)
     with _quiet_exporter():
-        torch.onnx.export(_Encode(windowed, decoder).eval(), (torch.randn(2, 200, dims.n_mels) - 2.0,),
+        torch.onnx.export(graphs.encode, (torch.randn(2, 200, dims.n_mels) - 2.0,),
                           str(encode_path), dynamo=True, input_names=["mel"], output_names=["cross_k", "cross_v"],
                           dynamic_shapes={"mel": {0: batch, 1: 2 * mel_frames}}, external_data=False,
                           verbose=False)
@@ -177,7 +210,7 @@ def export_second_pass(out_dir: Path, *, int8: bool = True) -> list[Path]:
         new = torch.export.Dim("new", min=1, max=dims.max_target_positions)
         args = (torch.tensor([[SOT, NO_TIMESTAMPS]] * 2), torch.zeros(L, 2, 3, d), torch.zeros(L, 2, 3, d),
                 torch.randn(L, 2, 50, d), torch.randn(L, 2, 50, d), torch.ones(2, 50, dtype=torch.bool))
-        torch.onnx.export(_Step(decoder).eval(), args, str(step_path), dynamo=True,
+        torch.onnx.export(graphs.step, args, str(step_path), dynamo=True,
                           input_names=["tokens", "self_k", "self_v", "cross_k", "cross_v", "memory_mask"],
                           output_names=["logits", "new_self_k", "new_self_v"],
                           dynamic_shapes={"tokens": {0: batch, 1: new}, "self_k": {1: batch, 2: past},
@@ -187,14 +220,7 @@ def export_second_pass(out_dir: Path, *, int8: bool = True) -> list[Path]:
     paths = [encode_path, step_path]
     if int8:
         paths += [quantize(p, p.with_name(p.stem + ".int8.onnx")) for p in (encode_path, step_path)]
-    config = json.loads((tiny_en_dir() / "config.json").read_text())
-    special = {"eot": EOT, "sot_sequence": [SOT, NO_TIMESTAMPS], "layers": L, "d_model": d, "vocab": dims.vocab,
-               "max_tokens": dims.max_target_positions, "max_frames": dims.max_source_positions,
-               "n_mels": dims.n_mels, "suppress_ids": config["suppress_ids"],
-               "suppress_ids_begin": config["suppress_ids_begin"]}
-    (out_dir / "second_pass.json").write_text(json.dumps(special, indent=1) + "\n")
-    shutil.copyfile(tiny_en_dir() / "tokenizer.json", out_dir / "tokenizer.json")
-    return paths + [out_dir / "whisper_tail.npy", out_dir / "second_pass.json", out_dir / "tokenizer.json"]
+    return paths + meta
 
 
 def build_asr(out_dir: Path | None = None, *, head_path: Path = BUNDLED_HEAD, force: bool = False) -> Path:
