@@ -133,7 +133,7 @@ def run(mels_path: Path, device: str, whisper_dir: Path | None, batch: int) -> d
                 print(f"onnxruntime graphs not measured: {exc}")
             for label, dev in backends:
                 ran = SecondPass(folder, config, graphs=(TorchGraph(graphs.encode, ["mel"], dev), TorchGraph(
-                    graphs.step, ["tokens", "self_k", "self_v", "cross_k", "cross_v", "memory_mask"], dev)))
+                    graphs.step, graphs.step_inputs, dev)))
                 rows[label] = _measure(ran, mels, batch)
             first = next(iter(rows.values()))["texts"]
             for v in rows.values():

@@ -113,15 +113,19 @@ def _providers(choice: str) -> list[str]:
 
 
 BUNDLED_HEAD = ASSETS / "ctc_head.pt"
+# The exported graphs' interface (models.train.export_whisper). Raise it with any change to their
+# inputs or outputs: a cache built by older code must not be read by newer.
+GRAPHS_VERSION = 2
 
 
 def default_asr_dir() -> Path:
     """Where set-up builds the recogniser's ONNX graphs (``callstream build-asr``).
 
-    The name carries a hash of the bundled head, so a new bundle is built anew.
+    The name carries a hash of the bundled head and ``GRAPHS_VERSION``, so a new bundle, or
+    graphs with other inputs, are built anew.
     """
     digest = hashlib.sha1(BUNDLED_HEAD.read_bytes()).hexdigest()[:10] if BUNDLED_HEAD.exists() else "missing"
-    return cache_root() / f"asr-whisper-tiny-ctc-{digest}"
+    return cache_root() / f"asr-whisper-tiny-ctc-g{GRAPHS_VERSION}-{digest}"
 
 
 def default_model_path(quantized: bool = True) -> Path:

@@ -81,12 +81,14 @@ class SecondPass:
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.eot: int = meta["eot"]
         self.sot_sequence: list[int] = meta["sot_sequence"]
-        self.layers, self.d_model = meta["layers"], meta["d_model"]
+        self.layers, self.d_model, self.heads = meta["layers"], meta["d_model"], meta["heads"]
         self.max_tokens: int = meta["max_tokens"] - len(self.sot_sequence)
         self.n_mels: int = meta["n_mels"]
-        # cross-attention keys and values of encoded silence: (2, layers, 1, max_frames, d)
-        self.tail = np.load(folder / "whisper_tail.npy").astype(np.float32)
-        self.max_frames = 2 * self.tail.shape[3]  # the encoder's window: 3,000 log-mel frames
+        # cross-attention keys and values of encoded silence, (2, layers, 1, max_frames, d), in the
+        # layouts of the decoder step's inputs (``_split``)
+        tail = np.load(folder / "whisper_tail.npy").astype(np.float32)
+        self.tail_k, self.tail_v = self._split(tail[0], tail[1])
+        self.max_frames = 2 * tail.shape[3]  # the encoder's window: 3,000 log-mel frames
         self.max_mel = self.max_frames - _MIN_PAD_FRAMES
         # Special tokens other than end-of-text never belong in a transcript.
         self._suppress = np.zeros(meta["vocab"], bool)
@@ -112,8 +114,18 @@ class SecondPass:
             texts[i] = text
         return texts
 
-    def _encode(self, utterances: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Cross-attention keys and values, (layers, batch, 1500, d) each, of utterances padded with silence."""
+    def _split(self, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(layers, B, T, d) keys and values -> keys (layers, B, heads, d_head, T) and values
+        (layers, B, heads, T, d_head): the layouts the decoder step reads at every token."""
+        L, b, t, d = k.shape
+        h = self.heads
+        split = lambda x: x.reshape(L, b, t, h, d // h)  # noqa: E731
+        return split(k).transpose(0, 1, 3, 4, 2), split(v).transpose(0, 1, 3, 2, 4)
+
+    def _encode(self, utterances: list[np.ndarray], repeat: int = 1) -> dict[str, np.ndarray]:
+        """The decoder step's cross-attention inputs of utterances padded with silence, each row
+        ``repeat`` times: per layer, keys (rows, heads, d_head, 1500) and values (rows, heads,
+        1500, d_head), contiguous."""
         b = len(utterances)
         lengths = [m.shape[0] for m in utterances]
         frames = min(max(lengths) + _PAD_FRAMES, self.max_frames)
@@ -121,10 +133,16 @@ class SecondPass:
         mel = np.full((b, frames, self.n_mels), _LOG_MEL_FLOOR, np.float32)
         for i, m in enumerate(utterances):
             mel[i, : lengths[i]] = m[: lengths[i]]
-        head_k, head_v = self.encode.run(None, {"mel": mel})
-        n = head_k.shape[2]
-        tail = np.broadcast_to(self.tail[:, :, :, n:], (2, self.layers, b, self.tail.shape[3] - n, self.d_model))
-        return np.concatenate([head_k, tail[0]], axis=2), np.concatenate([head_v, tail[1]], axis=2)
+        head_k, head_v = self._split(*self.encode.run(None, {"mel": mel}))
+        n = head_k.shape[-1]
+        tail_k = np.broadcast_to(self.tail_k[:, :, :, :, n:], (*head_k.shape[:4], self.tail_k.shape[-1] - n))
+        tail_v = np.broadcast_to(self.tail_v[:, :, :, n:], (*head_v.shape[:3], self.tail_v.shape[3] - n, head_v.shape[4]))
+        k = np.repeat(np.concatenate([head_k, tail_k], axis=4), repeat, axis=1)
+        v = np.repeat(np.concatenate([head_v, tail_v], axis=3), repeat, axis=1)
+        feeds = {}
+        for i in range(self.layers):
+            feeds[f"cross_k_{i}"], feeds[f"cross_v_{i}"] = np.ascontiguousarray(k[i]), np.ascontiguousarray(v[i])
+        return feeds
 
     def _limit(self, utterance: np.ndarray) -> int:
         return min(self.max_tokens, int(4 + _TOKENS_PER_SECOND * utterance.shape[0] * _MEL_SECONDS))
@@ -133,8 +151,8 @@ class SecondPass:
         if not utterances:
             return []
         b = len(utterances)
-        cross_k, cross_v = self._encode(utterances)
-        mask = np.ones((b, cross_k.shape[2]), bool)
+        cross = self._encode(utterances)
+        mask = np.ones((b, cross["cross_k_0"].shape[-1]), bool)
         self_k = np.zeros((self.layers, b, 0, self.d_model), np.float32)
         self_v = np.zeros_like(self_k)
         tokens = np.array([self.sot_sequence] * b, np.int64)
@@ -143,8 +161,7 @@ class SecondPass:
         done = np.zeros(b, bool)
         for k in range(max(limits)):
             logits, self_k, self_v = self.step.run(None, {"tokens": tokens, "self_k": self_k, "self_v": self_v,
-                                                          "cross_k": cross_k, "cross_v": cross_v,
-                                                          "memory_mask": mask})
+                                                          "memory_mask": mask, **cross})
             suppress = self._suppress_begin if k == 0 else self._suppress
             logits[:, suppress] = -np.inf
             nxt = logits.argmax(axis=1)
@@ -171,8 +188,8 @@ class SecondPass:
         if not utterances:
             return []
         b = len(utterances)
-        cross_k, cross_v = (np.repeat(x, k, axis=1) for x in self._encode(utterances))  # row i*k+j
-        mask = np.ones((b * k, cross_k.shape[2]), bool)
+        cross = self._encode(utterances, repeat=k)  # row i*k+j
+        mask = np.ones((b * k, cross["cross_k_0"].shape[-1]), bool)
         self_k = np.zeros((self.layers, b * k, 0, self.d_model), np.float32)
         self_v = np.zeros_like(self_k)
         tokens = np.array([self.sot_sequence] * (b * k), np.int64)
@@ -184,8 +201,7 @@ class SecondPass:
         done = np.zeros(b, bool)
         for step in range(max(limits) + 1):
             logits, self_k, self_v = self.step.run(None, {"tokens": tokens, "self_k": self_k, "self_v": self_v,
-                                                          "cross_k": cross_k, "cross_v": cross_v,
-                                                          "memory_mask": mask})
+                                                          "memory_mask": mask, **cross})
             logits[:, self._suppress_begin if step == 0 else self._suppress] = -np.inf
             logits = logits.astype(np.float64)
             peak = logits.max(axis=1, keepdims=True)
