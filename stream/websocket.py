@@ -26,10 +26,11 @@ Load and faults: past ``max_streams`` sessions, or while the recogniser does
 not keep up with the streams it has (``stream.load``), a new stream gets an
 ``overloaded`` error and close code 1013 (try again later). When the admitted
 streams fall behind together (the machine got slower), the newest are shed
-the same way, after their last finals, so that the others keep real time. A client that does not read its events
-is cut off once ``max_send_buffer_bytes`` wait for it. On SIGTERM the server
-stops listening, finalises every open utterance, sends each client ``end``
-with reason ``shutdown`` and exits, within ``shutdown_grace_s``.
+the same way, after their last finals, so that the others keep real time. A
+client that does not read its events is cut off once ``max_send_buffer_bytes``
+wait for it. On SIGTERM the server stops listening, finalises every open
+utterance, sends each client ``end`` with reason ``shutdown`` and exits,
+within ``shutdown_grace_s``.
 
 The protocol's rules (config, admission, resume and offsets, rate limits,
 the events a dropped connection missed) live in ``stream.session``, without
@@ -243,7 +244,8 @@ class WebSocketServer:
             now, wall = time.monotonic(), time.time()
             lags = {sid: wall - link.first_audio - link.session.frames / link.session.state.format.sample_rate
                     for sid, link in self._links.items()
-                    if link.conn is not None and link.first_audio is not None and not link.session.ended}
+                    if link.conn is not None and link.first_audio is not None and not link.session.ended
+                    and wall - link.first_audio >= self.config.load.window_s}
             self.load.observe(now, self.batcher.busy_s, lags)
             for sid in self.load.to_shed(now):
                 link = self._links.get(sid)
