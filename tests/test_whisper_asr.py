@@ -209,6 +209,13 @@ def test_second_pass_onnx_transcribes_like_torch(whisper, tmp_path_factory):
     together = beam.transcribe(mels)
     assert together == beam.transcribe(mels[:1]) + beam.transcribe(mels[1:])
     assert [t.lower().strip(".") for t in together] == ["stop", "repeat"]
+    # The modules the graphs were exported from, behind the same calls (bench.second_pass_device).
+    from bench.second_pass_device import TorchGraph
+    from models.train.export_whisper import SecondPassGraphs
+
+    graphs = SecondPassGraphs()
+    modules = (TorchGraph(graphs.encode, ["mel"], "cpu"), TorchGraph(graphs.step, graphs.step_inputs, "cpu"))
+    assert SecondPass(folder, SecondPassConfig(beam=4), graphs=modules).transcribe(mels) == together
 
 
 def test_pipeline_rewrites_finals_with_the_second_pass_and_times_their_words(step_onnx, speech):
