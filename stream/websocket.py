@@ -509,7 +509,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"close code 1013 (0: no limit; default {d.max_streams}: measured on 2 cores, docs/reliability.md)")
     p.add_argument("--max-lag-s", type=float, default=d.load.max_lag_s,
                    help="when the recogniser is saturated and the median stream is this many seconds behind real "
-                        "time and falling further, shed the newest streams (1013); new streams are refused while "
+                        "time and not catching up, shed the newest streams (1013); new streams are refused while "
                         "behind (0: only --max-streams limits)")
     p.add_argument("--max-send-buffer-bytes", type=int, default=d.max_send_buffer_bytes,
                    help="events waiting for a client that does not read them; past it the client is cut off")
