@@ -75,7 +75,6 @@ def record(out: Path, per_set: int) -> int:
         for u, _ in items:
             state = pipe.create_stream(name, StreamConfig(sample_rate=16000))
             pipe.accept_waveform(state, load_audio(u.path)[:, None], 16000)
-            pipe.decode_streams([state])
             pipe.finish(state)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, **{f"m{i:04d}": m for i, m in enumerate(mels)})
@@ -107,8 +106,10 @@ def _measure(second_pass: Any, mels: list[np.ndarray], batch: int) -> dict[str, 
 def run(mels_path: Path, device: str, whisper_dir: Path | None, batch: int) -> dict:
     import torch
 
+    from models.runtime import SessionOptions, default_asr_dir
     from models.second_pass import SecondPass, SecondPassConfig
     from models.train.export_whisper import SecondPassGraphs, write_second_pass_meta
+    from stream.errors import ModelError
 
     with np.load(mels_path) as z:
         mels = [z[k].astype(np.float32) for k in sorted(z.files)]
@@ -125,12 +126,11 @@ def run(mels_path: Path, device: str, whisper_dir: Path | None, batch: int) -> d
             config = SecondPassConfig(beam=beam)
             rows: dict[str, dict] = {}
             try:
-                from models.runtime import SessionOptions, default_asr_dir
-
                 served = SecondPass(default_asr_dir(), config, SessionOptions(intra_op_threads=1))
-                rows["onnxruntime float32, 1 CPU thread"] = _measure(served, mels, batch)
-            except Exception as exc:  # no built graphs on this machine: the torch rows stand alone
+            except ModelError as exc:  # no built graphs on this machine: the torch rows stand alone
                 print(f"onnxruntime graphs not measured: {exc}")
+            else:
+                rows["onnxruntime float32, 1 CPU thread"] = _measure(served, mels, batch)
             for label, dev in backends:
                 ran = SecondPass(folder, config, graphs=(TorchGraph(graphs.encode, ["mel"], dev), TorchGraph(
                     graphs.step, graphs.step_inputs, dev)))
