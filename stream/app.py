@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.runtime import ASSETS, SessionOptions, default_general_lm, load_acoustic
+from models.runtime import ASSETS, SECOND_PASS_MODELS, SessionOptions, default_general_lm, default_second_pass_dir, load_acoustic
 from operators.acoustic import AcousticOperator
 from operators.ctc import BeamConfig, BeamDecoder, EndpointConfig, GreedyDecoder, LanguageModelConfig
 from stream.errors import ModelError
@@ -35,6 +35,7 @@ class DecodingConfig:
     vad_endpoint: bool = True  # also end utterances on the audio's energy (Pipeline.endpoint)
     second_pass: bool = True  # decode finals again with Whisper's decoder, when the model supports it
     second_pass_beam: int = 4  # the second pass's beam (models.second_pass.SecondPassConfig); 1: greedy
+    second_pass_model: str = SECOND_PASS_MODELS[0]  # the Whisper model of the second pass
 
 
 def lm_config(cfg: DecodingConfig) -> LanguageModelConfig | None:
@@ -91,7 +92,8 @@ def build_pipeline(
         from models.second_pass import SecondPass, SecondPassConfig
 
         config = SecondPassConfig(quantized=spec.quantized, beam=decoding.second_pass_beam)
-        rescorer = SecondPass(acoustic.model.path.parent, config, SessionOptions(intra_op_threads=threads)).transcribe
+        rescorer = SecondPass(default_second_pass_dir(decoding.second_pass_model), config,
+                              SessionOptions(intra_op_threads=threads)).transcribe
     enricher = None
     if enrich:
         from operators.enrich import default_enricher
@@ -124,6 +126,9 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
                    help="finals from the streaming CTC search alone, without Whisper's decoder")
     p.add_argument("--second-pass-beam", type=int, default=d.second_pass_beam, choices=range(1, 17), metavar="N",
                    help="beam of the second pass's decoder (1: greedy, about 3 times faster)")
+    p.add_argument("--second-pass-model", choices=SECOND_PASS_MODELS, default=d.second_pass_model,
+                   help="the second pass's Whisper model (default: %(default)s; tiny.en is about 2.5 times "
+                        "faster; other than the default, build it first: callstream build-asr --second-pass MODEL)")
 
 
 def decoding_from_args(args: argparse.Namespace) -> DecodingConfig:
@@ -136,4 +141,5 @@ def decoding_from_args(args: argparse.Namespace) -> DecodingConfig:
         general_lm=None if args.no_general_lm else args.general_lm,
         alpha=args.alpha, beta=args.beta, hotwords=tuple(hotwords), vad_endpoint=not args.no_vad_endpoint,
         second_pass=not args.no_second_pass, second_pass_beam=args.second_pass_beam,
+        second_pass_model=args.second_pass_model,
     )

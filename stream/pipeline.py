@@ -62,10 +62,16 @@ Rescorer = Callable[[list[np.ndarray]], list[str]]
 # count: the CTC head can run a sentence's words together into one ("briaroscoffe", 3.8 s), and
 # such finals need the second pass most. Far more letters than the first pass heard, or a word
 # said over and over where the first pass heard no such run, are Whisper looping (a 16-digit
-# card number: "one" 40 times).
+# card number: "one" 40 times). The opposite happens too: Whisper base heard the sample call's
+# "four" and fifteen "one"s as nine digits, where the first pass kept fourteen. CTC emits each
+# digit where it is spoken and does not merge repeats across the gaps between words, so when the
+# first pass heard a number of 4 or more digits and the second pass drops 2 or more, the first
+# pass's text stays: a card or phone number with digits missing is worse than a misspelt word.
 _ISOLATED_WORD_S = 1.0
 _SECOND_PASS_MAX_RATIO, _SECOND_PASS_MAX_EXTRA = 2.0, 12
 _SECOND_PASS_MAX_RUN = 3
+_SECOND_PASS_MIN_DIGITS, _SECOND_PASS_MAX_DIGITS_LOST = 4, 1
+_DIGIT_WORDS = frozenset("zero oh one two three four five six seven eight nine".split())
 # Limits of a stream's own config (a WebSocket client's). Its hotwords build a scorer when the
 # stream opens, on the server's event loop, and are matched at every frame: 30,000 of them (a
 # 556 KB config message) took 4 s to open and made decoding 12 times slower; 100 of 100
@@ -440,10 +446,7 @@ class Pipeline:
             if not mel.shape[0]:
                 continue
             text = normalize_text(texts.pop(0))
-            first, second = f.text.split(), text.split()
-            if not second or _letters(second) > _SECOND_PASS_MAX_RATIO * _letters(first) + _SECOND_PASS_MAX_EXTRA:
-                continue
-            if _longest_run(second) >= _SECOND_PASS_MAX_RUN and _longest_run(second) > _longest_run(first) + 1:
+            if not _trust_second_pass(f.text.split(), text.split()):
                 continue
             rescored[id(f)] = replace(f, text=text, words=self._timed_words(channels[f.channel], f, text))
         for ch in state.channels:
@@ -504,8 +507,22 @@ def _worth_a_second_pass(final: Final) -> bool:
     return bool(final.words) and final.words[-1].end - final.words[0].start >= _ISOLATED_WORD_S
 
 
+def _trust_second_pass(first: list[str], second: list[str]) -> bool:
+    """Whether the second pass's words may replace the first pass's (the rules above)."""
+    if not second or _letters(second) > _SECOND_PASS_MAX_RATIO * _letters(first) + _SECOND_PASS_MAX_EXTRA:
+        return False
+    if _longest_run(second) >= _SECOND_PASS_MAX_RUN and _longest_run(second) > _longest_run(first) + 1:
+        return False
+    heard = _digits(first)
+    return not (heard >= _SECOND_PASS_MIN_DIGITS and _digits(second) < heard - _SECOND_PASS_MAX_DIGITS_LOST)
+
+
 def _letters(words: list[str]) -> int:
     return sum(len(w) for w in words)
+
+
+def _digits(words: list[str]) -> int:
+    return sum(w in _DIGIT_WORDS for w in words)
 
 
 def _longest_run(words: list[str]) -> int:

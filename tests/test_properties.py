@@ -80,7 +80,7 @@ def _stream(pipeline, audio: bytes, sizes: list[int], odd_at: int | None = None)
 def reference(pipeline, speech) -> list[Final]:
     finals = _stream(pipeline, speech, [320])
     assert [f.text for f in finals] == [
-        "thank you for calling acne bank my name is sarah how can i help you today",
+        "thank you for calling acne thank my name is sarah how can i help you today",
         "i am sorry to hear that can you read me the card number please",
     ]
     return finals

