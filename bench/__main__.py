@@ -26,6 +26,8 @@ AREAS = ("acoustic", "decoder", "hotwords", "streams", "websocket", "kafka", "sp
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from models.runtime import SECOND_PASS_MODELS
+
     p.add_argument("--quick", action="store_true", help="a smaller run (under 2 minutes)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of headline figures")
     p.add_argument("--only", choices=AREAS, action="append", help="run only these areas (repeatable)")
@@ -48,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "on the machine (the server then sheds streams it cannot keep up with)")
     p.add_argument("--soak-max-lag-s", type=float, default=None,
                    help="soak: the server's --max-lag-s (default: serve's own; 0: no shedding, for comparison)")
+    p.add_argument("--soak-second-pass-model", choices=SECOND_PASS_MODELS, default=None,
+                   help="soak: the server's --second-pass-model (default: serve's own)")
     p.add_argument("--soak-second-pass-beam", type=int, default=None, choices=range(1, 17), metavar="N",
                    help="soak: the server's --second-pass-beam (default: serve's own)")
 
@@ -162,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
         serve_args = ["--threads", str(args.serve_threads)]
         if args.soak_second_pass_beam is not None:
             serve_args += ["--second-pass-beam", str(args.soak_second_pass_beam)]
+        if args.soak_second_pass_model is not None:
+            serve_args += ["--second-pass-model", args.soak_second_pass_model]
         if args.soak_max_lag_s is not None:
             serve_args += ["--max-lag-s", str(args.soak_max_lag_s)]
         text, r = soak(streams, seconds, overload_seconds=min(seconds, 120.0), serve_args=serve_args, max_streams=limit,

