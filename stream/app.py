@@ -7,7 +7,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.runtime import ASSETS, SECOND_PASS_MODELS, SessionOptions, default_general_lm, default_second_pass_dir, load_acoustic
+from models.runtime import (ASSETS, SECOND_PASS_MODELS, SessionOptions, default_general_lm, default_second_pass_dir,
+                            load_acoustic)
 from operators.acoustic import AcousticOperator
 from operators.ctc import BeamConfig, BeamDecoder, EndpointConfig, GreedyDecoder, LanguageModelConfig
 from stream.errors import ModelError
@@ -125,10 +126,10 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-second-pass", action="store_true",
                    help="finals from the streaming CTC search alone, without Whisper's decoder")
     p.add_argument("--second-pass-beam", type=int, default=d.second_pass_beam, choices=range(1, 17), metavar="N",
-                   help="beam of the second pass's decoder (1: greedy, about 3 times faster)")
+                   help="beam of the second pass's decoder (1: greedy, about twice as fast)")
     p.add_argument("--second-pass-model", choices=SECOND_PASS_MODELS, default=d.second_pass_model,
-                   help="the second pass's Whisper model (default: %(default)s; tiny.en is about 2.5 times "
-                        "faster; other than the default, build it first: callstream build-asr --second-pass MODEL)")
+                   help="the second pass's Whisper model (default: %(default)s; tiny.en takes about half the "
+                        "time, less accurately; build it first: callstream build-asr --second-pass tiny.en)")
 
 
 def decoding_from_args(args: argparse.Namespace) -> DecodingConfig:
