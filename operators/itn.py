@@ -16,14 +16,15 @@ from dataclasses import replace
 
 from stream.events import Final, Word
 
-__all__ = ["format_final", "format_words"]
+__all__ = ["DIGITS", "format_final", "format_words"]
 
-_DIGITS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine".split())} | {"oh": 0}
+# Spoken digits, "oh" among them, and their values.
+DIGITS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine".split())} | {"oh": 0}
 _TEENS = {w: i + 10 for i, w in enumerate(
     "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split())}
 _TENS = {w: (i + 2) * 10 for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())}
 _SCALES = {"thousand": 1000, "million": 1_000_000, "billion": 1_000_000_000}
-_NUMBER_WORDS = set(_DIGITS) | set(_TEENS) | set(_TENS) | set(_SCALES) | {"hundred"}
+_NUMBER_WORDS = set(DIGITS) | set(_TEENS) | set(_TENS) | set(_SCALES) | {"hundred"}
 
 
 def _cardinal(tokens: list[str]) -> int | None:
@@ -35,10 +36,10 @@ def _cardinal(tokens: list[str]) -> int | None:
             if last != "hundred":
                 return None
             continue
-        if tok in _DIGITS and tok != "oh":
+        if tok in DIGITS and tok != "oh":
             if last in ("digit", "teen"):
                 return None
-            current += _DIGITS[tok]
+            current += DIGITS[tok]
             last = "digit"
         elif tok in _TEENS:
             if last in ("digit", "teen", "tens"):
@@ -71,15 +72,15 @@ def _groups(tokens: list[str]) -> str | None:
     out, i = [], 0
     while i < len(tokens):
         tok = tokens[i]
-        if tok in _DIGITS:
-            out.append(str(_DIGITS[tok]))
+        if tok in DIGITS:
+            out.append(str(DIGITS[tok]))
             i += 1
         elif tok in _TEENS:
             out.append(str(_TEENS[tok]))
             i += 1
         elif tok in _TENS:
-            if i + 1 < len(tokens) and tokens[i + 1] in _DIGITS and tokens[i + 1] not in ("zero", "oh"):
-                out.append(str(_TENS[tok] + _DIGITS[tokens[i + 1]]))
+            if i + 1 < len(tokens) and tokens[i + 1] in DIGITS and tokens[i + 1] not in ("zero", "oh"):
+                out.append(str(_TENS[tok] + DIGITS[tokens[i + 1]]))
                 i += 2
             else:
                 out.append(str(_TENS[tok]))
@@ -93,8 +94,8 @@ def _groups(tokens: list[str]) -> str | None:
 
 
 def _to_text(tokens: list[str]) -> str | None:
-    if all(t in _DIGITS for t in tokens):
-        return "".join(str(_DIGITS[t]) for t in tokens)
+    if all(t in DIGITS for t in tokens):
+        return "".join(str(DIGITS[t]) for t in tokens)
     value = _cardinal(tokens)
     if value is not None:
         return str(value)
@@ -142,7 +143,7 @@ def format_words(words: tuple[Word, ...]) -> tuple[Word, ...]:
         elif unit == "percent":
             out.append(_merge(list(words[i : j + 1]), f"{text}%"))
             i = j + 1
-        elif len(span) == 1 and span[0].text in _DIGITS:
+        elif len(span) == 1 and span[0].text in DIGITS:
             out.append(span[0])  # a lone "one" stays a word
             i = j
         else:

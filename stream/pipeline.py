@@ -31,7 +31,7 @@ from operators.align import align_words
 from operators.audio import AudioDecoder, AudioDecoderState, AudioFormat, Resampler, ResamplerState, dither
 from operators.ctc import BeamDecoder, DecoderState, EndpointConfig, GreedyDecoder
 from operators.features import FeatureState, LogMelOperator
-from operators.itn import format_final
+from operators.itn import DIGITS, format_final
 from operators.redaction import StreamRedactionState, StreamRedactor, check_modes
 from operators.spoken_form import normalize_text
 from operators.vad import EnergyVad, VadConfig, VadState
@@ -71,7 +71,6 @@ _ISOLATED_WORD_S = 1.0
 _SECOND_PASS_MAX_RATIO, _SECOND_PASS_MAX_EXTRA = 2.0, 12
 _SECOND_PASS_MAX_RUN = 3
 _SECOND_PASS_MIN_DIGITS, _SECOND_PASS_MAX_DIGITS_LOST = 4, 1
-_DIGIT_WORDS = frozenset("zero oh one two three four five six seven eight nine".split())
 # Limits of a stream's own config (a WebSocket client's). Its hotwords build a scorer when the
 # stream opens, on the server's event loop, and are matched at every frame: 30,000 of them (a
 # 556 KB config message) took 4 s to open and made decoding 12 times slower; 100 of 100
@@ -522,7 +521,7 @@ def _letters(words: list[str]) -> int:
 
 
 def _digits(words: list[str]) -> int:
-    return sum(w in _DIGIT_WORDS for w in words)
+    return sum(w in DIGITS for w in words)
 
 
 def _longest_run(words: list[str]) -> int:

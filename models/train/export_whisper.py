@@ -184,9 +184,9 @@ class SecondPassGraphs:
     """The second pass's two graphs as torch modules: what the ONNX files hold, for running on
     any torch device (``bench.second_pass_device``) and for export."""
 
-    def __init__(self, folder: Path | None = None) -> None:
-        """``folder``: a CTranslate2 Whisper folder (default: the default second pass's model)."""
-        self.folder = Path(folder or whisper_dir(SECOND_PASS_MODELS[0]))
+    def __init__(self, folder: Path) -> None:
+        """``folder``: a CTranslate2 Whisper folder (``models.whisper_weights.whisper_dir``)."""
+        self.folder = Path(folder)
         self.dims, encoder, decoder = load_whisper(self.folder)
         assert decoder is not None
         self.encoder, self.decoder = encoder, decoder
