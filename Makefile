@@ -65,12 +65,13 @@ general-lm: kenlm
 asr: $(STAMP)
 	$(BIN)/callstream build-asr
 
+# The sample call's bank is named as a hotword, as a call center names its own (README, "What the demo prints").
 demo: setup
-	$(BIN)/callstream demo
+	$(BIN)/callstream demo --hotword "acme bank"
 
 # The same call through Kafka: a local broker, the ASR worker and the Faust agents, all stopped at the end.
 demo-kafka: setup
-	$(BIN)/callstream demo --kafka
+	$(BIN)/callstream demo --kafka --hotword "acme bank"
 
 test: setup
 	$(BIN)/python -m pytest -q

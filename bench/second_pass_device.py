@@ -67,9 +67,9 @@ def record(out: Path, per_set: int) -> int:
     assert served is not None, "the recogniser has no second pass"
     mels: list[np.ndarray] = []
 
-    def keep(batch: list[np.ndarray]) -> list[str]:
+    def keep(batch: list[np.ndarray], prompts: list[str]) -> list[str]:
         mels.extend(m.astype(np.float16) for m in batch)
-        return served(batch)
+        return served(batch, prompts)
 
     pipe.second_pass = keep
     for name, items in sets(per_set).items():

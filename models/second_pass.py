@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -82,8 +82,9 @@ class SecondPass:
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.eot: int = meta["eot"]
         self.sot_sequence: list[int] = meta["sot_sequence"]
+        self.start_of_prompt = self.tokenizer.token_to_id("<|startofprev|>")
         self.layers, self.d_model, self.heads = meta["layers"], meta["d_model"], meta["heads"]
-        self.max_tokens: int = meta["max_tokens"] - len(self.sot_sequence)
+        self.context: int = meta["max_tokens"]  # positions for prompt, start tokens and transcript
         self.n_mels: int = meta["n_mels"]
         # cross-attention keys and values of encoded silence, (2, layers, 1, max_frames, d), in the
         # layouts of the decoder step's inputs (``_split``)
@@ -98,22 +99,40 @@ class SecondPass:
         self._suppress_begin = self._suppress.copy()
         self._suppress_begin[meta["suppress_ids_begin"]] = True
 
-    def transcribe(self, utterances: list[np.ndarray]) -> list[str]:
-        """Greedy transcripts of utterances given as raw log10-mel frames, float32 (T_i, n_mels) each.
+    def transcribe(self, utterances: list[np.ndarray], prompts: Sequence[str] | None = None) -> list[str]:
+        """Transcripts of utterances given as raw log10-mel frames, float32 (T_i, n_mels) each.
 
-        An utterance that does not fit Whisper's 30 s window (less a second of silence) gets ""
-        (the caller keeps its first-pass text).
+        ``prompts``: per utterance, text Whisper reads as what came before (its prompt, as
+        ``initial_prompt`` in Whisper's own decoding): a stream's hotwords, which steer its
+        spelling of names. Utterances with the same prompt decode in one batch. An utterance that
+        does not fit Whisper's 30 s window (less a second of silence) gets "" (the caller keeps
+        its first-pass text).
         """
         for m in utterances:
             if m.ndim != 2 or m.shape[1] != self.n_mels:
                 raise ValueError(f"expected log-mel frames of shape (T, {self.n_mels}), got {m.shape}")
-        fits = [i for i, m in enumerate(utterances) if 0 < m.shape[0] <= self.max_mel]
+        prompts = list(prompts) if prompts is not None else [""] * len(utterances)
+        if len(prompts) != len(utterances):
+            raise ValueError(f"{len(prompts)} prompts for {len(utterances)} utterances")
+        groups: dict[str, list[int]] = {}
+        for i, m in enumerate(utterances):
+            if 0 < m.shape[0] <= self.max_mel:
+                groups.setdefault(prompts[i], []).append(i)
         texts = [""] * len(utterances)
-        chosen = [utterances[i] for i in fits]
-        decoded = self._greedy(chosen) if self.beam == 1 else self._beam_search(chosen, self.beam)
-        for i, text in zip(fits, decoded):
-            texts[i] = text
+        for prompt, fits in groups.items():
+            chosen, start = [utterances[i] for i in fits], self._start_tokens(prompt)
+            decoded = self._greedy(chosen, start) if self.beam == 1 else self._beam_search(chosen, start, self.beam)
+            for i, text in zip(fits, decoded):
+                texts[i] = text
         return texts
+
+    def _start_tokens(self, prompt: str) -> list[int]:
+        """The decoder's first tokens: the prompt's last tokens after <|startofprev|> (at most half
+        the context, as Whisper's decoding keeps), then the start-of-transcript sequence."""
+        ids = self.tokenizer.encode(" " + prompt.strip(), add_special_tokens=False).ids if prompt.strip() else []
+        if not ids:
+            return list(self.sot_sequence)
+        return [self.start_of_prompt, *ids[-(self.context // 2 - 1) :], *self.sot_sequence]
 
     def _split(self, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(layers, B, T, d) keys and values -> keys (layers, B, heads, d_head, T) and values
@@ -145,10 +164,10 @@ class SecondPass:
             feeds[f"cross_k_{i}"], feeds[f"cross_v_{i}"] = np.ascontiguousarray(k[i]), np.ascontiguousarray(v[i])
         return feeds
 
-    def _limit(self, utterance: np.ndarray) -> int:
-        return min(self.max_tokens, int(4 + _TOKENS_PER_SECOND * utterance.shape[0] * _MEL_SECONDS))
+    def _limit(self, utterance: np.ndarray, start: list[int]) -> int:
+        return min(self.context - len(start), int(4 + _TOKENS_PER_SECOND * utterance.shape[0] * _MEL_SECONDS))
 
-    def _greedy(self, utterances: list[np.ndarray]) -> list[str]:
+    def _greedy(self, utterances: list[np.ndarray], start: list[int]) -> list[str]:
         if not utterances:
             return []
         b = len(utterances)
@@ -156,8 +175,8 @@ class SecondPass:
         mask = np.ones((b, cross["cross_k_0"].shape[-1]), bool)
         self_k = np.zeros((self.layers, b, 0, self.d_model), np.float32)
         self_v = np.zeros_like(self_k)
-        tokens = np.array([self.sot_sequence] * b, np.int64)
-        limits = [self._limit(m) for m in utterances]
+        tokens = np.array([start] * b, np.int64)
+        limits = [self._limit(m, start) for m in utterances]
         out: list[list[int]] = [[] for _ in range(b)]
         done = np.zeros(b, bool)
         for k in range(max(limits)):
@@ -178,7 +197,7 @@ class SecondPass:
             tokens = np.where(done, self.eot, nxt).astype(np.int64)[:, None]
         return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in out]
 
-    def _beam_search(self, utterances: list[np.ndarray], k: int) -> list[str]:
+    def _beam_search(self, utterances: list[np.ndarray], start: list[int], k: int) -> list[str]:
         """Beam search, ``k`` hypotheses per utterance, all utterances in one batch of rows.
 
         As Whisper's own: each step extends every live hypothesis, keeps the ``k`` best
@@ -193,8 +212,8 @@ class SecondPass:
         mask = np.ones((b * k, cross["cross_k_0"].shape[-1]), bool)
         self_k = np.zeros((self.layers, b * k, 0, self.d_model), np.float32)
         self_v = np.zeros_like(self_k)
-        tokens = np.array([self.sot_sequence] * (b * k), np.int64)
-        limits = [self._limit(m) for m in utterances]
+        tokens = np.array([start] * (b * k), np.int64)
+        limits = [self._limit(m, start) for m in utterances]
         seqs: list[list[list[int]]] = [[[] for _ in range(k)] for _ in range(b)]
         scores = np.full((b, k), -np.inf)
         scores[:, 0] = 0.0  # the k rows start identical: only one is alive

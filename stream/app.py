@@ -104,7 +104,7 @@ def build_pipeline(
         acoustic=acoustic, ctc=decoder, ctc_no_lm=no_lm, endpoint=endpoint,
         enricher=(lambda state, final, mask: enricher.enrich(state, final, mask_profanity=mask)) if enricher else None,
         new_enrich_state=enricher.new_state if enricher else None, vad_endpoint=decoding.vad_endpoint,
-        second_pass=rescorer,
+        second_pass=rescorer, hotwords=decoding.hotwords,
     )
 
 
@@ -120,7 +120,7 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, default=d.alpha)
     p.add_argument("--beta", type=float, default=d.beta)
     p.add_argument("--hotword", action="append", default=[], metavar="PHRASE[:WEIGHT]",
-                   help="boost a word or phrase (repeatable)")
+                   help="boost a word or phrase in the CTC search, and prompt the second pass with it (repeatable)")
     p.add_argument("--no-vad-endpoint", action="store_true",
                    help="end utterances on the model's blank frames alone, not also on the audio's energy")
     p.add_argument("--no-second-pass", action="store_true",

@@ -54,8 +54,9 @@ _QUIET_CONTEXT_S = 0.48
 
 # (per-stream enrichment state, final) -> enriched event; the state is opaque here.
 EnrichFn = Callable[[object, Final, bool], Enriched]
-# Log-mel frames (T, mel) of utterances -> their transcripts (models.second_pass.SecondPass.transcribe).
-Rescorer = Callable[[list[np.ndarray]], list[str]]
+# Log-mel frames (T, mel) of utterances and a prompt for each (its stream's hotwords) -> their
+# transcripts (models.second_pass.SecondPass.transcribe).
+Rescorer = Callable[[list[np.ndarray], list[str]], list[str]]
 # When the second pass replaces a final's text. Whisper makes words up on isolated words (Speech
 # Commands dev: WER 0.66 with its text, 0.15 with the first pass's), so a final whose speech is
 # one short word keeps the first pass. The test is the speech's span, not the first pass's word
@@ -140,6 +141,9 @@ class StreamState:
     channels: list[ChannelState] = field(default_factory=list)
     enrich_state: object | None = None
     redaction: StreamRedactionState | None = None  # None: the stream asked for raw text
+    # The second pass's prompt: the hotword phrases (the server's, then the stream's), so that
+    # finals spell them as the first pass's search is steered to.
+    prompt: str = ""
     closed: bool = False
 
 
@@ -155,8 +159,12 @@ class Pipeline:
         new_enrich_state: Callable[[], object] | None = None,
         vad_endpoint: bool = True,
         second_pass: Rescorer | None = None,
+        hotwords: Sequence[tuple[str, float]] = (),
     ) -> None:
+        """``hotwords``: the server's (phrase, weight) for every stream; ``ctc`` scores them, and
+        the second pass reads their phrases as its prompt."""
         self.acoustic = acoustic
+        self.hotwords = tuple(hotwords)
         spec = acoustic.spec
         if second_pass is not None and not spec.second_pass:
             raise ValueError("this acoustic model keeps no features for a second pass")
@@ -214,7 +222,8 @@ class Pipeline:
         )
         audio, resampler = AudioDecoder(fmt), Resampler(fmt.sample_rate, self.sample_rate)
         state = StreamState(stream_id=stream_id, config=config, format=fmt, audio=audio, resampler=resampler,
-                            audio_state=audio.new_state())
+                            audio_state=audio.new_state(),
+                            prompt=_prompt((*self.hotwords, *config.hotwords)))
         ctc = self.ctc if config.language_model else self.ctc_no_lm
         first_frame = round(start_s / self.acoustic.spec.frame_seconds)
         for name in channel_names(config):
@@ -439,7 +448,8 @@ class Pipeline:
         fs = self.acoustic.spec.frame_seconds
         mels = [self.acoustic.kept_features(channels[f.channel].acoustic, round(f.start / shift),
                                             round(f.end / shift)) for f in finals]
-        texts = self.second_pass([m for m in mels if m.shape[0]]) if finals else []
+        texts = self.second_pass([m for m in mels if m.shape[0]],
+                                 [state.prompt for m in mels if m.shape[0]]) if finals else []
         rescored: dict[int, Final] = {}
         for f, mel in zip(finals, mels):
             if not mel.shape[0]:
@@ -497,6 +507,17 @@ class Pipeline:
             if isinstance(ev, Final) and self.enricher is not None:
                 out.append(self.enricher(state.enrich_state, ev, state.config.mask_profanity))
         return out
+
+
+def _prompt(hotwords: Sequence[tuple[str, float]]) -> str:
+    """The second pass's prompt: the hotword phrases, those typed all in lower case capitalised.
+
+    Whisper's prompt is text it reads as what was said before, and it takes names from it as they
+    are written there: on the sample call, "Acme Bank" made base write the agent's "acme bank"
+    alone and in a batch, "acme bank" only in a batch (alone: "acne thank").
+    """
+    phrases = [" ".join(p.split()) for p, _ in hotwords]
+    return ", ".join(p if p != p.lower() else p.title() for p in phrases if p)
 
 
 def _worth_a_second_pass(final: Final) -> bool:

@@ -198,8 +198,9 @@ def test_forced_alignment_times_each_word():
     assert align_words(lp, "h1", vocab) is None
 
 
-def _torch_second_pass(whisper, mel: np.ndarray) -> list[int]:
-    """Greedy tokens of Whisper in torch over the utterance, 10 s of silence and the silence tail."""
+def _torch_second_pass(whisper, mel: np.ndarray, start: tuple[int, ...] = (50257, 50362)) -> list[int]:
+    """Greedy tokens of Whisper in torch over the utterance, 10 s of silence and the silence tail,
+    after the ``start`` tokens (a prompt, then the start of the transcript)."""
     from models.second_pass import _PAD_FRAMES
     from models.train.export_whisper import _SILENCE
 
@@ -210,7 +211,7 @@ def _torch_second_pass(whisper, mel: np.ndarray) -> list[int]:
         head = WindowedEncoder(encoder)(torch.from_numpy(padded)[None])
         tail = encoder(torch.full((1, 80, 3000), _SILENCE))
         memory = torch.cat([head, tail[:, head.shape[1] :]], dim=1)
-        tokens = [50257, 50362]
+        tokens = list(start)
         for _ in range(20):
             logits = decoder(torch.tensor([tokens]), memory)[0, -1]
             logits[50257:] = -np.inf
@@ -218,7 +219,7 @@ def _torch_second_pass(whisper, mel: np.ndarray) -> list[int]:
             if nxt == 50256:
                 break
             tokens.append(nxt)
-    return tokens[2:]
+    return tokens[len(start) :]
 
 
 @pytest.mark.skipif(not AN4.exists(), reason="../shared/data is not here")
@@ -249,6 +250,19 @@ def test_second_pass_onnx_transcribes_like_torch(whisper, tmp_path_factory):
 
     modules = (TorchGraph(graphs.encode, ["mel"], "cpu"), TorchGraph(graphs.step, graphs.step_inputs, "cpu"))
     assert SecondPass(folder, SecondPassConfig(beam=4), graphs=modules).transcribe(mels) == together
+    # A prompt goes before the start of the transcript, after <|startofprev|>, as in Whisper's own
+    # decoding; utterances with different prompts decode apart, in order.
+    prompt = "Acme Bank, Visa"
+    start = second._start_tokens(prompt)
+    ids = second.tokenizer.encode(" " + prompt, add_special_tokens=False).ids
+    assert start == [second.tokenizer.token_to_id("<|startofprev|>"), *ids, 50257, 50362]
+    assert second._start_tokens("  ") == [50257, 50362]
+    assert len(second._start_tokens("word " * 400)) == 1 + 223 + 2  # the prompt's last 223 tokens
+    prompted = second.transcribe(mels, ["", prompt])
+    assert prompted[0] == texts[0]
+    assert prompted[1] == second.tokenizer.decode(_torch_second_pass(whisper, mels[1], tuple(start))).strip()
+    with pytest.raises(ValueError, match="1 prompts for 2 utterances"):
+        second.transcribe(mels, [""])
 
 
 def test_pipeline_rewrites_finals_with_the_second_pass_and_times_their_words(step_onnx, speech):
@@ -258,7 +272,8 @@ def test_pipeline_rewrites_finals_with_the_second_pass_and_times_their_words(ste
 
     seen: list[np.ndarray] = []
 
-    def rescorer(mels: list[np.ndarray]) -> list[str]:
+    def rescorer(mels: list[np.ndarray], prompts: list[str]) -> list[str]:
+        assert prompts == [""] * len(mels)  # no hotwords
         seen.extend(mels)
         return ["Hello, world: 2 cards."] * len(mels)
 
@@ -286,13 +301,49 @@ def test_second_pass_that_hears_nothing_or_too_much_keeps_the_first_pass(step_on
 
     def finals_with(answer: str) -> list[Final]:
         pipeline = Pipeline(acoustic=AcousticOperator(AcousticModel(step_onnx)),
-                            second_pass=lambda mels: [answer] * len(mels))
+                            second_pass=lambda mels, prompts: [answer] * len(mels))
         state = pipeline.create_stream("s", StreamConfig(sample_rate=16000, encoding="f32"))
         events = feed(pipeline, state, encode_audio(speech, "f32")) + pipeline.finish(state)
         return [e for e in events if isinstance(e, Final)]
 
     first = [f.text for f in finals_with("")]
     assert first and first == [f.text for f in finals_with("word " * 400)]
+
+
+def test_the_second_pass_reads_the_hotwords_of_the_server_and_the_stream(step_onnx, speech):
+    from operators.audio import encode_audio
+    from stream.events import StreamConfig
+    from stream.pipeline import Pipeline
+
+    prompts: list[str] = []
+
+    def rescorer(mels: list[np.ndarray], given: list[str]) -> list[str]:
+        prompts.extend(given)
+        return [""] * len(mels)
+
+    pipeline = Pipeline(acoustic=AcousticOperator(AcousticModel(step_onnx)), second_pass=rescorer,
+                        hotwords=(("acme  bank", 0.0),))
+    state = pipeline.create_stream("s", StreamConfig(sample_rate=16000, encoding="f32",
+                                                     hotwords=(("iPhone", 5.0), (" ", 1.0))))
+    feed(pipeline, state, encode_audio(speech, "f32"))
+    pipeline.finish(state)
+    assert prompts and set(prompts) == {"Acme Bank, iPhone"}  # lower case capitalised; a name's own case kept
+
+
+def test_a_hotword_steers_the_spelling_of_the_final():
+    """The sample call's agent names the bank; Whisper base alone hears "acne thank"."""
+    import soundfile as sf
+
+    from stream.app import DecodingConfig, build_pipeline
+    from stream.events import Final, StreamConfig
+
+    x, rate = sf.read(SAMPLE, dtype="float32", always_2d=True)
+    opening = x[: int(5.5 * rate), :1]
+    pipeline = build_pipeline(decoding=DecodingConfig(hotwords=(("acme bank", 0.0),)), enrich=False)
+    state = pipeline.create_stream("s", StreamConfig(sample_rate=rate))
+    pipeline.accept_waveform(state, opening, rate)
+    finals = [e.text for e in pipeline.finish(state) if isinstance(e, Final)]
+    assert finals == ["thank you for calling acme bank my name is sarah how can i help you today"]
 
 
 def test_the_second_pass_skips_isolated_words_but_not_a_sentence_run_together():
