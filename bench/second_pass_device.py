@@ -125,7 +125,7 @@ def run(mels_path: Path, device: str, model: str, whisper_dir: Path | None, batc
         folder = Path(tmp)
         write_second_pass_meta(graphs, folder)
         for beam in (4, 1):
-            config = SecondPassConfig(beam=beam)
+            config = SecondPassConfig(beam=beam, max_batch=batch)
             rows: dict[str, dict] = {}
             try:
                 served = SecondPass(default_second_pass_dir(model), config, SessionOptions(intra_op_threads=1))

