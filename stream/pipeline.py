@@ -350,7 +350,7 @@ class Pipeline:
 
         Each round runs the model once over the ready chunks of all the streams (one batch),
         then the search of each chunk, then the second pass over the finals of all of them (one
-        batch); streams at a checkpoint then pass it, which may make more chunks ready.
+        call); streams at a checkpoint then pass it, which may make more chunks ready.
         """
         events: list[Event] = []
         while True:
@@ -392,10 +392,11 @@ class Pipeline:
     def _endpoint(self, state: StreamState) -> list[Event]:
         """Pass each channel's checkpoint (see ``_front``), once the chunks before it are decoded.
 
-        Returns the finals of the utterances that end there, not yet enriched. After an energy checkpoint the
-        audio is quiet, so it holds none of their words; it starts the next utterance. At a
-        probe, the model's frames of the queued part of a chunk go to the decoder now, whose
-        rule ends the utterance if they are blank (``_decode``); if speech goes on, so does it.
+        Returns the finals of the utterances that end there, not yet enriched. After an energy
+        checkpoint the audio is quiet, so it holds none of their words; it starts the next
+        utterance. At a probe, the model's frames of the queued part of a chunk go to the decoder
+        now, whose rule ends the utterance if they are blank (``_decode``); if speech goes on, so
+        does it.
         """
         events: list[Event] = []
         for ch in state.channels:
@@ -528,8 +529,8 @@ def _prompt(hotwords: Sequence[tuple[str, float]]) -> str:
     """The second pass's prompt: the hotword phrases, those typed all in lower case capitalised.
 
     Whisper's prompt is text it reads as what was said before, and it takes names from it as they
-    are written there: on the sample call, "Acme Bank" made base write the agent's "acme bank"
-    alone and in a batch, "acme bank" only in a batch (alone: "acne thank").
+    are written there: on the sample call, the prompt "Acme Bank" made base write the agent's
+    "acme bank", and "acme bank" did not ("acne thank").
     """
     phrases = [" ".join(p.split()) for p, _ in hotwords]
     return ", ".join(p if p != p.lower() else p.title() for p in phrases if p)

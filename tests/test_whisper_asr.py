@@ -334,9 +334,9 @@ def test_the_second_pass_reads_the_hotwords_of_the_server_and_the_stream(step_on
 
 
 def test_finals_of_many_streams_share_one_second_pass_call(speech):
-    """The second pass decodes in batches, so finals that end in the same round of
-    ``decode_streams`` go to it together, each with its own stream's prompt, and each stream
-    gets its own text back."""
+    """Finals of many streams that end in the same round of ``decode_streams`` go to the second
+    pass in one call (which batches them as configured), each with its own stream's prompt, and
+    each stream gets its own text back."""
     from operators.audio import encode_audio
     from stream.app import build_pipeline
     from stream.events import Final, StreamConfig
