@@ -44,6 +44,7 @@ __all__ = [
     "encode",
     "encode_client",
     "end_of_call_record",
+    "hotwords_from_header",
     "json_schema",
 ]
 
@@ -285,6 +286,17 @@ def audio_to_record(chunk: AudioChunk) -> tuple[bytes, bytes, list[tuple[str, by
     return chunk.stream_id.encode("utf-8"), chunk.payload, headers
 
 
+def hotwords_from_header(value: bytes) -> tuple[tuple[str, float], ...]:
+    """A call's hotwords from its Kafka ``cs-hotwords`` header: JSON, as the WebSocket config's
+    ``hotwords`` (``[["acme bank", 8.0], ["visa", 0]]``; weight 0: the server's default). Raises
+    ``CodecError`` on anything else; the recogniser checks the limits when the call opens."""
+    try:
+        obj = json.loads(value)
+    except (ValueError, RecursionError) as exc:
+        raise CodecError(f"audio record header 'cs-hotwords' is not valid JSON: {exc}") from None
+    return _convert(_hints(StreamConfig)["hotwords"], obj, "cs-hotwords")
+
+
 def end_of_call_record(call_id: str) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
     """Kafka record that ends a call: (key=call id, empty value, headers with ``cs-end: 1``)."""
     return call_id.encode("utf-8"), b"", [("cs-v", str(SCHEMA_VERSION).encode()), ("cs-end", b"1")]
@@ -299,7 +311,7 @@ def audio_from_record(
         raise CodecError("audio record has no key; the key must be the call id")
     try:
         stream_id = key.decode("utf-8")
-        h = {k: v.decode("ascii") for k, v in headers}
+        h = {k: v.decode("utf-8") for k, v in headers}
     except (UnicodeDecodeError, AttributeError):
         raise CodecError("audio record key or headers are not text") from None
     version = h.get("cs-v", str(SCHEMA_VERSION))

@@ -1,7 +1,8 @@
 """Kafka ASR worker (``callstream asr-worker``): audio topic in, transcripts topic out.
 
 Records of the audio topic are keyed by call id; headers carry the codec,
-rate, channels, seq and sample offset (``stream.codec.audio_to_record``); a
+rate, channels, seq and sample offset (``stream.codec.audio_to_record``), and
+on a call's first record its redaction modes and hotwords (``call_config``); a
 record with header ``cs-end: 1`` ends the call. Workers form a consumer group,
 so a call's records stay in order on one partition and one worker.
 
@@ -39,7 +40,7 @@ from stream.errors import InputError
 from stream.events import AudioChunk, EndOfStream, Event, Final, Partial, StreamConfig
 from stream.pipeline import Pipeline, StreamState
 
-__all__ = ["AsrWorker", "KafkaConfig", "add_arguments", "ensure_topics", "read_topic", "resume_point", "run"]
+__all__ = ["AsrWorker", "KafkaConfig", "add_arguments", "call_config", "ensure_topics", "read_topic", "resume_point", "run"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class AsrWorker:
                 return
             chunk = codec.audio_from_record(record.key, record.value, headers)
             if call is None:
-                call = self._open(chunk, partition, record.offset, _redact_modes(headers))
+                call = self._open(chunk, partition, record.offset, headers)
             events = await self._off_loop(self._decode, call.state, chunk.payload)
         except InputError as exc:
             await self._dead_letter(record, f"{exc.code}: {exc}")
@@ -153,12 +154,9 @@ class AsrWorker:
     async def _off_loop(self, fn: Callable[..., list[Event]], *args: object) -> list[Event]:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def _open(self, chunk: AudioChunk, partition: int, offset: int, redact: tuple[str, ...] | None) -> _Call:
+    def _open(self, chunk: AudioChunk, partition: int, offset: int, headers: Sequence[tuple[str, bytes]]) -> _Call:
         saved = self._resume.get(chunk.stream_id, {})
-        config = StreamConfig(sample_rate=chunk.sample_rate, encoding=chunk.encoding, channels=chunk.channels,
-                              interim_results=self.config.partials)
-        if redact is not None:
-            config = replace(config, redact=redact)
+        config = call_config(chunk, headers, partials=self.config.partials)
         state = self.pipeline.create_stream(chunk.stream_id, config, start_s=chunk.sample_offset / chunk.sample_rate,
                                    utterance_index=saved.get("next", {}))
         call = _Call(state, partition, resume_offset=offset, skip_before=saved.get("offset", -1))
@@ -337,6 +335,21 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def call_config(chunk: AudioChunk, headers: Sequence[tuple[str, bytes]], *, partials: bool = True) -> StreamConfig:
+    """A call's stream config from its first record: the audio format, and the optional
+    ``cs-redact`` and ``cs-hotwords`` headers. Bad values raise ``InputError`` (here or when the
+    recogniser opens the call), which dead-letters the record."""
+    config = StreamConfig(sample_rate=chunk.sample_rate, encoding=chunk.encoding, channels=chunk.channels,
+                          interim_results=partials)
+    redact = _redact_modes(headers)
+    if redact is not None:
+        config = replace(config, redact=redact)
+    hotwords = next((v for k, v in headers if k == "cs-hotwords"), None)
+    if hotwords is not None:
+        config = replace(config, hotwords=codec.hotwords_from_header(hotwords))
+    return config
 
 
 def _redact_modes(headers: Sequence[tuple[str, bytes]]) -> tuple[str, ...] | None:

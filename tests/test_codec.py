@@ -133,6 +133,25 @@ def test_kafka_audio_record_round_trip_and_errors():
         codec.audio_from_record(key, value, [("cs-v", b"7"), *headers[1:]])
 
 
+def test_kafka_calls_take_their_hotwords_and_redaction_in_headers():
+    from stream.kafka import call_config
+
+    chunk = EVENTS[0]
+    key, value, headers = codec.audio_to_record(chunk)
+    assert call_config(chunk, headers).hotwords == ()
+    named = [*headers, ("cs-hotwords", '[["acme bank", 8.0], ["José", 0]]'.encode()), ("cs-redact", b"pci")]
+    assert codec.audio_from_record(key, value, named) == chunk  # a UTF-8 header is text too
+    config = call_config(chunk, named, partials=False)
+    assert config.hotwords == (("acme bank", 8.0), ("José", 0.0))
+    assert config.redact == ("pci",) and not config.interim_results
+    assert (config.sample_rate, config.encoding, config.channels) == (chunk.sample_rate, chunk.encoding, chunk.channels)
+    for bad, match in [(b"acme", "'cs-hotwords' is not valid JSON"), (b'[["acme"]]', r"cs-hotwords\[0\]: expected 2 items"),
+                       (b'{"acme": 1}', "cs-hotwords: expected an array"),
+                       (b'[["acme", NaN]]', r"cs-hotwords\[0\]\[1\]: expected a finite")]:
+        with pytest.raises(CodecError, match=match):
+            call_config(chunk, [*headers, ("cs-hotwords", bad)])
+
+
 # Inputs that once raised something other than CodecError (found by tests/fuzz/fuzz_codec.py, and by
 # hand for the parser's limits): each now gets a clear CodecError.
 @pytest.mark.parametrize(
