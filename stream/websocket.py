@@ -88,7 +88,7 @@ _LOAD_SAMPLE_S = 0.5
 # The default stream limit, measured (docs/reliability.md, `callstream bench --only soak`) on the
 # 2-core development machine with the soak's clients on the same cores. Whisper base's second pass
 # (the default, beam 4) costs about twice tiny.en's at each endpoint: 24 real-time streams held
-# (final p50 / p99 97 / 909 ms in the second minute, nothing shed), where 36 fell behind within
+# (final p50 / p99 81 / 850 ms in the second minute, nothing shed), where 36 fell behind within
 # 20 s and load shedding took 11 of them (7 with a greedy second pass). With tiny.en's second pass
 # 36 held, and 40 with it greedy. The server's work runs on one recogniser thread plus
 # onnxruntime's (--threads 1), so the figure follows a core's speed more than the core count:
