@@ -21,6 +21,7 @@ Nothing here does I/O or waits; transports run the calls off their event loop.
 from __future__ import annotations
 
 import enum
+import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -533,7 +534,7 @@ def _prompt(hotwords: Sequence[tuple[str, float]]) -> str:
     "acme bank", and "acme bank" did not ("acne thank").
     """
     phrases = [" ".join(p.split()) for p, _ in hotwords]
-    return ", ".join(p if p != p.lower() else p.title() for p in phrases if p)
+    return ", ".join(p if p != p.lower() else string.capwords(p) for p in phrases if p)
 
 
 def _worth_a_second_pass(final: Final) -> bool:

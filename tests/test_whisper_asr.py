@@ -327,10 +327,10 @@ def test_the_second_pass_reads_the_hotwords_of_the_server_and_the_stream(step_on
     pipeline = Pipeline(acoustic=AcousticOperator(AcousticModel(step_onnx)), second_pass=rescorer,
                         hotwords=(("acme  bank", 0.0),))
     state = pipeline.create_stream("s", StreamConfig(sample_rate=16000, encoding="f32",
-                                                     hotwords=(("iPhone", 5.0), (" ", 1.0))))
+                                                     hotwords=(("iPhone", 5.0), (" ", 1.0), ("o'brien", 1.0))))
     feed(pipeline, state, encode_audio(speech, "f32"))
     pipeline.finish(state)
-    assert prompts and set(prompts) == {"Acme Bank, iPhone"}  # lower case capitalised; a name's own case kept
+    assert prompts and set(prompts) == {"Acme Bank, iPhone, O'brien"}  # lower case capitalised; a name's own case kept
 
 
 def test_finals_of_many_streams_share_one_second_pass_call(speech):
