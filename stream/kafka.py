@@ -346,7 +346,7 @@ def call_config(chunk: AudioChunk, headers: Sequence[tuple[str, bytes]], *, part
     redact = _redact_modes(headers)
     if redact is not None:
         config = replace(config, redact=redact)
-    hotwords = next((v for k, v in headers if k == "cs-hotwords"), None)
+    hotwords = _header(headers, "cs-hotwords")
     if hotwords is not None:
         config = replace(config, hotwords=codec.hotwords_from_header(hotwords))
     return config
@@ -357,8 +357,13 @@ def _redact_modes(headers: Sequence[tuple[str, bytes]]) -> tuple[str, ...] | Non
 
     Unknown modes are left for ``Pipeline.open`` to refuse, which dead-letters the record.
     """
-    value = next((v for k, v in headers if k == "cs-redact"), None)
+    value = _header(headers, "cs-redact")
     if value is None:
         return None
     text = value.decode("utf-8", "replace").strip()
     return () if text == "none" else tuple(m.strip() for m in text.split(",") if m.strip())
+
+
+def _header(headers: Sequence[tuple[str, bytes]], name: str) -> bytes | None:
+    """The first value of header ``name``, or None."""
+    return next((v for k, v in headers if k == name), None)

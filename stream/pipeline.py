@@ -451,10 +451,9 @@ class Pipeline:
         margin = round(_SECOND_PASS_MARGIN_S / shift)
         jobs: list[tuple[StreamState, ChannelState, Final, np.ndarray]] = []
         for state, events in groups:
-            channels = {ch.name: ch for ch in state.channels}
             for f in events:
                 if isinstance(f, Final) and _worth_a_second_pass(f):
-                    ch = channels[f.channel]
+                    ch = next(c for c in state.channels if c.name == f.channel)
                     mel = self.acoustic.kept_features(ch.acoustic, round(f.start / shift) - margin,
                                                       round(f.end / shift) + margin)
                     if mel.shape[0]:
