@@ -19,7 +19,7 @@ from operators.acoustic import AcousticSpec
 from stream.cache import cache_root
 from stream.errors import ModelError
 
-__all__ = ["ASSETS", "BUNDLED_HEAD", "SECOND_PASS_MODELS", "AcousticModel", "SessionOptions", "default_asr_dir",
+__all__ = ["ASSETS", "BUNDLED_ENCODER", "BUNDLED_HEAD", "SECOND_PASS_MODELS", "AcousticModel", "SessionOptions", "default_asr_dir",
            "default_model_path", "default_second_pass_dir", "load_acoustic", "open_session"]
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -114,6 +114,7 @@ def _providers(choice: str) -> list[str]:
 
 
 BUNDLED_HEAD = ASSETS / "ctc_head.pt"
+BUNDLED_ENCODER = ASSETS / "stream_encoder.pt"  # Whisper tiny.en's encoder fine-tuned for chunks
 # The exported graphs' interface (models.train.export_whisper). Raise it with any change to their
 # inputs or outputs: a cache built by older code must not be read by newer.
 GRAPHS_VERSION = 2
@@ -122,11 +123,14 @@ GRAPHS_VERSION = 2
 def default_asr_dir() -> Path:
     """Where set-up builds the recogniser's ONNX graphs (``callstream build-asr``).
 
-    The name carries a hash of the bundled head and ``GRAPHS_VERSION``, so a new bundle, or
-    graphs with other inputs, are built anew.
+    The name carries a hash of the bundled head and encoder and ``GRAPHS_VERSION``, so a new
+    bundle, or graphs with other inputs, are built anew.
     """
-    digest = hashlib.sha1(BUNDLED_HEAD.read_bytes()).hexdigest()[:10] if BUNDLED_HEAD.exists() else "missing"
-    return cache_root() / f"asr-whisper-tiny-ctc-g{GRAPHS_VERSION}-{digest}"
+    h = hashlib.sha1()
+    for path in (BUNDLED_HEAD, BUNDLED_ENCODER):
+        h.update(path.read_bytes() if path.exists() else b"missing")
+    digest = h.hexdigest()[:10]
+    return cache_root() / f"asr-whisper-tiny-chunk-ctc-g{GRAPHS_VERSION}-{digest}"
 
 
 # Whisper models the second pass can run (models.whisper_weights.whisper_dir); set-up builds the first.

@@ -15,14 +15,8 @@ ctranslate2 = pytest.importorskip("ctranslate2", reason="ctranslate2 is in the [
 from models.train.data import load_audio  # noqa: E402
 from models.runtime import AcousticModel  # noqa: E402
 from models.train.ctc_head import CtcHead, HeadConfig, StreamingStep  # noqa: E402
-from models.train.stream_encoder import (  # noqa: E402
-    CHUNK_MEL,
-    LEFT_MEL,
-    LOG_MEL_FLOOR,
-    RIGHT_MEL,
-    WindowedEncoder,
-    encode_utterance,
-)
+from models.train.chunk_encoder import CONTEXT_MEL, ChunkedEncoder  # noqa: E402
+from models.train.stream_encoder import CHUNK_MEL, LOG_MEL_FLOOR, WindowedEncoder  # noqa: E402
 from models.train.whisper import load_whisper  # noqa: E402
 from models.whisper_weights import special_tokens, tiny_en_dir, whisper_dir  # noqa: E402
 from operators.acoustic import AcousticOperator  # noqa: E402
@@ -62,13 +56,13 @@ def tiny_head():
 def step_onnx(whisper, tiny_head, tmp_path_factory) -> Path:
     from models.train.export_whisper import export_step
 
-    return export_step(tiny_head, tmp_path_factory.mktemp("whisper") / "acoustic.onnx", left=16, int8=False)[0]
+    return export_step(tiny_head, tmp_path_factory.mktemp("whisper") / "acoustic.onnx", encoder=None, int8=False)[0]
 
 
 def test_the_step_export_is_deterministic(tiny_head, step_onnx, tmp_path):
     from models.train.export_whisper import export_step
 
-    again = export_step(tiny_head, tmp_path / "acoustic.onnx", left=16, int8=False)[0]
+    again = export_step(tiny_head, tmp_path / "acoustic.onnx", encoder=None, int8=False)[0]
     assert again.read_bytes() == step_onnx.read_bytes()
 
 
@@ -151,28 +145,61 @@ def test_head_chunk_by_chunk_equals_whole_sequence_with_the_same_mask(tiny_head)
     np.testing.assert_allclose(torch.cat(parts, 1).numpy(), whole.numpy(), atol=1e-5)
 
 
+def test_chunk_encoder_step_by_step_equals_whole_sequence_with_the_same_schedule(whisper):
+    """The cached steps and the training pass (one sequence, the schedule's mask) agree,
+    with shorter chunks among whole ones, as endpoints mid-chunk make them."""
+    encoder = ChunkedEncoder(whisper[1]).eval()
+    mel = torch.randn(2, 230, 80) - 3.0
+    sizes = [16, 5, 16, 16, 11, 16, 16, 16, 3]  # 115 frames
+    feats = torch.full((2, 2 * sum(sizes) + CONTEXT_MEL, 80), LOG_MEL_FLOOR)
+    feats[:, :230] = mel
+    with torch.no_grad():
+        whole = encoder(mel, sizes)
+        mel_cache, k, v, n = encoder.init_cache(2)
+        parts, start = [], 0
+        for size in sizes:
+            out, mel_cache, k, v, n = encoder.step(feats[:, 2 * start : 2 * (start + size) + CONTEXT_MEL],
+                                                   mel_cache, k, v, n)
+            parts.append(out)
+            start += size
+    assert whole.shape == (2, 115, 384)
+    np.testing.assert_allclose(torch.cat(parts, 1).numpy(), whole.numpy(), atol=1e-3)  # outputs reach 10
+    assert n.tolist() == [64, 64]
+
+
+def _caches(mel_cache, k, v, att, conv, n, i):
+    return {"mel_cache": mel_cache[i].numpy(), "enc_k_cache": k[:, i].numpy(), "enc_v_cache": v[:, i].numpy(),
+            "att_cache": att[:, i].numpy(), "conv_cache": conv[:, i].numpy(), "cache_len": n[i].numpy()}
+
+
 def test_onnx_step_matches_torch(whisper, tiny_head, step_onnx):
-    step = StreamingStep(WindowedEncoder(whisper[1]), tiny_head).eval()
-    feats = np.random.default_rng(0).normal(-1.5, 1.0, (2, CHUNK_MEL + RIGHT_MEL, 80)).astype(np.float32)
-    mel_cache = np.full((2, LEFT_MEL, 80), LOG_MEL_FLOOR, np.float32)
-    att, conv, n = tiny_head.init_cache(2, 16)
-    with torch.no_grad():
-        ref = step(torch.from_numpy(feats), torch.from_numpy(mel_cache), att, conv, n)
+    step = StreamingStep(ChunkedEncoder(whisper[1]), tiny_head).eval()
+    rng = np.random.default_rng(0)
     model = AcousticModel(step_onnx)
-    caches = [{"mel_cache": mel_cache[i], "att_cache": att[:, i].numpy(), "conv_cache": conv[:, i].numpy(),
-               "cache_len": n[i].numpy()} for i in range(2)]
-    lp, new = model.step(feats, caches)
-    np.testing.assert_allclose(lp, ref[0].numpy(), atol=1e-3)
-    np.testing.assert_allclose(new[1]["mel_cache"], ref[1][1].numpy(), atol=1e-6)
-    np.testing.assert_allclose(new[0]["att_cache"], ref[2][:, 0].numpy(), atol=1e-3)
+    mel_cache, k, v, n = step.encoder.init_cache(2)
+    att, conv, _ = tiny_head.init_cache(2, 64)
+    torch_caches = (mel_cache, k, v, att, conv, n)
+    onnx_caches = [_caches(*torch_caches, i) for i in range(2)]
+    for size in (CHUNK_MEL, CHUNK_MEL, 10):  # two whole chunks, then a short one over full caches
+        feats = rng.normal(-1.5, 1.0, (2, size + CONTEXT_MEL, 80)).astype(np.float32)
+        with torch.no_grad():
+            ref = step(torch.from_numpy(feats), *torch_caches)
+        lp, onnx_caches = model.step(feats, onnx_caches)
+        torch_caches = ref[1:]
+        np.testing.assert_allclose(lp, ref[0].numpy(), atol=1e-3)
+        for i in range(2):
+            for name, value in _caches(*torch_caches, i).items():
+                np.testing.assert_allclose(onnx_caches[i][name], value, atol=1e-3, err_msg=name)
+    assert onnx_caches[0]["cache_len"] == 37
 
 
-def test_streaming_operator_equals_the_training_features(whisper, tiny_head, step_onnx, speech):
-    """Serving (ONNX, any message cut) and training (encode_utterance + head) see the same frames."""
+def test_streaming_operator_equals_the_training_pass(whisper, tiny_head, step_onnx, speech):
+    """Serving (ONNX, any message cut) and training (the whole-sequence pass + head) see the same frames."""
     mel = _front(dither(speech, 0))
+    frames = (mel.shape[0] - CONTEXT_MEL) // CHUNK_MEL * (CHUNK_MEL // 2)
     with torch.no_grad():
-        enc = encode_utterance(WindowedEncoder(whisper[1]), mel)
-        ref = tiny_head(torch.from_numpy(enc)[None], torch.tensor([enc.shape[0]]), 16, 16)[0].numpy()
+        enc = ChunkedEncoder(whisper[1]).eval()(torch.from_numpy(mel)[None], [16] * (frames // 16))
+        ref = tiny_head(enc, torch.tensor([frames]), 16, 64)[0].numpy()
     op = AcousticOperator(AcousticModel(step_onnx))
     state, outs, i = op.new_state(), [], 0
     rng = np.random.default_rng(1)
@@ -181,8 +208,27 @@ def test_streaming_operator_equals_the_training_features(whisper, tiny_head, ste
         outs += op.feed(state, mel[i : i + k])
         i += k
     streamed = np.concatenate(outs)
-    assert streamed.shape[0] == (mel.shape[0] - RIGHT_MEL) // CHUNK_MEL * (CHUNK_MEL // 2)
-    np.testing.assert_allclose(streamed, ref[: streamed.shape[0]], atol=2e-3)
+    assert streamed.shape[0] == frames
+    np.testing.assert_allclose(streamed, ref, atol=2e-3)
+
+
+def test_a_ten_minute_stream_runs_as_its_first_minute(tiny_head, step_onnx, speech):
+    """Positions restart in every step and the caches hold a fixed span, so nothing drifts: a
+    stream of one 2.88 s sound repeated for 10 minutes gives the same log-probs in its last
+    repetition as in its tenth, and the caches keep their sizes. (Not its second: each layer's
+    cached keys come from states that saw the layer below's cache, so the stream's start
+    reaches 64 frames further per layer, about 10 s through the encoder's and the head's 8.)"""
+    mel = _front(dither(speech, 0))[: 9 * CHUNK_MEL]  # 9 chunks
+    op = AcousticOperator(AcousticModel(step_onnx))
+    state = op.new_state()
+    sizes = {name: value.shape for name, value in state.caches.items()}
+    reps = 10 * 60 * 100 // mel.shape[0]  # 10 minutes of 10 ms frames
+    outs = [np.concatenate(op.feed(state, mel)) for _ in range(reps)]
+    # the first feed leaves its last chunk waiting for look-ahead; every later one runs 9 chunks
+    assert reps == 208 and outs[0].shape[0] == 128
+    assert all(o.shape == (144, len(op.spec.vocab)) for o in outs[1:])
+    np.testing.assert_allclose(outs[-2], outs[10], atol=1e-4)
+    assert {name: value.shape for name, value in state.caches.items()} == sizes
 
 
 def test_forced_alignment_times_each_word():

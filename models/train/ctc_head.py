@@ -9,7 +9,8 @@ chunk with caches, and equals ``forward`` under the same mask.
 
 ``StreamingStep`` is what serving runs, exported as one ONNX graph: the
 chunk's raw log-mel frames and the stream's caches in; the chunk's CTC
-log-probs and the new caches out.
+log-probs and the new caches out. Its encoder is Whisper's, fine-tuned to run
+chunk by chunk with a key/value cache (``models.train.chunk_encoder``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.train.conformer import ConformerBlock, ConformerConfig, chunk_mask, stream_blocks
-from models.train.stream_encoder import LEFT_MEL, RIGHT_MEL, WindowedEncoder
+from models.train.chunk_encoder import ChunkedEncoder
 
 __all__ = ["CtcHead", "HeadConfig", "StreamingStep"]
 
@@ -81,20 +82,19 @@ class CtcHead(nn.Module):
 class StreamingStep(nn.Module):
     """One streaming step of the whole acoustic model (the ONNX graph serving runs).
 
-    feats (B, 2n + RIGHT_MEL, mel): the chunk's n encoder frames' worth of raw log10-mel
-    frames plus the look-ahead; mel_cache (B, LEFT_MEL, mel): the frames before them.
-    Returns log_probs (B, n, vocab) and the new caches.
+    feats (B, 2n + CONTEXT_MEL, mel): the chunk's n encoder frames' worth of raw log10-mel
+    frames plus the look-ahead; mel_cache (B, LEFT_MEL, mel): the frames before them;
+    enc_k_cache, enc_v_cache: the chunk encoder's keys and values; att_cache, conv_cache:
+    the head's; cache_len (B,): the cached frames, the same count for the encoder and the head
+    (both keep ``LEFT`` frames). Returns log_probs (B, n, vocab) and the new caches.
     """
 
-    def __init__(self, encoder: WindowedEncoder, head: CtcHead) -> None:
+    def __init__(self, encoder: ChunkedEncoder, head: CtcHead) -> None:
         super().__init__()
         self.encoder, self.head = encoder, head
 
-    def forward(self, feats: Tensor, mel_cache: Tensor, att_cache: Tensor, conv_cache: Tensor,
-                cache_len: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        window = torch.cat([mel_cache, feats], dim=1)
-        n = (feats.shape[1] - RIGHT_MEL) // 2
-        enc = self.encoder(window)[:, LEFT_MEL // 2 : LEFT_MEL // 2 + n]
+    def forward(self, feats: Tensor, mel_cache: Tensor, enc_k_cache: Tensor, enc_v_cache: Tensor, att_cache: Tensor,
+                conv_cache: Tensor, cache_len: Tensor) -> tuple[Tensor, ...]:
+        enc, new_mel, k, v, _ = self.encoder.step(feats, mel_cache, enc_k_cache, enc_v_cache, cache_len)
         log_probs, att, conv, lens = self.head.infer(enc, att_cache, conv_cache, cache_len)
-        new_mel = window[:, 2 * n : 2 * n + LEFT_MEL]
-        return log_probs, new_mel, att, conv, lens
+        return log_probs, new_mel, k, v, att, conv, lens

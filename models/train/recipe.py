@@ -5,8 +5,10 @@
 2. Encode it, and the shared real speech, once with the frozen streaming
    Whisper encoder (``models.train.encode_corpus``), in two processes.
 3. Train the Conformer-CTC head on the features (``models.train.train_head``).
-4. Build the recogniser's graphs from the best head (``build-asr``) into
-   ``OUT/model``, ready for ``--model OUT/model/acoustic.int8.onnx``.
+4. Fine-tune the encoder to run chunk by chunk with a key/value cache, by
+   distillation from the windowed encoder (``models.train.distil_encoder``).
+5. Build the recogniser's graphs from the best head and encoder (``build-asr``)
+   into ``OUT/model``, ready for ``--model OUT/model/acoustic.int8.onnx``.
 
 Each step skips what an earlier run finished, so rerunning the same command
 after an interruption goes on where it stopped.
@@ -30,20 +32,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/asr"), help="working folder (corpus, features, checkpoints)")
     p.add_argument("--utterances", type=int, default=16000, help="synthetic utterances to render")
     p.add_argument("--steps", type=int, default=900, help="head training steps")
+    p.add_argument("--encoder-steps", type=int, default=3000, help="encoder distillation steps")
     p.add_argument("--data-root", type=Path, default=DATA_ROOT, help="the shared real speech")
     p.add_argument("--workers", type=int, default=2, help="processes for rendering and encoding")
     p.add_argument("--seed", type=int, default=2)
 
 
 def run(args: argparse.Namespace) -> int:
+    from models.train.distil_encoder import train as distil
     from models.train.export_whisper import build_asr
     from models.train.train_head import train
 
     out: Path = args.out
-    print(f"[1/4] rendering {args.utterances} synthetic utterances into {out / 'corpus'}", flush=True)
+    print(f"[1/5] rendering {args.utterances} synthetic utterances into {out / 'corpus'}", flush=True)
     manifest = build_corpus(out / "corpus", n_utterances=args.utterances, seed=args.seed, workers=args.workers,
                             general=True)
-    print(f"[2/4] encoding with the streaming Whisper encoder into {out / 'features'}", flush=True)
+    print(f"[2/5] encoding with the streaming Whisper encoder into {out / 'features'}", flush=True)
     parts = [out / "features" / f"part{i}" for i in range(args.workers)]
     procs = [subprocess.Popen([sys.executable, "-m", "models.train.encode_corpus", "--out", str(part),
                                "--corpus", str(manifest), "--data-root", str(args.data_root),
@@ -51,8 +55,11 @@ def run(args: argparse.Namespace) -> int:
     if any(p.wait() for p in procs):
         print("train-asr: encoding failed; rerun the same command to go on", file=sys.stderr)
         return 1
-    print(f"[3/4] training the CTC head for {args.steps} steps in {out / 'head'}", flush=True)
+    print(f"[3/5] training the CTC head for {args.steps} steps in {out / 'head'}", flush=True)
     best = train(data=parts, out=out / "head", steps=args.steps, data_root=args.data_root)
-    print(f"[4/4] building the recogniser from {best}", flush=True)
-    build_asr(out / "model", head_path=best, force=True)
+    print(f"[4/5] distilling the chunk encoder for {args.encoder_steps} steps in {out / 'encoder'}", flush=True)
+    encoder = distil(corpora=[manifest], data_root=args.data_root, out=out / "encoder", steps=args.encoder_steps,
+                     head=best)
+    print(f"[5/5] building the recogniser from {best} and {encoder}", flush=True)
+    build_asr(out / "model", head_path=best, encoder_path=encoder, force=True)
     return 0

@@ -12,12 +12,14 @@ training (``encode_utterance``) and serving (the ONNX step) compute the same
 numbers.
 
 Cost: each 0.32 s chunk re-encodes a 1.76 s window, 5.5 times the frames a
-whole-utterance pass would. A chunk-masked encoder with a key/value cache
-would pay for the chunk only; that needs the encoder fine-tuned on chunk
-masks, which this recipe does not do yet.
+whole-utterance pass would. Serving therefore runs the encoder chunk by chunk
+with a key/value cache (``models.train.chunk_encoder``), fine-tuned to give
+these windows' features; the windowed encoder is its teacher.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -72,13 +74,30 @@ def encode_utterance(model: WindowedEncoder, mel: np.ndarray, batch: int = 64) -
 
 class AudioEncoder:
     """16 kHz audio -> streaming encoder features, as serving computes them: the serving dither,
-    Whisper's log-mel front end, then ``encode_utterance`` over Whisper tiny.en's encoder."""
+    Whisper's log-mel front end, then Whisper tiny.en's encoder, either on windows
+    (``encode_utterance``, the teacher the bundled head was trained on) or, given ``chunked``
+    weights (a ``models.train.distil_encoder`` checkpoint), chunk by chunk with its cache as the
+    served step runs it."""
 
-    def __init__(self) -> None:
-        _, encoder, _ = load_whisper(decoder=False)
-        self.model = WindowedEncoder(encoder).eval()
+    def __init__(self, chunked: Path | None = None) -> None:
         self.front = LogMelOperator(FeatureConfig(kind="whisper"))
+        if chunked is None:
+            _, encoder, _ = load_whisper(decoder=False)
+            model = WindowedEncoder(encoder).eval()
+            self.encode = lambda mel: encode_utterance(model, mel)
+        else:
+            from models.train.chunk_encoder import CHUNK, load_student
+
+            student = load_student(chunked)
+
+            def encode(mel: np.ndarray) -> np.ndarray:
+                frames = mel.shape[0] // 2
+                with torch.no_grad():
+                    out = student(torch.from_numpy(mel)[None], [CHUNK] * -(-frames // CHUNK))
+                return out[0, :frames].numpy()
+
+            self.encode = encode
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         """float32 (N,) at 16 kHz -> float32 (frames, d)."""
-        return encode_utterance(self.model, self.front.feed(self.front.new_state(), dither(audio, 0)))
+        return self.encode(self.front.feed(self.front.new_state(), dither(audio, 0)))

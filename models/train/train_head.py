@@ -111,9 +111,9 @@ def load_head(path: Path) -> CtcHead:
     return head.eval()
 
 
-def _dev_sets(data_root: Path, n: int) -> dict[str, list[tuple[np.ndarray, str]]]:
+def _dev_sets(data_root: Path, n: int, chunked: Path | None) -> dict[str, list[tuple[np.ndarray, str]]]:
     """Real-speech dev utterances encoded as serving would (the first ``n`` of each, by a fixed shuffle)."""
-    encode = AudioEncoder()
+    encode = AudioEncoder(chunked)
     out = {}
     for name, split in real_speech_splits(data_root).items():
         utts = list(split["dev"])
@@ -141,8 +141,9 @@ def _evaluate(head: CtcHead, sets: dict[str, list[tuple[np.ndarray, str]]]) -> d
 
 def train(*, data: Sequence[Path], out: Path, steps: int, data_root: Path, lr: float = 1.5e-3, warmup: int = 150,
           max_frames: int = 10000, eval_every: int = 150, threads: int = 2, seed: int = 0,
-          config: HeadConfig | None = None, init: Path | None = None) -> Path:
-    """Train a head into ``out`` (resuming from its ``last.pt``); ``init``: start from that head's weights."""
+          config: HeadConfig | None = None, init: Path | None = None, chunked: Path | None = None) -> Path:
+    """Train a head into ``out`` (resuming from its ``last.pt``); ``init``: start from that head's weights;
+    ``chunked``: the chunk encoder's weights that encoded the data (the dev sets are encoded with them too)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -164,7 +165,7 @@ def train(*, data: Sequence[Path], out: Path, steps: int, data_root: Path, lr: f
         step, best = ckpt["step"], ckpt["best"]
         print(f"resumed from {last} at step {step}", flush=True)
     corpus = _Data(data)
-    dev = {"held_out_synthetic": corpus.held, **_dev_sets(data_root, 150)}
+    dev = {"held_out_synthetic": corpus.held, **_dev_sets(data_root, 150, chunked)}
     print(f"{len(corpus.train)} training utterances, dev sets {({k: len(v) for k, v in dev.items()})}", flush=True)
     rng = random.Random(f"{seed}:{step}")
     head.train()
@@ -229,10 +230,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--eval-every", type=int, default=150)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--init", type=Path, help="start from this head (e.g. models/assets/ctc_head.pt): fine-tuning")
+    p.add_argument("--chunked", type=Path, default=None,
+                   help="the chunk encoder's weights the data was encoded with (encode_corpus --chunked)")
     args = p.parse_args(argv)
     train(data=args.data, out=args.out, steps=args.steps, data_root=args.data_root, lr=args.lr,
           max_frames=args.max_frames, warmup=args.warmup, eval_every=args.eval_every, threads=args.threads,
-          init=args.init)
+          init=args.init, chunked=args.chunked)
     return 0
 
 

@@ -1,0 +1,202 @@
+"""Fine-tune Whisper's encoder to the cached chunk schedule, by distillation (resumable).
+
+The teacher is the windowed encoder the CTC head was trained on
+(``models.train.stream_encoder``); the student is the same weights run as
+``models.train.chunk_encoder.ChunkedEncoder``. The loss is the mean squared
+error between their features, frame by frame, so the bundled head keeps
+working on the student's output and needs no transcripts: any speech will do.
+Training audio is what the head's recipe encodes (the synthetic corpus and the
+real training speech, 60% of it through the waveform augmentation chain).
+
+Chunk sizes are drawn as serving makes them: mostly whole chunks, sometimes a
+shorter one (an endpoint decided mid-chunk runs the frames it has).
+
+Every ``--eval-every`` steps it writes ``OUT/last.pt`` (to resume) and
+``OUT/encoder.pt`` (the float16 weights ``build-asr --encoder`` reads), and
+reports the dev sets' greedy WER through the CTC head on the student's
+features next to the teacher's. Those dev subsets are small (their mean moved
+by 0.04 between evaluations of one run), so the recipe keeps the last step,
+not the best-scoring one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.metrics import ErrorCounter
+from models.runtime import BUNDLED_HEAD
+from models.train.chunk_encoder import CHUNK, ChunkedEncoder, load_student
+from models.train.data import Augmenter, load_audio, real_speech_splits
+from models.train.encode_corpus import _jobs
+from models.train.stream_encoder import LOG_MEL_FLOOR, WindowedEncoder, encode_utterance
+from models.train.train_head import LEFT, greedy_text, load_head
+from models.train.whisper import load_whisper
+from operators.audio import dither
+from operators.features import FeatureConfig, LogMelOperator
+
+__all__ = ["chunk_sizes", "main", "train"]
+
+MAX_MEL = 1500  # log-mel frames per training utterance (15 s); longer ones are cut
+
+
+def chunk_sizes(frames: int, rng: random.Random, partial: float = 0.2) -> list[int]:
+    """Chunk sizes covering ``frames`` encoder frames: CHUNK, or with chance ``partial`` fewer."""
+    sizes: list[int] = []
+    while sum(sizes) < frames:
+        sizes.append(CHUNK if rng.random() >= partial else rng.randint(1, CHUNK - 1))
+    return sizes
+
+
+class _Front:
+    """16 kHz audio -> raw log10 mel as serving computes it (the serving dither, ``whisper`` front end)."""
+
+    def __init__(self) -> None:
+        self.op = LogMelOperator(FeatureConfig(kind="whisper"))
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        return self.op.feed(self.op.new_state(), dither(audio, 0))
+
+
+def _dev_sets(data_root: Path, n: int, front: _Front) -> dict[str, list[tuple[np.ndarray, str]]]:
+    out = {}
+    for name, split in real_speech_splits(data_root).items():
+        utts = list(split["dev"])
+        random.Random(0).shuffle(utts)
+        out[name] = [(front(load_audio(u.path)), u.text) for u in utts[:n]]
+    return out
+
+
+@torch.no_grad()
+def _wer(head, sets, encode) -> dict[str, float]:
+    scores = {}
+    for name, items in sets.items():
+        counter = ErrorCounter()
+        for mel, text in items:
+            feats = torch.as_tensor(encode(mel))[None]
+            lp = head(feats, torch.tensor([feats.shape[1]]), CHUNK, LEFT)[0].numpy()
+            counter.add(text, greedy_text(lp))
+        scores[name] = round(counter.wer, 4)
+    return scores
+
+
+def _student_feats(student: ChunkedEncoder, mel: np.ndarray) -> np.ndarray:
+    frames = mel.shape[0] // 2
+    sizes = [CHUNK] * -(-frames // CHUNK)
+    return student(torch.from_numpy(mel)[None], sizes)[0, :frames].numpy()
+
+
+def train(*, corpora: Sequence[Path], data_root: Path, out: Path, steps: int, head: Path = BUNDLED_HEAD,
+          lr: float = 1e-4, batch: int = 8, warmup: int = 50, eval_every: int = 250, threads: int = 2, seed: int = 0,
+          dev_n: int = 60) -> Path:
+    """Distil into ``out`` (resuming from its ``last.pt``); ``head`` scores the dev sets. Returns encoder.pt."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    _, encoder, _ = load_whisper(decoder=False)
+    teacher = WindowedEncoder(encoder).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    student = load_student()
+    student.train()
+    opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
+    step = 0
+    last = out / "last.pt"
+    if last.exists():
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        student.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        step = ckpt["step"]
+        print(f"resumed from {last} at step {step}", flush=True)
+    front = _Front()
+    ctc = load_head(head)
+    dev = _dev_sets(data_root, dev_n, front)
+    base = _wer(ctc, dev, lambda mel: encode_utterance(teacher, mel))
+    print(f"dev WER through the head on the teacher's features: {json.dumps(base)}", flush=True)
+    jobs = _jobs(corpora, data_root, real_copies=2)
+    print(f"{len(jobs)} training utterances", flush=True)
+    rng = random.Random(f"{seed}:{step}")
+    aug = Augmenter(seed + step, prob=1.0, quiet_edges=False)
+    memo: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # job -> (mel, teacher features), float16
+
+    def example(i: int) -> tuple[np.ndarray, np.ndarray]:
+        if i not in memo:
+            _, utt, augment = jobs[i]
+            x = load_audio(utt.path)
+            if augment if augment is not None else rng.random() < 0.6:
+                x = aug.waveform(x)
+            mel = front(x)[:MAX_MEL]
+            with torch.no_grad():
+                target = encode_utterance(teacher, mel)
+            memo[i] = (mel.astype(np.float16), target.astype(np.float16))
+        return memo[i]
+
+    started, losses = time.time(), []
+    while step < steps:
+        items = [example(rng.randrange(len(jobs))) for _ in range(batch)]
+        items = [it for it in items if it[1].shape[0] >= 2]
+        t_mel = max(m.shape[0] for m, _ in items)
+        mel = torch.full((len(items), t_mel, items[0][0].shape[1]), LOG_MEL_FLOOR)
+        target = torch.zeros(len(items), t_mel // 2, items[0][1].shape[1])
+        valid = torch.zeros(len(items), t_mel // 2, dtype=torch.bool)
+        for j, (m, t) in enumerate(items):
+            mel[j, : m.shape[0]] = torch.from_numpy(m.astype(np.float32))
+            target[j, : t.shape[0]] = torch.from_numpy(t.astype(np.float32))
+            valid[j, : t.shape[0]] = True
+        pred = student(mel, chunk_sizes(t_mel // 2, rng))[:, : t_mel // 2]
+        loss = F.mse_loss(pred[valid], target[valid])
+        scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr * max(scale, 0.05)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        opt.step()
+        step += 1
+        losses.append(loss.item())
+        if step % 10 == 0:
+            print(f"step {step} mse {np.mean(losses[-10:]):.4f} lr {opt.param_groups[0]['lr']:.2e} "
+                  f"{len(memo)} cached {(time.time() - started) / 60:.1f} min", flush=True)
+        if step % eval_every == 0 or step == steps:
+            student.eval()
+            scores = _wer(ctc, dev, lambda m: _student_feats(student, m))
+            student.train()
+            print(f"step {step} dev WER {json.dumps(scores)} mean {np.mean(list(scores.values())):.4f}", flush=True)
+            torch.save({"model": student.state_dict(), "optimizer": opt.state_dict(), "step": step, "dev": scores},
+                       out / "last.tmp")
+            (out / "last.tmp").replace(last)
+            torch.save({"model": {k: v.half() for k, v in student.state_dict().items()}, "step": step,
+                        "dev": scores}, out / "encoder.tmp")
+            (out / "encoder.tmp").replace(out / "encoder.pt")
+    return out / "encoder.pt"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Distil the windowed Whisper encoder into the cached chunk encoder.")
+    p.add_argument("--corpus", type=Path, nargs="*", default=[], help="synthetic corpus manifests")
+    p.add_argument("--data-root", type=Path, default=Path(__file__).resolve().parents[3] / "shared/data/speech")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--head", type=Path, default=BUNDLED_HEAD, help="the CTC head that scores the dev sets")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    train(corpora=args.corpus, data_root=args.data_root, out=args.out, steps=args.steps, head=args.head, lr=args.lr,
+          batch=args.batch, eval_every=args.eval_every, threads=args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
