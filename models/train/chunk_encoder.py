@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -41,7 +42,7 @@ from torch import Tensor, nn
 from models.train.stream_encoder import CHUNK_MEL, LEFT_MEL, LOG_MEL_FLOOR, RIGHT_MEL
 from models.train.whisper import WhisperEncoder, load_whisper
 
-__all__ = ["CHUNK", "CONTEXT_MEL", "LEFT", "LOOK", "ChunkedEncoder", "load_student"]
+__all__ = ["CHUNK", "CONTEXT_MEL", "LEFT", "LOOK", "ChunkedEncoder", "encode_chunks", "load_student"]
 
 CHUNK = CHUNK_MEL // 2  # encoder frames per chunk
 LEFT = LEFT_MEL // 2  # encoder frames of cached keys and values
@@ -175,3 +176,11 @@ def load_student(path: Path | None = None) -> ChunkedEncoder:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         student.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
     return student.eval()
+
+
+@torch.no_grad()
+def encode_chunks(encoder: ChunkedEncoder, mel: np.ndarray) -> np.ndarray:
+    """An utterance's features as the served steps give them, in whole chunks: mel float32
+    (T, n_mels) raw log10 mel -> float32 (T // 2, d)."""
+    frames = mel.shape[0] // 2
+    return encoder(torch.as_tensor(mel)[None], [CHUNK] * -(-frames // CHUNK))[0, :frames].numpy()

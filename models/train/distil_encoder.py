@@ -23,24 +23,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.metrics import ErrorCounter
 from models.runtime import BUNDLED_HEAD
-from models.train.chunk_encoder import CHUNK, ChunkedEncoder, load_student
-from models.train.data import Augmenter, load_audio, real_speech_splits
-from models.train.encode_corpus import _jobs
+from models.train.chunk_encoder import CHUNK, encode_chunks, load_student
+from models.train.data import Augmenter, load_audio
+from models.train.encode_corpus import corpus_jobs
 from models.train.stream_encoder import LOG_MEL_FLOOR, WindowedEncoder, encode_utterance
-from models.train.train_head import LEFT, greedy_text, load_head
+from models.train.train_head import cosine_step, dev_sets, evaluate, load_head
 from models.train.whisper import load_whisper
 from operators.audio import dither
 from operators.features import FeatureConfig, LogMelOperator
@@ -68,34 +66,6 @@ class _Front:
         return self.op.feed(self.op.new_state(), dither(audio, 0))
 
 
-def _dev_sets(data_root: Path, n: int, front: _Front) -> dict[str, list[tuple[np.ndarray, str]]]:
-    out = {}
-    for name, split in real_speech_splits(data_root).items():
-        utts = list(split["dev"])
-        random.Random(0).shuffle(utts)
-        out[name] = [(front(load_audio(u.path)), u.text) for u in utts[:n]]
-    return out
-
-
-@torch.no_grad()
-def _wer(head, sets, encode) -> dict[str, float]:
-    scores = {}
-    for name, items in sets.items():
-        counter = ErrorCounter()
-        for mel, text in items:
-            feats = torch.as_tensor(encode(mel))[None]
-            lp = head(feats, torch.tensor([feats.shape[1]]), CHUNK, LEFT)[0].numpy()
-            counter.add(text, greedy_text(lp))
-        scores[name] = round(counter.wer, 4)
-    return scores
-
-
-def _student_feats(student: ChunkedEncoder, mel: np.ndarray) -> np.ndarray:
-    frames = mel.shape[0] // 2
-    sizes = [CHUNK] * -(-frames // CHUNK)
-    return student(torch.from_numpy(mel)[None], sizes)[0, :frames].numpy()
-
-
 def train(*, corpora: Sequence[Path], data_root: Path, out: Path, steps: int, head: Path = BUNDLED_HEAD,
           lr: float = 1e-4, batch: int = 8, warmup: int = 50, eval_every: int = 250, threads: int = 2, seed: int = 0,
           dev_n: int = 60) -> Path:
@@ -120,10 +90,16 @@ def train(*, corpora: Sequence[Path], data_root: Path, out: Path, steps: int, he
         print(f"resumed from {last} at step {step}", flush=True)
     front = _Front()
     ctc = load_head(head)
-    dev = _dev_sets(data_root, dev_n, front)
-    base = _wer(ctc, dev, lambda mel: encode_utterance(teacher, mel))
+    dev = dev_sets(data_root, dev_n, front)
+
+    @torch.no_grad()
+    def wer(encode: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
+        scores = evaluate(ctc, {name: [(encode(mel), text) for mel, text in items] for name, items in dev.items()})
+        return {name: s["wer"] for name, s in scores.items()}
+
+    base = wer(lambda mel: encode_utterance(teacher, mel))
     print(f"dev WER through the head on the teacher's features: {json.dumps(base)}", flush=True)
-    jobs = _jobs(corpora, data_root, real_copies=2)
+    jobs = corpus_jobs(corpora, data_root, real_copies=2)
     print(f"{len(jobs)} training utterances", flush=True)
     rng = random.Random(f"{seed}:{step}")
     aug = Augmenter(seed + step, prob=1.0, quiet_edges=False)
@@ -155,13 +131,7 @@ def train(*, corpora: Sequence[Path], data_root: Path, out: Path, steps: int, he
             valid[j, : t.shape[0]] = True
         pred = student(mel, chunk_sizes(t_mel // 2, rng))[:, : t_mel // 2]
         loss = F.mse_loss(pred[valid], target[valid])
-        scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps)))
-        for g in opt.param_groups:
-            g["lr"] = lr * max(scale, 0.05)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step()
+        cosine_step(opt, loss, lr=lr, step=step, steps=steps, warmup=warmup, floor=0.05, clip=1.0)
         step += 1
         losses.append(loss.item())
         if step % 10 == 0:
@@ -169,7 +139,7 @@ def train(*, corpora: Sequence[Path], data_root: Path, out: Path, steps: int, he
                   f"{len(memo)} cached {(time.time() - started) / 60:.1f} min", flush=True)
         if step % eval_every == 0 or step == steps:
             student.eval()
-            scores = _wer(ctc, dev, lambda m: _student_feats(student, m))
+            scores = wer(lambda mel: encode_chunks(student, mel))
             student.train()
             print(f"step {step} dev WER {json.dumps(scores)} mean {np.mean(list(scores.values())):.4f}", flush=True)
             torch.save({"model": student.state_dict(), "optimizer": opt.state_dict(), "step": step, "dev": scores},

@@ -30,12 +30,12 @@ from operators.spoken_form import normalize_text
 from models.train.data import Augmenter, Utterance, load_audio, load_manifest, real_speech_splits
 from models.train.stream_encoder import AudioEncoder
 
-__all__ = ["encode_corpus", "main"]
+__all__ = ["corpus_jobs", "encode_corpus", "main"]
 
 SHARD = 400  # utterances per shard file
 
 
-def _jobs(corpora: Sequence[Path], data_root: Path | None, real_copies: int) -> list[tuple[str, Utterance, bool]]:
+def corpus_jobs(corpora: Sequence[Path], data_root: Path | None, real_copies: int) -> list[tuple[str, Utterance, bool]]:
     """(id, utterance, augment) for every copy to encode."""
     jobs = []
     for manifest in corpora:
@@ -64,7 +64,7 @@ def encode_corpus(out: Path, corpora: Sequence[Path], data_root: Path | None, *,
     out.mkdir(parents=True, exist_ok=True)
     done_file = out / "done.txt"
     done = set(done_file.read_text().split()) if done_file.exists() else set()
-    jobs = [j for j in _jobs(corpora, data_root, real_copies)
+    jobs = [j for j in corpus_jobs(corpora, data_root, real_copies)
             if j[0] not in done and zlib.crc32(j[0].encode()) % part[1] == part[0]][:limit]
     if not jobs:
         return 0

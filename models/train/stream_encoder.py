@@ -86,17 +86,10 @@ class AudioEncoder:
             model = WindowedEncoder(encoder).eval()
             self.encode = lambda mel: encode_utterance(model, mel)
         else:
-            from models.train.chunk_encoder import CHUNK, load_student
+            from models.train.chunk_encoder import encode_chunks, load_student
 
             student = load_student(chunked)
-
-            def encode(mel: np.ndarray) -> np.ndarray:
-                frames = mel.shape[0] // 2
-                with torch.no_grad():
-                    out = student(torch.from_numpy(mel)[None], [CHUNK] * -(-frames // CHUNK))
-                return out[0, :frames].numpy()
-
-            self.encode = encode
+            self.encode = lambda mel: encode_chunks(student, mel)
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         """float32 (N,) at 16 kHz -> float32 (frames, d)."""

@@ -22,7 +22,7 @@ import random
 import sys
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +97,19 @@ class _Data:
         return batches
 
 
+def cosine_step(opt: torch.optim.Optimizer, loss: torch.Tensor, *, lr: float, step: int, steps: int, warmup: int,
+                floor: float, clip: float) -> None:
+    """One optimiser step at step ``step``'s learning rate: linear warm-up, then a cosine down to
+    ``floor`` times ``lr``; gradients clipped to norm ``clip``."""
+    scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps)))
+    for g in opt.param_groups:
+        g["lr"] = lr * max(scale, floor)
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip)
+    opt.step()
+
+
 def greedy_text(log_probs: np.ndarray) -> str:
     """Best path of (T, vocab) log-probs, collapsed, blanks dropped."""
     best = log_probs.argmax(axis=-1)
@@ -111,9 +124,10 @@ def load_head(path: Path) -> CtcHead:
     return head.eval()
 
 
-def _dev_sets(data_root: Path, n: int, chunked: Path | None) -> dict[str, list[tuple[np.ndarray, str]]]:
-    """Real-speech dev utterances encoded as serving would (the first ``n`` of each, by a fixed shuffle)."""
-    encode = AudioEncoder(chunked)
+def dev_sets(data_root: Path, n: int, encode: Callable[[np.ndarray], np.ndarray]
+             ) -> dict[str, list[tuple[np.ndarray, str]]]:
+    """Real-speech dev utterances through ``encode`` (16 kHz audio in), the first ``n`` of each by a
+    fixed shuffle."""
     out = {}
     for name, split in real_speech_splits(data_root).items():
         utts = list(split["dev"])
@@ -123,7 +137,7 @@ def _dev_sets(data_root: Path, n: int, chunked: Path | None) -> dict[str, list[t
 
 
 @torch.no_grad()
-def _evaluate(head: CtcHead, sets: dict[str, list[tuple[np.ndarray, str]]]) -> dict[str, dict[str, float]]:
+def evaluate(head: CtcHead, sets: dict[str, list[tuple[np.ndarray, str]]]) -> dict[str, dict[str, float]]:
     head.eval()
     scores = {}
     for name, items in sets.items():
@@ -165,7 +179,7 @@ def train(*, data: Sequence[Path], out: Path, steps: int, data_root: Path, lr: f
         step, best = ckpt["step"], ckpt["best"]
         print(f"resumed from {last} at step {step}", flush=True)
     corpus = _Data(data)
-    dev = {"held_out_synthetic": corpus.held, **_dev_sets(data_root, 150, chunked)}
+    dev = {"held_out_synthetic": corpus.held, **dev_sets(data_root, 150, AudioEncoder(chunked))}
     print(f"{len(corpus.train)} training utterances, dev sets {({k: len(v) for k, v in dev.items()})}", flush=True)
     rng = random.Random(f"{seed}:{step}")
     head.train()
@@ -191,20 +205,14 @@ def train(*, data: Sequence[Path], out: Path, steps: int, data_root: Path, lr: f
             chunk = CHUNK if rng.random() < 0.7 else rng.choice([4, 8, 12])
             log_probs = head(x, lengths, chunk, LEFT)
             loss = F.ctc_loss(log_probs.transpose(0, 1), targets, lengths, target_len, zero_infinity=True)
-            scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps)))
-            for g in opt.param_groups:
-                g["lr"] = lr * max(scale, 0.02)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(head.parameters(), 5.0)
-            opt.step()
+            cosine_step(opt, loss, lr=lr, step=step, steps=steps, warmup=warmup, floor=0.02, clip=5.0)
             step += 1
             losses.append(loss.item())
             if step % 10 == 0:
                 print(f"step {step} loss {np.mean(losses[-10:]):.3f} lr {opt.param_groups[0]['lr']:.2e} "
                       f"{(time.time() - started) / 60:.1f} min", flush=True)
             if step % eval_every == 0 or step == steps:
-                scores = _evaluate(head, dev)
+                scores = evaluate(head, dev)
                 mean = float(np.mean([s["wer"] for s in scores.values()]))
                 print(f"step {step} dev {json.dumps(scores)} mean WER {mean:.4f}", flush=True)
                 ckpt = {"model": head.state_dict(), "config": config.as_dict(), "optimizer": opt.state_dict(),
