@@ -7,7 +7,9 @@
 3. Train the Conformer-CTC head on the features (``models.train.train_head``).
 4. Fine-tune the encoder to run chunk by chunk with a key/value cache, by
    distillation from the windowed encoder (``models.train.distil_encoder``).
-5. Build the recogniser's graphs from the best head and encoder (``build-asr``)
+5. Encode the audio again with that chunk encoder, as serving runs it, and
+   fine-tune the head on those features (``train_head --init --chunked``).
+6. Build the recogniser's graphs from the head and encoder (``build-asr``)
    into ``OUT/model``, ready for ``--model OUT/model/acoustic.int8.onnx``.
 
 Each step skips what an earlier run finished, so rerunning the same command
@@ -33,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--utterances", type=int, default=16000, help="synthetic utterances to render")
     p.add_argument("--steps", type=int, default=900, help="head training steps")
     p.add_argument("--encoder-steps", type=int, default=3000, help="encoder distillation steps")
+    p.add_argument("--head-ft-steps", type=int, default=300, help="head fine-tuning steps on the chunk encoder's features")
     p.add_argument("--data-root", type=Path, default=DATA_ROOT, help="the shared real speech")
     p.add_argument("--workers", type=int, default=2, help="processes for rendering and encoding")
     p.add_argument("--seed", type=int, default=2)
@@ -44,22 +47,38 @@ def run(args: argparse.Namespace) -> int:
     from models.train.train_head import train
 
     out: Path = args.out
-    print(f"[1/5] rendering {args.utterances} synthetic utterances into {out / 'corpus'}", flush=True)
+    print(f"[1/6] rendering {args.utterances} synthetic utterances into {out / 'corpus'}", flush=True)
     manifest = build_corpus(out / "corpus", n_utterances=args.utterances, seed=args.seed, workers=args.workers,
                             general=True)
-    print(f"[2/5] encoding with the streaming Whisper encoder into {out / 'features'}", flush=True)
-    parts = [out / "features" / f"part{i}" for i in range(args.workers)]
-    procs = [subprocess.Popen([sys.executable, "-m", "models.train.encode_corpus", "--out", str(part),
-                               "--corpus", str(manifest), "--data-root", str(args.data_root),
-                               "--part", f"{i}/{args.workers}"]) for i, part in enumerate(parts)]
-    if any(p.wait() for p in procs):
-        print("train-asr: encoding failed; rerun the same command to go on", file=sys.stderr)
+    print(f"[2/6] encoding with the windowed Whisper encoder into {out / 'features'}", flush=True)
+    parts = _encode(out / "features", manifest, args)
+    if parts is None:
         return 1
-    print(f"[3/5] training the CTC head for {args.steps} steps in {out / 'head'}", flush=True)
+    print(f"[3/6] training the CTC head for {args.steps} steps in {out / 'head'}", flush=True)
     best = train(data=parts, out=out / "head", steps=args.steps, data_root=args.data_root)
-    print(f"[4/5] distilling the chunk encoder for {args.encoder_steps} steps in {out / 'encoder'}", flush=True)
+    print(f"[4/6] distilling the chunk encoder for {args.encoder_steps} steps in {out / 'encoder'}", flush=True)
     encoder = distil(corpora=[manifest], data_root=args.data_root, out=out / "encoder", steps=args.encoder_steps,
                      head=best)
-    print(f"[5/5] building the recogniser from {best} and {encoder}", flush=True)
-    build_asr(out / "model", head_path=best, encoder_path=encoder, force=True)
+    print(f"[5/6] encoding with the chunk encoder into {out / 'features-chunked'}, then fine-tuning the head "
+          f"on it for {args.head_ft_steps} steps in {out / 'head-chunked'}", flush=True)
+    chunked = _encode(out / "features-chunked", manifest, args, encoder)
+    if chunked is None:
+        return 1
+    head = train(data=chunked, out=out / "head-chunked", steps=args.head_ft_steps, data_root=args.data_root,
+                 lr=3e-4, warmup=30, eval_every=100, init=best, chunked=encoder)
+    print(f"[6/6] building the recogniser from {head} and {encoder}", flush=True)
+    build_asr(out / "model", head_path=head, encoder_path=encoder, force=True)
     return 0
+
+
+def _encode(folder: Path, manifest: Path, args: argparse.Namespace, chunked: Path | None = None) -> list[Path] | None:
+    """Encode the corpus and the real speech in ``args.workers`` processes; None if one failed."""
+    parts = [folder / f"part{i}" for i in range(args.workers)]
+    extra = ["--chunked", str(chunked)] if chunked else []
+    procs = [subprocess.Popen([sys.executable, "-m", "models.train.encode_corpus", "--out", str(part),
+                               "--corpus", str(manifest), "--data-root", str(args.data_root),
+                               "--part", f"{i}/{args.workers}", *extra]) for i, part in enumerate(parts)]
+    if any(p.wait() for p in procs):
+        print("train-asr: encoding failed; rerun the same command to go on", file=sys.stderr)
+        return None
+    return parts
