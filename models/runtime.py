@@ -19,8 +19,8 @@ from operators.acoustic import AcousticSpec
 from stream.cache import cache_root
 from stream.errors import ModelError
 
-__all__ = ["ASSETS", "BUNDLED_ENCODER", "BUNDLED_HEAD", "SECOND_PASS_MODELS", "AcousticModel", "SessionOptions", "default_asr_dir",
-           "default_model_path", "default_second_pass_dir", "load_acoustic", "open_session"]
+__all__ = ["ASSETS", "BUNDLED_ENCODER", "BUNDLED_HEAD", "SECOND_PASS_MODELS", "AcousticModel", "SessionOptions",
+           "default_asr_dir", "default_model_path", "default_second_pass_dir", "load_acoustic", "open_session"]
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 

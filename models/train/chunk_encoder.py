@@ -63,7 +63,7 @@ class ChunkedEncoder(nn.Module):
 
     def _front(self, window: Tensor, n_valid: Tensor | None = None) -> Tensor:
         """Windows (B, LEFT_MEL + 2n + CONTEXT_MEL, mel) of raw log10 mel -> (B, n + LOOK, d)
-        convolution outputs with positions. ``n_valid`` (B,): the frames of each window that
+        convolution outputs, before positions. ``n_valid`` (B,): the frames of each window that
         count towards the maximum (the rest is padding)."""
         if n_valid is None:
             top = window.amax(dim=(1, 2), keepdim=True)
