@@ -16,12 +16,11 @@ from models.train.data import load_audio  # noqa: E402
 from models.runtime import AcousticModel  # noqa: E402
 from models.train.ctc_head import CtcHead, HeadConfig, StreamingStep  # noqa: E402
 from models.train.chunk_encoder import CONTEXT_MEL, ChunkedEncoder  # noqa: E402
-from models.train.stream_encoder import CHUNK_MEL, LOG_MEL_FLOOR, WindowedEncoder  # noqa: E402
+from models.train.stream_encoder import CHUNK_MEL, LOG_MEL_FLOOR, ServingMel, WindowedEncoder  # noqa: E402
 from models.train.whisper import load_whisper  # noqa: E402
 from models.whisper_weights import special_tokens, tiny_en_dir, whisper_dir  # noqa: E402
 from operators.acoustic import AcousticOperator  # noqa: E402
 from operators.align import align_words  # noqa: E402
-from operators.audio import dither  # noqa: E402
 from operators.features import FeatureConfig, LogMelOperator  # noqa: E402
 from stream.errors import ModelError  # noqa: E402
 from tests.recognizer import feed  # noqa: E402
@@ -195,7 +194,7 @@ def test_onnx_step_matches_torch(whisper, tiny_head, step_onnx):
 
 def test_streaming_operator_equals_the_training_pass(whisper, tiny_head, step_onnx, speech):
     """Serving (ONNX, any message cut) and training (the whole-sequence pass + head) see the same frames."""
-    mel = _front(dither(speech, 0))
+    mel = ServingMel()(speech)
     frames = (mel.shape[0] - CONTEXT_MEL) // CHUNK_MEL * (CHUNK_MEL // 2)
     with torch.no_grad():
         enc = ChunkedEncoder(whisper[1]).eval()(torch.from_numpy(mel)[None], [16] * (frames // 16))
@@ -218,7 +217,7 @@ def test_a_ten_minute_stream_runs_as_its_first_minute(tiny_head, step_onnx, spee
     repetition as in its tenth, and the caches keep their sizes. (Not its second: each layer's
     cached keys come from states that saw the layer below's cache, so the stream's start
     reaches 64 frames further per layer, about 10 s through the encoder's and the head's 8.)"""
-    mel = _front(dither(speech, 0))[: 9 * CHUNK_MEL]  # 9 chunks
+    mel = ServingMel()(speech)[: 9 * CHUNK_MEL]  # 9 chunks
     op = AcousticOperator(AcousticModel(step_onnx))
     state = op.new_state()
     sizes = {name: value.shape for name, value in state.caches.items()}
@@ -279,7 +278,7 @@ def test_second_pass_onnx_transcribes_like_torch(whisper, tmp_path_factory):
     graphs = SecondPassGraphs(tiny_en_dir())
     export_second_pass(folder, graphs, int8=False)
     clips = [AN4 / "wav" / "an46-mmap-b.wav", AN4 / "wav" / "an298-fsaf2-b.wav"]  # "stop", "repeat"
-    mels = [_front(dither(load_audio(c), 0)) for c in clips]
+    mels = [ServingMel()(load_audio(c)) for c in clips]
     second = SecondPass(folder, SecondPassConfig(beam=1))
     texts = second.transcribe(mels[:1]) + second.transcribe(mels[1:])
     expected = [second.tokenizer.decode(_torch_second_pass(whisper, m)).strip() for m in mels]

@@ -32,6 +32,7 @@ chunk's look-ahead, and a mask gives each query exactly the keys its step has.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import accumulate
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +133,7 @@ class ChunkedEncoder(nn.Module):
         kept = min(t_mel, 2 * total + CONTEXT_MEL)
         padded[:, LEFT_MEL : LEFT_MEL + kept] = mel[:, :kept]
         width = LEFT_MEL + 2 * CHUNK + CONTEXT_MEL
-        starts = [sum(sizes[:c]) for c in range(len(sizes))]
+        starts = [0, *accumulate(sizes)][:-1]
         windows, valid = [], []
         for s, n in zip(starts, sizes):
             w = padded[:, 2 * s : 2 * s + LEFT_MEL + 2 * n + CONTEXT_MEL]
@@ -146,23 +147,23 @@ class ChunkedEncoder(nn.Module):
         look = torch.cat([front[c, :, n : n + LOOK] + pos[LEFT + n : LEFT + n + LOOK] for c, n in enumerate(sizes)],
                          dim=1)
         x = torch.cat([main, look], dim=1)
-        mask = _schedule_mask(sizes, mel.device)
+        mask = _schedule_mask(starts, sizes, mel.device)
         for layer in self.encoder.layers:
             x = layer(x, mask)
         return self.encoder.norm(x[:, :total])
 
 
-def _schedule_mask(sizes: Sequence[int], device: torch.device) -> Tensor:
+def _schedule_mask(starts: Sequence[int], sizes: Sequence[int], device: torch.device) -> Tensor:
     """Bool (L, L) over [chunk frames, look-ahead frames]: what each query's step sees. A step's
     queries (its chunk and its look-ahead) see the ``LEFT`` chunk frames before the chunk, the
     chunk, and the chunk's own look-ahead."""
     total, n_chunks = sum(sizes), len(sizes)
     chunk_of = torch.repeat_interleave(torch.arange(n_chunks, device=device), torch.tensor(sizes, device=device))
-    starts = torch.tensor([sum(sizes[:c]) for c in range(n_chunks)], device=device)
-    ends = starts + torch.tensor(sizes, device=device)
+    begin = torch.tensor(starts, device=device)
+    end = begin + torch.tensor(sizes, device=device)
     group = torch.cat([chunk_of, torch.arange(n_chunks, device=device).repeat_interleave(LOOK)])
     frame = torch.arange(total, device=device)
-    sees_main = (frame[None, :] >= (starts[group] - LEFT)[:, None]) & (frame[None, :] < ends[group][:, None])
+    sees_main = (frame[None, :] >= (begin[group] - LEFT)[:, None]) & (frame[None, :] < end[group][:, None])
     sees_look = group[None, total:] == group[:, None]
     return torch.cat([sees_main, sees_look], dim=1)
 

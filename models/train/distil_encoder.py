@@ -36,11 +36,9 @@ from models.runtime import BUNDLED_HEAD
 from models.train.chunk_encoder import CHUNK, encode_chunks, load_student
 from models.train.data import Augmenter, load_audio
 from models.train.encode_corpus import corpus_jobs
-from models.train.stream_encoder import LOG_MEL_FLOOR, WindowedEncoder, encode_utterance
+from models.train.stream_encoder import LOG_MEL_FLOOR, ServingMel, WindowedEncoder, encode_utterance
 from models.train.train_head import cosine_step, dev_sets, evaluate, load_head
 from models.train.whisper import load_whisper
-from operators.audio import dither
-from operators.features import FeatureConfig, LogMelOperator
 
 __all__ = ["chunk_sizes", "main", "train"]
 
@@ -53,16 +51,6 @@ def chunk_sizes(frames: int, rng: random.Random, partial: float = 0.2) -> list[i
     while sum(sizes) < frames:
         sizes.append(CHUNK if rng.random() >= partial else rng.randint(1, CHUNK - 1))
     return sizes
-
-
-class _Front:
-    """16 kHz audio -> raw log10 mel as serving computes it (the serving dither, ``whisper`` front end)."""
-
-    def __init__(self) -> None:
-        self.op = LogMelOperator(FeatureConfig(kind="whisper"))
-
-    def __call__(self, audio: np.ndarray) -> np.ndarray:
-        return self.op.feed(self.op.new_state(), dither(audio, 0))
 
 
 def train(*, corpora: Sequence[Path], data_root: Path, out: Path, steps: int, head: Path = BUNDLED_HEAD,
@@ -87,7 +75,7 @@ def train(*, corpora: Sequence[Path], data_root: Path, out: Path, steps: int, he
         opt.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
         print(f"resumed from {last} at step {step}", flush=True)
-    front = _Front()
+    front = ServingMel()
     ctc = load_head(head)
     dev = dev_sets(data_root, dev_n, front)
 

@@ -29,7 +29,8 @@ from models.train.whisper import WhisperEncoder, load_whisper
 from operators.audio import dither
 from operators.features import FeatureConfig, LogMelOperator
 
-__all__ = ["CHUNK_MEL", "LEFT_MEL", "LOG_MEL_FLOOR", "RIGHT_MEL", "AudioEncoder", "WindowedEncoder", "encode_utterance"]
+__all__ = ["CHUNK_MEL", "LEFT_MEL", "LOG_MEL_FLOOR", "RIGHT_MEL", "AudioEncoder", "ServingMel", "WindowedEncoder",
+           "encode_utterance"]
 
 LEFT_MEL = 128  # 1.28 s of left context
 CHUNK_MEL = 32  # 0.32 s per chunk: 16 encoder frames
@@ -72,6 +73,17 @@ def encode_utterance(model: WindowedEncoder, mel: np.ndarray, batch: int = 64) -
     return np.concatenate(out)[: t // 2]
 
 
+class ServingMel:
+    """16 kHz audio -> raw log10 mel (T, n_mels) as serving computes it: the serving dither, then
+    Whisper's log-mel front end."""
+
+    def __init__(self) -> None:
+        self.front = LogMelOperator(FeatureConfig(kind="whisper"))
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        return self.front.feed(self.front.new_state(), dither(audio, 0))
+
+
 class AudioEncoder:
     """16 kHz audio -> streaming encoder features, as serving computes them: the serving dither,
     Whisper's log-mel front end, then Whisper tiny.en's encoder, either on windows
@@ -80,7 +92,7 @@ class AudioEncoder:
     served step runs it."""
 
     def __init__(self, chunked: Path | None = None) -> None:
-        self.front = LogMelOperator(FeatureConfig(kind="whisper"))
+        self.mel = ServingMel()
         if chunked is None:
             _, encoder, _ = load_whisper(decoder=False)
             model = WindowedEncoder(encoder).eval()
@@ -93,4 +105,4 @@ class AudioEncoder:
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         """float32 (N,) at 16 kHz -> float32 (frames, d)."""
-        return self.encode(self.front.feed(self.front.new_state(), dither(audio, 0)))
+        return self.encode(self.mel(audio))
