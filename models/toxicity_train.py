@@ -62,10 +62,12 @@ from operators.intent import SentenceEncoder, default_encoder_dir
 __all__ = [
     "AGENT_ABUSE",
     "AGENT_ABUSE_UNSEEN",
+    "CALL_TURNS",
     "DAVIDSON",
     "abuse_positives",
     "add_arguments",
     "clean_tweet",
+    "conversation_negatives",
     "davidson_splits",
     "fit_embedding_head",
     "fit_toxicity",
@@ -82,12 +84,15 @@ _ASSETS = Path(__file__).resolve().parent / "assets"
 # figures on the first carry over to sentences nobody tuned against.
 AGENT_ABUSE = _ASSETS / "agent_abuse.csv"
 AGENT_ABUSE_UNSEEN = _ASSETS / "agent_abuse_unseen.csv"
+# Hand-written clean call turns (greetings, thanks, holds, closings), for measurement only.
+CALL_TURNS = _ASSETS / "call_turns_clean.csv"
 _SEED = 0
 # Generated examples per call-centre text set: 8,000 swearing negatives and 2,000 abuse
 # positives. Twice the positives caught more abuse on the agent-abuse set but flagged 0.5% of
 # clean held-out requests instead of 0.2%, and cost another 0.3 F1 points on Davidson.
 _N_SWEARING = 8000
 _N_ABUSE = 2000
+_N_TURNS = 4000
 # On the word list, but words for acts, identities or body parts rather than
 # swearing: masking them on their own garbles ordinary speech ("kill the
 # process", "my gay son's account", "strip the flange"). The sentence-level
@@ -218,6 +223,55 @@ _ABUSE = (
     "send me your number sexy", "go back where you came from", "you foreigners are all useless",
     "you sound like a dirty immigrant", "brain dead retard", "you lot are vermin", "your kind shouldn't have jobs",
 )
+
+
+# What callers and agents say around the requests: greetings, thanks, praise, holds, closings.
+# The requests alone never taught the filter these, and the abuse above has "fuck you very much",
+# so "thank you very much" was flagged. Written for training: the clean call turns of
+# ``CALL_TURNS`` (measurement only) were written apart from these parts.
+_TURN_PARTS = (
+    ("hello", "hi", "hi there", "good morning", "good evening", "hey", "hello again", "morning", "evening"),
+    ("thank you", "thanks", "thanks a lot", "thank you so much", "thank you very much", "thanks very much",
+     "many thanks", "thanks ever so much", "thank you kindly", "much obliged", "cheers", "thanks a bunch",
+     "thank you for your help", "thanks for your time", "thank you for that", "thanks for explaining"),
+    ("great", "perfect", "brilliant", "lovely", "wonderful", "excellent", "fantastic", "amazing", "super",
+     "that's great", "that's very kind", "you've been very helpful", "you've been a great help",
+     "that's really helpful", "you're very kind", "i appreciate it", "i really appreciate that", "nice one",
+     "cool", "fair enough", "that's a relief", "what a relief", "you're a lifesaver", "you're a legend",
+     "that's so kind of you", "you're brilliant", "that's very good news"),
+    ("okay", "ok", "alright", "right", "sure", "yes", "yeah", "yep", "no", "nope", "of course", "got it",
+     "i see", "uh huh", "mm hmm", "no problem", "no worries", "fine", "sounds good", "that works",
+     "that's fine", "absolutely", "definitely", "exactly", "very good", "very well"),
+    ("bye", "bye bye", "goodbye", "have a nice day", "have a good day", "have a good one", "you too",
+     "take care", "speak soon", "see you", "that's all for today", "that's everything", "nothing else",
+     "that's all thanks", "all the best", "enjoy your day", "have a great evening"),
+    ("hold on", "one second", "just a moment", "bear with me", "let me check", "can you hear me",
+     "sorry can you say that again", "pardon", "i didn't hear you", "could you speak up", "are you there",
+     "sorry about that", "my apologies", "no rush", "take your time", "sorry the line is bad",
+     "you're breaking up", "let me get a pen", "just a sec"),
+    ("how can i help you", "is there anything else", "thanks for calling", "thank you for waiting",
+     "i'm happy to help", "let me look into that", "can i have your name please", "can you confirm your postcode",
+     "you're welcome", "my pleasure", "not a problem at all", "glad i could help", "i'll transfer you now",
+     "i'll stay on the line", "it's all done now", "i understand", "i completely understand"),
+)
+_TURN_ADDRESS = ("mate", "love", "sir", "madam", "my friend", "dear", "buddy", "darling", "pal")
+_TURN_INTENSIFY = (("very", "very very", "so", "really", "ever so", "so very"), ("much", "kind", "helpful", "good"))
+
+
+def conversation_negatives(n: int, *, seed: int = _SEED + 2) -> list[str]:
+    """``n`` call turns around the requests: one to three parts of ``_TURN_PARTS`` (sometimes with
+    a term of address, or "thank you <very> <much>"-style intensifiers)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        parts = [rng.choice(rng.choice(_TURN_PARTS)) for _ in range(rng.choice((1, 1, 2, 2, 3)))]
+        if rng.random() < 0.15:
+            parts.insert(rng.randrange(len(parts) + 1),
+                         f"thank you {rng.choice(_TURN_INTENSIFY[0])} {rng.choice(_TURN_INTENSIFY[1])}")
+        if rng.random() < 0.2:
+            parts.append(rng.choice(_TURN_ADDRESS))
+        out.append(normalize_text(" ".join(parts)))
+    return out
 
 
 def swearing_negatives(texts: Sequence[str], n: int, *, seed: int = _SEED) -> list[str]:
@@ -386,7 +440,7 @@ def compare(
     assistant requests, none offensive) that each one flags; ``probe_recall`` and
     ``probe_flags_clean`` are on ``PROBE_HATEFUL`` and ``PROBE_CLEAN``;
     ``agent_abuse_f1`` and ``agent_abuse_unseen_f1`` on ``AGENT_ABUSE`` and
-    ``AGENT_ABUSE_UNSEEN``.
+    ``AGENT_ABUSE_UNSEEN``; ``flag_rate_call_turns`` on ``CALL_TURNS`` (clean).
     """
     from profanity_check import predict_prob
 
@@ -412,12 +466,14 @@ def compare(
     sub = [texts[i] for i in idx]
     abuse = {"agent_abuse_f1": _read_labelled(AGENT_ABUSE),
              "agent_abuse_unseen_f1": _read_labelled(AGENT_ABUSE_UNSEEN)}
+    turns = _read_labelled(CALL_TURNS)[0]
     table = {}
     for name, flags in scorers.items():
         row = prf(labels[idx], flags(sub).astype(np.int64))
         row["flag_rate_call_center"] = float(np.mean(flags(clean)))
         row["probe_recall"] = float(np.mean(flags(PROBE_HATEFUL)))
         row["probe_flags_clean"] = float(np.mean(flags(PROBE_CLEAN)))
+        row["flag_rate_call_turns"] = float(np.mean(flags(turns)))
         for key, (xs, y) in abuse.items():
             row[key] = prf(y, flags(xs).astype(np.int64))["f1"]
         table[name] = row
@@ -436,12 +492,14 @@ def run(args: argparse.Namespace) -> int:
     negatives, clean = call_center_texts()
     swearing = swearing_negatives(negatives, _N_SWEARING)
     abuse = abuse_positives(negatives, _N_ABUSE)
-    model = fit_toxicity(texts, labels, split, negatives=[*negatives, *swearing], positives=abuse)
+    held = set(_read_labelled(CALL_TURNS)[0])  # measured on, so never trained on, even by chance
+    turns = [t for t in conversation_negatives(_N_TURNS) if t not in held]
+    model = fit_toxicity(texts, labels, split, negatives=[*negatives, *swearing, *turns], positives=abuse)
     encoder = SentenceEncoder(args.encoder_dir or default_encoder_dir(), threads=0)
-    print(f"embedding {len(texts) + len(negatives) + len(swearing) + len(abuse)} texts with {encoder.name} ...",
+    print(f"embedding {len(texts) + len(negatives) + len(swearing) + len(turns) + len(abuse)} texts with {encoder.name} ...",
           flush=True)
     model = fit_embedding_head(model, encoder.encode(texts), labels, split, texts,
-                               negatives=encoder.encode([*negatives, *swearing]), positives=encoder.encode(abuse),
+                               negatives=encoder.encode([*negatives, *swearing, *turns]), positives=encoder.encode(abuse),
                                encoder=encoder.name)
     table = compare(model, texts, labels, split["test"], clean, encoder.encode)
     ours = next(iter(table.values()))
@@ -451,14 +509,15 @@ def run(args: argparse.Namespace) -> int:
           f"{model.combined_threshold:.2f} (with the embedding head)")
     print(f"held-out Davidson test split, n={len(split['test'])}, label 1 = offensive or hate")
     print(f"{'filter':52s} {'precision':>9s} {'recall':>7s} {'F1':>7s} {'flags clean':>11s} {'probe R':>7s} "
-          f"{'probe FP':>8s} {'abuse F1':>8s} {'unseen F1':>9s}")
+          f"{'probe FP':>8s} {'abuse F1':>8s} {'unseen F1':>9s} {'turns FP':>8s}")
     for name, m in table.items():
         print(f"{name:52s} {m['precision']:9.4f} {m['recall']:7.4f} {m['f1']:7.4f} {m['flag_rate_call_center']:11.4f} "
               f"{m['probe_recall']:7.3f} {m['probe_flags_clean']:8.3f} {m['agent_abuse_f1']:8.3f} "
-              f"{m['agent_abuse_unseen_f1']:9.3f}")
+              f"{m['agent_abuse_unseen_f1']:9.3f} {m['flag_rate_call_turns']:8.3f}")
     print(f"flags clean: share of {len(clean)} held-out BANKING77 dev + CLINC150 val/oos_val texts flagged; "
           f"probe: {len(PROBE_HATEFUL)} hateful and {len(PROBE_CLEAN)} clean sentences written for the check; "
-          f"abuse / unseen: {AGENT_ABUSE.name} and {AGENT_ABUSE_UNSEEN.name} (per category: callstream eval-filter --csv)")
+          f"abuse / unseen: {AGENT_ABUSE.name} and {AGENT_ABUSE_UNSEEN.name} (per category: callstream eval-filter --csv); "
+          f"turns FP: share of {CALL_TURNS.name}'s clean call turns flagged")
     if args.json:
         print(json.dumps(table))
     return 0

@@ -122,6 +122,21 @@ def test_toxicity_reads_the_intent_embedding(filters_only):
     assert "toxicity" not in enrich(new_state(), clean).flags.flagged
 
 
+@pytest.mark.skipif(not ENCODER_BUILT, reason="sentence encoder not built: run `python -m models.encoder_export`")
+def test_polite_call_turns_are_not_toxic():
+    """The clean call turns written for measurement (greetings, thanks, holds, closings): the sample
+    call's closing "thank you very much" was flagged once, and 8 of these 80 were."""
+    import csv
+
+    from models.toxicity_train import CALL_TURNS
+
+    with CALL_TURNS.open(newline="") as f:
+        texts = [r["text"] for r in csv.DictReader(f)]
+    flagged = [t for t in texts if "toxicity" in enrich(new_state(), _final(t)).flags.flagged]
+    assert "thank you very much" in texts and "thank you very much" not in flagged
+    assert len(flagged) <= 0.05 * len(texts), flagged
+
+
 @pytest.mark.parametrize(
     "module", ["operators.intent", "operators.content", "operators.abuse_lexicon", "operators.redaction", "operators.enrich"]
 )
