@@ -116,8 +116,8 @@ def _providers(choice: str) -> list[str]:
 BUNDLED_HEAD = ASSETS / "ctc_head.pt"
 BUNDLED_ENCODER = ASSETS / "stream_encoder.pt"  # Whisper tiny.en's encoder fine-tuned for chunks
 # The exported graphs' interface (models.train.export_whisper). Raise it with any change to their
-# inputs or outputs: a cache built by older code must not be read by newer.
-GRAPHS_VERSION = 2
+# inputs, outputs or metadata: a cache built by older code must not be read by newer.
+GRAPHS_VERSION = 3
 
 
 def default_asr_dir() -> Path:

@@ -47,6 +47,9 @@ class AcousticSpec:
     cache_axes: dict[str, int]  # cache input name -> its batch axis; "cache_len" counts valid left frames
     cache_init: dict[str, float]  # value a new stream's cache starts at (0 when not listed)
     second_pass: str = ""  # "whisper": finals are decoded again from the utterance's features
+    # The feature value a model's training pass pads each utterance's end with, so that its last
+    # frames see look-ahead (None: the model's frames end where its features do).
+    end_padding: float | None = None
 
     @property
     def chunk_feature_frames(self) -> int:
@@ -74,6 +77,7 @@ class AcousticSpec:
                 cache_axes=json.loads(meta["cache_axes"]) if "cache_axes" in meta else dict(_CONFORMER_CACHE_AXES),
                 cache_init=json.loads(meta.get("cache_init", "{}")),
                 second_pass=meta.get("second_pass", ""),
+                end_padding=float(meta["end_padding"]) if "end_padding" in meta else None,
             )
         except (KeyError, ValueError) as exc:
             raise ModelError(f"model metadata is incomplete or invalid: {exc!r}") from None
@@ -194,14 +198,22 @@ class AcousticOperator:
         return out
 
     def flush(self, state: AcousticState) -> list[np.ndarray]:
-        """End of stream: run the whole chunks left, then the short tail chunk if any."""
+        """End of stream: run the whole chunks left, then the short tail chunk if any.
+
+        A model with ``end_padding`` gets ``context_frames`` frames of that value (silence) as the
+        look-ahead of its last frames, as in training; otherwise those were never decoded (a clip that
+        ended on its word lost the word's end: FSDD dev WER 0.260 -> 0.205 with the padding, first
+        pass, v2.4's head).
+        """
+        if self.spec.end_padding is not None:
+            ctx, mel = self.spec.context_frames, self.spec.features.num_mel_bins
+            self.push(state, np.full((ctx, mel), self.spec.end_padding, np.float32))
         out = []
         while self.ready(state):
             out.extend(self.feed_batch([state]))
-        rest = state.pending.shape[0]
-        if rest >= self.spec.subsampling + self.spec.context_frames:
-            # The subsampling convolutions ignore the frames that fill no encoder frame.
-            out.extend(self._run([state], state.pending[None], advance=rest))
+        tail = self.run_partial(state)
+        if tail is not None:
+            out.append(tail)
         state.pending = state.pending[:0]
         state.flushed = True
         return out

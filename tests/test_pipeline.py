@@ -43,7 +43,7 @@ def test_stereo_mulaw_call_gives_per_channel_results_and_one_end(pipeline):
             assert e.utterance_id == f"call-7/{e.channel}/{e.utterance_index}"
     # 3 s of audio and the near-silent tail after it -> about 3.2 s / 40 ms encoder frames per channel.
     for ch in state.channels:
-        assert abs(ch.acoustic.frames_out - (3.0 + pipeline.end_tail.size / pipeline.sample_rate) / 0.04) <= 2
+        assert abs(ch.acoustic.frames_out - (3.0 + pipeline.end_tail_samples / pipeline.sample_rate) / 0.04) <= 2
 
 
 def test_chunking_of_the_audio_does_not_change_the_transcripts(pipeline):

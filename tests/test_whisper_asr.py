@@ -193,19 +193,24 @@ def test_onnx_step_matches_torch(whisper, tiny_head, step_onnx):
 
 
 def test_streaming_operator_equals_the_training_pass(whisper, tiny_head, step_onnx, speech):
-    """Serving (ONNX, any message cut) and training (the whole-sequence pass + head) see the same frames."""
+    """Serving (ONNX, any message cut, then the end of the stream) and training (the whole-sequence
+    pass + head) see the same frames, the last ones included: both give them silence as look-ahead."""
     mel = ServingMel()(speech)
-    frames = (mel.shape[0] - CONTEXT_MEL) // CHUNK_MEL * (CHUNK_MEL // 2)
+    frames = mel.shape[0] // 2
+    sizes = [16] * (frames // 16) + [frames % 16]
+    assert sizes[-1] > 0  # the stream ends mid-chunk, so a short last chunk is tested too
     with torch.no_grad():
-        enc = ChunkedEncoder(whisper[1]).eval()(torch.from_numpy(mel)[None], [16] * (frames // 16))
+        enc = ChunkedEncoder(whisper[1]).eval()(torch.from_numpy(mel)[None], sizes)
         ref = tiny_head(enc, torch.tensor([frames]), 16, 64)[0].numpy()
     op = AcousticOperator(AcousticModel(step_onnx))
+    assert op.spec.end_padding == LOG_MEL_FLOOR
     state, outs, i = op.new_state(), [], 0
     rng = np.random.default_rng(1)
     while i < mel.shape[0]:
         k = int(rng.integers(1, 40))
         outs += op.feed(state, mel[i : i + k])
         i += k
+    outs += op.flush(state)
     streamed = np.concatenate(outs)
     assert streamed.shape[0] == frames
     np.testing.assert_allclose(streamed, ref, atol=2e-3)

