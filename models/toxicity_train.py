@@ -496,11 +496,11 @@ def run(args: argparse.Namespace) -> int:
     turns = [t for t in conversation_negatives(_N_TURNS) if t not in held]
     model = fit_toxicity(texts, labels, split, negatives=[*negatives, *swearing, *turns], positives=abuse)
     encoder = SentenceEncoder(args.encoder_dir or default_encoder_dir(), threads=0)
-    print(f"embedding {len(texts) + len(negatives) + len(swearing) + len(turns) + len(abuse)} texts with {encoder.name} ...",
-          flush=True)
+    n_texts = len(texts) + len(negatives) + len(swearing) + len(turns) + len(abuse)
+    print(f"embedding {n_texts} texts with {encoder.name} ...", flush=True)
     model = fit_embedding_head(model, encoder.encode(texts), labels, split, texts,
-                               negatives=encoder.encode([*negatives, *swearing, *turns]), positives=encoder.encode(abuse),
-                               encoder=encoder.name)
+                               negatives=encoder.encode([*negatives, *swearing, *turns]),
+                               positives=encoder.encode(abuse), encoder=encoder.name)
     table = compare(model, texts, labels, split["test"], clean, encoder.encode)
     ours = next(iter(table.values()))
     model = replace(model, metrics={**model.metrics, **{f"test_{k}": v for k, v in ours.items()}})
@@ -516,7 +516,8 @@ def run(args: argparse.Namespace) -> int:
               f"{m['agent_abuse_unseen_f1']:9.3f} {m['flag_rate_call_turns']:8.3f}")
     print(f"flags clean: share of {len(clean)} held-out BANKING77 dev + CLINC150 val/oos_val texts flagged; "
           f"probe: {len(PROBE_HATEFUL)} hateful and {len(PROBE_CLEAN)} clean sentences written for the check; "
-          f"abuse / unseen: {AGENT_ABUSE.name} and {AGENT_ABUSE_UNSEEN.name} (per category: callstream eval-filter --csv); "
+          f"abuse / unseen: {AGENT_ABUSE.name} and {AGENT_ABUSE_UNSEEN.name} "
+          "(per category: callstream eval-filter --csv); "
           f"turns FP: share of {CALL_TURNS.name}'s clean call turns flagged")
     if args.json:
         print(json.dumps(table))

@@ -40,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=900, help="head training steps")
     p.add_argument("--encoder-steps", type=int, default=3000, help="encoder distillation steps")
     p.add_argument("--head-ft-steps", type=int, default=300, help="head fine-tuning steps on the chunk encoder's features")
-    p.add_argument("--head-real-steps", type=int, default=400, help="head fine-tuning steps with the real speech's extra copies")
+    p.add_argument("--head-real-steps", type=int, default=400,
+                   help="head fine-tuning steps with the real speech's extra copies")
     p.add_argument("--data-root", type=Path, default=DATA_ROOT, help="the shared real speech")
     p.add_argument("--workers", type=int, default=2, help="processes for rendering and encoding")
     p.add_argument("--seed", type=int, default=2)
