@@ -36,11 +36,16 @@ class SessionOptions:
     provider: str = "auto"  # auto | cpu | cuda
 
 
-def open_session(path: Path, options: SessionOptions) -> ort.InferenceSession:
-    """An onnxruntime session with our threading and provider choice; ModelError if it cannot load."""
+def open_session(path: Path, options: SessionOptions, *, arena: bool = True) -> ort.InferenceSession:
+    """An onnxruntime session with our threading and provider choice; ModelError if it cannot load.
+
+    ``arena``: onnxruntime's CPU memory arena, which keeps every buffer it has grown to for the
+    session's life. Off for graphs whose input shapes change at every call (see ``SecondPass``).
+    """
     if not path.exists():
         raise ModelError(f"model file {path} does not exist")
     so = ort.SessionOptions()
+    so.enable_cpu_mem_arena = arena
     so.intra_op_num_threads = options.intra_op_threads
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
