@@ -120,9 +120,11 @@ def _providers(choice: str) -> list[str]:
 
 BUNDLED_HEAD = ASSETS / "ctc_head.pt"
 BUNDLED_ENCODER = ASSETS / "stream_encoder.pt"  # Whisper tiny.en's encoder fine-tuned for chunks
-# The exported graphs' interface (models.train.export_whisper). Raise it with any change to their
-# inputs, outputs or metadata: a cache built by older code must not be read by newer.
+# The exported graphs' interfaces (models.train.export_whisper): the streaming step's, the second
+# pass's. Raise one with any change to its graphs' inputs, outputs or metadata: a cache built by
+# older code must not be read by newer.
 GRAPHS_VERSION = 3
+SECOND_PASS_GRAPHS_VERSION = 4
 
 
 def default_asr_dir() -> Path:
@@ -146,7 +148,7 @@ def default_second_pass_dir(model: str = SECOND_PASS_MODELS[0]) -> Path:
     """Where ``callstream build-asr`` builds the second pass's graphs for a Whisper model."""
     if model not in SECOND_PASS_MODELS:
         raise ModelError(f"the second pass runs Whisper {' or '.join(SECOND_PASS_MODELS)}, not {model!r}")
-    return cache_root() / f"second-pass-whisper-{model}-g{GRAPHS_VERSION}"
+    return cache_root() / f"second-pass-whisper-{model}-g{SECOND_PASS_GRAPHS_VERSION}"
 
 
 def default_model_path(quantized: bool = True) -> Path:

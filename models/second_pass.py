@@ -47,11 +47,11 @@ class SecondPassConfig:
     # Hypotheses kept per utterance by the decoder's beam search; 1: greedy. Measured in the model
     # card: beam 4 raises barista_dev slot recall and costs about 3 times the decoder's time.
     beam: int = 4
-    # Finals decoded in one batch at most. Every hypothesis row reads its own copy of the
-    # cross-attention keys and values of Whisper's whole window at every token (base: 6 layers x
-    # 2 x 1,500 x 512 float32, 37 MB a row), so on a CPU a batch costs more per final than one
-    # final at a time: base, int8, beam 4, one thread, 24 dev finals: 0.49 s each alone, 0.53 /
-    # 0.62 / 0.86 s each in batches of 2 / 4 / 8. Hence 1 by default.
+    # Finals decoded in one batch at most. Each utterance in a batch brings its own cross-attention
+    # keys and values of Whisper's whole window, read at every token (base: 6 layers x 2 x 1,500 x
+    # 512 float32, 37 MB), so on a CPU a batch saves little but the weights' reads: base, int8,
+    # beam 4, one thread, 38 dev finals, 0.42-0.61 s each alone, 0.45 / 0.43 / 0.44 s mean in
+    # batches of 2 / 4 / 8 (the machine's speed varied as much). Hence 1 by default.
     max_batch: int = 1
 
     def __post_init__(self) -> None:
@@ -158,9 +158,10 @@ class SecondPass:
         split = lambda x: x.reshape(L, b, t, h, d // h)  # noqa: E731
         return split(k).transpose(0, 1, 3, 4, 2), split(v).transpose(0, 1, 3, 2, 4)
 
-    def _encode(self, utterances: list[np.ndarray], repeat: int = 1) -> dict[str, np.ndarray]:
-        """The decoder step's cross-attention inputs of utterances, each row ``repeat`` times: per
-        layer, keys (rows, heads, d_head, 1500) and values (rows, heads, 1500, d_head), contiguous.
+    def _encode(self, utterances: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """The decoder step's cross-attention inputs of utterances, one row each, which all the
+        utterance's hypotheses read: per layer, keys (utterances, heads, d_head, 1500) and values
+        (utterances, heads, 1500, d_head), contiguous.
 
         Each utterance is encoded on its own with its silence after it, so that its features do
         not depend on the others in the batch (padded to the longest, a final's text would
@@ -177,8 +178,7 @@ class SecondPass:
             n = head_k.shape[-1]
             keys.append(np.concatenate([head_k, self.tail_k[:, :, :, :, n:]], axis=4))
             values.append(np.concatenate([head_v, self.tail_v[:, :, :, n:]], axis=3))
-        k = np.repeat(np.concatenate(keys, axis=1), repeat, axis=1)
-        v = np.repeat(np.concatenate(values, axis=1), repeat, axis=1)
+        k, v = np.concatenate(keys, axis=1), np.concatenate(values, axis=1)
         feeds = {}
         for i in range(self.layers):
             feeds[f"cross_k_{i}"], feeds[f"cross_v_{i}"] = np.ascontiguousarray(k[i]), np.ascontiguousarray(v[i])
@@ -186,7 +186,7 @@ class SecondPass:
 
     @staticmethod
     def _keep_rows(cross: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
-        """The cross-attention inputs of ``rows`` only: a finished utterance's rows leave the batch."""
+        """The cross-attention inputs of the utterances ``rows`` only: a finished utterance leaves the batch."""
         return {name: np.ascontiguousarray(a[rows]) for name, a in cross.items()}
 
     def _limit(self, utterance: np.ndarray, start: list[int]) -> int:
@@ -232,7 +232,7 @@ class SecondPass:
         if not utterances:
             return []
         b = len(utterances)
-        cross = self._encode(utterances, repeat=k)  # rows p*k .. p*k+k-1: the p-th utterance still going
+        cross = self._encode(utterances)  # row p: the p-th utterance still going, read by rows p*k .. p*k+k-1
         self_k = np.zeros((self.layers, b * k, 0, self.d_model), np.float32)
         self_v = np.zeros_like(self_k)
         tokens = np.array([start] * (b * k), np.int64)
@@ -244,7 +244,7 @@ class SecondPass:
         alive = np.arange(b)  # the utterance of each block of k rows; a finished one leaves the batch
         for step in range(max(limits) + 1):
             n = len(alive)
-            mask = np.ones((n * k, cross["cross_k_0"].shape[-1]), bool)
+            mask = np.ones((n, cross["cross_k_0"].shape[-1]), bool)
             logits, self_k, self_v = self.step.run(None, {"tokens": tokens, "self_k": self_k, "self_v": self_v,
                                                           "memory_mask": mask, **cross})
             logits[:, self._suppress_begin if step == 0 else self._suppress] = -np.inf
@@ -284,7 +284,7 @@ class SecondPass:
                 blocks = np.flatnonzero(going)
                 kept_rows = (blocks[:, None] * k + np.arange(k)).ravel()
                 alive, rows, nxt = alive[blocks], origin[kept_rows], nxt[kept_rows]
-                cross = self._keep_rows(cross, kept_rows)
+                cross = self._keep_rows(cross, blocks)
             self_k, self_v = self_k[:, rows], self_v[:, rows]
             tokens = nxt[:, None]
         best = [max(e, key=lambda pair: pair[0])[1] if e else seqs[i][0] for i, e in enumerate(ended)]

@@ -273,6 +273,24 @@ def _torch_second_pass(whisper, mel: np.ndarray, start: tuple[int, ...] = (50257
 
 
 @pytest.mark.skipif(not AN4.exists(), reason="../shared/data is not here")
+def test_the_hypotheses_of_an_utterance_share_its_cross_attention_keys_and_values():
+    """The step's cross-attention with one row of keys and values per utterance equals plain
+    attention with them repeated for each of the utterance's hypotheses."""
+    from models.train.export_whisper import _attend_split
+
+    torch.manual_seed(0)
+    u, k, t, heads, dh, frames = 2, 3, 2, 4, 8, 11
+    q = torch.randn(u * k, t, heads * dh)
+    keys, values = torch.randn(u, heads, frames, dh), torch.randn(u, heads, frames, dh)
+    mask = torch.ones(u, frames, dtype=torch.bool)
+    mask[1, 7:] = False
+    got = _attend_split(q, keys.transpose(2, 3).contiguous(), values, heads, mask[:, None, None, :])
+    rows = lambda x: x.repeat_interleave(k, dim=0)  # noqa: E731
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        q.view(u * k, t, heads, dh).transpose(1, 2), rows(keys), rows(values), attn_mask=rows(mask)[:, None, None, :])
+    assert torch.allclose(got, expected.transpose(1, 2).reshape(u * k, t, heads * dh), atol=1e-5)
+
+
 def test_second_pass_onnx_transcribes_like_torch(whisper, tmp_path_factory):
     from models.second_pass import SecondPass, SecondPassConfig
     from models.train.export_whisper import export_second_pass
