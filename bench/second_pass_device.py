@@ -16,8 +16,8 @@ data, which the GPU machine does not have:
     python -m bench.second_pass_device --record runs/gpu/mels.npz      # here: the finals' log-mels
     python -m bench.second_pass_device --mels runs/gpu/mels.npz [--device cuda] [--model tiny.en] [--whisper-dir DIR]
 
-The second prints, for each backend (onnxruntime float32 on one CPU thread when the
-built graphs are present, torch on one CPU thread, torch on the device), the
+The second prints, for each backend (onnxruntime float32 and int8, the served graphs, on one
+CPU thread when the built graphs are present, torch on one CPU thread, torch on the device), the
 second pass's time per final at batch 1 with beam 4 and greedy (p50, p99), and
 the time for a batch of finals from that many streams at once.
 """
@@ -28,6 +28,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -127,12 +128,14 @@ def run(mels_path: Path, device: str, model: str, whisper_dir: Path | None, batc
         for beam in (4, 1):
             config = SecondPassConfig(beam=beam, max_batch=batch)
             rows: dict[str, dict] = {}
-            try:
-                served = SecondPass(default_second_pass_dir(model), config, SessionOptions(intra_op_threads=1))
-            except ModelError as exc:  # no built graphs on this machine: the torch rows stand alone
-                print(f"onnxruntime graphs not measured: {exc}")
-            else:
-                rows["onnxruntime float32, 1 CPU thread"] = _measure(served, mels, batch)
+            for quantized, precision in ((False, "float32"), (True, "int8 (served)")):
+                try:
+                    served = SecondPass(default_second_pass_dir(model), replace(config, quantized=quantized),
+                                        SessionOptions(intra_op_threads=1))
+                except ModelError as exc:  # no built graphs on this machine: the torch rows stand alone
+                    print(f"onnxruntime graphs not measured: {exc}")
+                    break
+                rows[f"onnxruntime {precision}, 1 CPU thread"] = _measure(served, mels, batch)
             for label, dev in backends:
                 ran = SecondPass(folder, config, graphs=(TorchGraph(graphs.encode, ["mel"], dev), TorchGraph(
                     graphs.step, graphs.step_inputs, dev)))
