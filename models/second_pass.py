@@ -171,9 +171,9 @@ class SecondPass:
         depend on which other streams' finals it was decoded with) and no encoder time goes to
         padding.
         """
-        shape = (len(utterances), self.heads, self.d_model // self.heads, self.max_frames // 2)
-        keys = [np.empty(shape, np.float32) for _ in range(self.layers)]
-        values = [np.empty((*shape[:2], shape[3], shape[2]), np.float32) for _ in range(self.layers)]
+        u, h, d_head, window = len(utterances), self.heads, self.d_model // self.heads, self.max_frames // 2
+        keys = [np.empty((u, h, d_head, window), np.float32) for _ in range(self.layers)]
+        values = [np.empty((u, h, window, d_head), np.float32) for _ in range(self.layers)]
         for p, m in enumerate(utterances):
             frames = min(m.shape[0] + _PAD_FRAMES, self.max_frames)
             frames += frames % 2

@@ -272,7 +272,6 @@ def _torch_second_pass(whisper, mel: np.ndarray, start: tuple[int, ...] = (50257
     return tokens[len(start) :]
 
 
-@pytest.mark.skipif(not AN4.exists(), reason="../shared/data is not here")
 def test_the_hypotheses_of_an_utterance_share_its_cross_attention_keys_and_values():
     """The step's cross-attention with one row of keys and values per utterance equals plain
     attention with them repeated for each of the utterance's hypotheses."""
@@ -291,6 +290,7 @@ def test_the_hypotheses_of_an_utterance_share_its_cross_attention_keys_and_value
     assert torch.allclose(got, expected.transpose(1, 2).reshape(u * k, t, heads * dh), atol=1e-5)
 
 
+@pytest.mark.skipif(not AN4.exists(), reason="../shared/data is not here")
 def test_second_pass_onnx_transcribes_like_torch(whisper, tmp_path_factory):
     from models.second_pass import SecondPass, SecondPassConfig
     from models.train.export_whisper import export_second_pass
