@@ -24,8 +24,9 @@ confidence-aware decision (``IntentResult.needs_confirmation``) honestly:
   n-best agreement) are compared on ``tune`` only.
 
 Audio is kept in ``runs/bench/spoken_intent/audio/`` and the finals in
-``runs/bench/spoken_intent/<voice>.jsonl`` (one JSON final per utterance, as
-the codec writes them), so reruns transcribe nothing again; the first run of
+``runs/bench/spoken_intent/<recogniser>/<voice>.jsonl`` (one JSON final per
+utterance, as the codec writes them), so reruns with the same recogniser
+transcribe nothing again; the first run of
 300 utterances takes about 15 minutes on one loaded core.
 """
 
@@ -50,6 +51,7 @@ from models.train.tts import HELDOUT_VOICE, Utterance, random_settings
 from models.evaluate import transcribe_file
 from models.intent_train import banking77_heldout_head, banking77_split, embed, intent_metrics, load_banking77
 from models.metrics import ErrorCounter
+from models.runtime import recogniser_tag
 from operators.intent import (
     CONFIRM_BELOW,
     DEFAULT_ENCODER,
@@ -89,8 +91,9 @@ def _joined(finals: Sequence[Final]) -> Final:
 def spoken_finals(n: int, voice: tuple[str, str] = JOE, seed: int = 11) -> tuple[list[int], list[Final]]:
     """``n`` BANKING77 dev indices, spread over the split, and our ASR's final for each spoken by ``voice``.
 
-    Cached in ``SET_DIR`` (audio and ``<engine>_<voice>.jsonl``); only missing utterances are
-    rendered and transcribed. An utterance split into several finals is joined (``_joined``).
+    Cached in ``SET_DIR`` (audio, and ``<recogniser>/<engine>_<voice>.jsonl`` named by
+    ``models.runtime.recogniser_tag``, so a new acoustic model transcribes anew); only missing
+    utterances are rendered and transcribed. An utterance split into several finals is joined (``_joined``).
     A sentence the voice cannot render (the corpus rules bound its duration to 0.3-20 s; a few
     BANKING77 texts run to 70 words) is left out, and stays out on reruns.
     """
@@ -102,7 +105,7 @@ def spoken_finals(n: int, voice: tuple[str, str] = JOE, seed: int = 11) -> tuple
     _, dev = banking77_split(labels)
     pick = [int(i) for i in dev[:: max(1, len(dev) // n)][:n]]
     engine, speaker = voice
-    store = SET_DIR / f"{engine}_{speaker}.jsonl"
+    store = SET_DIR / recogniser_tag() / f"{engine}_{speaker}.jsonl"
     done: dict[int, Final] = {}
     failed: set[int] = set()
     if store.exists():

@@ -35,7 +35,7 @@ Data (only train/dev material is read; BANKING77 and CLINC150 test splits never 
   so the head learns what finals look like when recognition goes wrong.
   ``--spoken-dev M`` (default 300) dev sentences spoken by piper, a voice
   the head never heard, give ``dev_spoken_*``. Transcripts are cached in
-  ``runs/intent_spoken/`` (resumable).
+  ``runs/intent_spoken/<recogniser>/`` (resumable; ``models.runtime.recogniser_tag``).
 * Embeddings are cached in ``runs/intent_emb/`` per encoder variant and text
   list, so a rerun (another C grid, another spoken weight) embeds nothing again.
 * A YAML file ``{intent_name: [example, ...]}``. An ``out_of_scope`` entry,
@@ -403,13 +403,18 @@ def spoken_transcripts(texts: Sequence[str], indices: Sequence[int], out: Path, 
 
 
 def train_banking77(encoder: SentenceEncoder, clinc: Mapping[str, tuple[list[str], list[str]]] | None = None, *,
-                    spoken: int = 0, spoken_dev: int = 0, spoken_dir: Path = SPOKEN_DIR) -> IntentHead:
+                    spoken: int = 0, spoken_dev: int = 0, spoken_dir: Path | None = None) -> IntentHead:
     """The bundled head: BANKING77 train split, C and temperature on dev, threshold vs CLINC150 oos_val.
 
     With ``spoken``, that many train sentences are also learnt as our ASR transcribes them
     spoken by TTS voices; ``spoken_dev`` dev sentences spoken by piper measure the head on
-    recognised speech (``dev_spoken_accuracy``).
+    recognised speech (``dev_spoken_accuracy``). Transcripts are cached in ``spoken_dir``
+    (default: ``SPOKEN_DIR`` / the recogniser's name, so that another acoustic model speaks anew).
     """
+    if spoken_dir is None:
+        from models.runtime import recogniser_tag
+
+        spoken_dir = SPOKEN_DIR / recogniser_tag()
     texts, labels = load_banking77()
     train, dev = banking77_split(labels)
     x = embed(encoder, texts)

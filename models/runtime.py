@@ -20,7 +20,8 @@ from stream.cache import cache_root
 from stream.errors import ModelError
 
 __all__ = ["ASSETS", "BUNDLED_ENCODER", "BUNDLED_HEAD", "SECOND_PASS_MODELS", "AcousticModel", "SessionOptions",
-           "default_asr_dir", "default_model_path", "default_second_pass_dir", "load_acoustic", "open_session"]
+           "default_asr_dir", "default_model_path", "default_second_pass_dir", "load_acoustic", "open_session",
+           "recogniser_tag"]
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -30,6 +31,8 @@ def default_general_lm() -> Path:
     # The suffix names the recipe (3: pocketsphinx's trigrams, models.train.sphinx_lm): a cache built
     # by another recipe is not reused.
     return cache_root() / "lm-general-en-3"
+
+
 @dataclass(frozen=True)
 class SessionOptions:
     intra_op_threads: int = 1  # threads per session call; 0 lets onnxruntime decide
@@ -149,6 +152,15 @@ def default_second_pass_dir(model: str = SECOND_PASS_MODELS[0]) -> Path:
     if model not in SECOND_PASS_MODELS:
         raise ModelError(f"the second pass runs Whisper {' or '.join(SECOND_PASS_MODELS)}, not {model!r}")
     return cache_root() / f"second-pass-whisper-{model}-g{SECOND_PASS_GRAPHS_VERSION}"
+
+
+def recogniser_tag(second_pass: str = SECOND_PASS_MODELS[0]) -> str:
+    """The default recogniser's name: its streaming graphs' and its second pass's cache folders.
+
+    Transcripts cached for training or measuring (spoken intent) are kept under it, so that a
+    new bundle or second pass transcribes them anew instead of serving an older model's errors.
+    """
+    return f"{default_asr_dir().name}+{default_second_pass_dir(second_pass).name}"
 
 
 def default_model_path(quantized: bool = True) -> Path:

@@ -336,3 +336,16 @@ def test_spoken_transcripts_are_our_asr_on_tts_and_resume(tmp_path, monkeypatch)
     assert again == heard  # rows on file are not redone; the one that cannot be rendered is left out
     with pytest.raises(RuntimeError, match="rendered none of 10"):
         spoken_transcripts(texts * 4, list(range(12)), tmp_path / "none.tsv", engines={"espeak": 1.0})
+
+
+def test_cached_transcripts_are_kept_per_recogniser(tmp_path, monkeypatch):
+    import models.runtime as runtime
+
+    monkeypatch.setenv("CALLSTREAM_CACHE_DIR", str(tmp_path / "cache"))
+    bundled = runtime.recogniser_tag()
+    assert bundled == runtime.recogniser_tag("base") != runtime.recogniser_tag("tiny.en")
+    head = tmp_path / "ctc_head.pt"
+    head.write_bytes(runtime.BUNDLED_HEAD.read_bytes() + b"\0")  # another acoustic model
+    monkeypatch.setattr(runtime, "BUNDLED_HEAD", head)
+    assert runtime.recogniser_tag() != bundled
+    assert "/" not in bundled and bundled.startswith("asr-")
