@@ -109,7 +109,7 @@ def test_default_enrich_adds_intent():
 @pytest.mark.skipif(not ENCODER_BUILT, reason="sentence encoder not built: run `python -m models.encoder_export`")
 def test_enriched_intent_says_when_to_confirm():
     sure = enrich(new_state(), _final("i still have not received my new card")).intent
-    vague = enrich(new_state(), _final("card")).intent  # order_physical_card at 0.54
+    vague = enrich(new_state(), _final("account")).intent  # terminate_account at 0.50
     assert sure.label == "card_arrival" and not sure.needs_confirmation
     assert vague.label != "out_of_scope" and vague.needs_confirmation
 
