@@ -86,14 +86,13 @@ _LOAD_SAMPLE_S = 0.5
 
 
 # The default stream limit, measured (docs/reliability.md, `callstream bench --only soak`) on the
-# 2-core development machine with the soak's clients on the same cores. Whisper base's second pass
-# (the default, beam 4) costs about twice tiny.en's at each endpoint: 24 real-time streams held
-# (final p50 / p99 81 / 850 ms in the second minute, nothing shed), where 36 fell behind within
-# 20 s and load shedding took 11 of them (7 with a greedy second pass). With tiny.en's second pass
-# 36 held, and 40 with it greedy. The server's work runs on one recogniser thread plus
-# onnxruntime's (--threads 1), so the figure follows a core's speed more than the core count:
-# measure a new machine with the bench.
-MAX_STREAMS = 24
+# 2-core development machine with the soak's clients on the same cores, with the default second
+# pass (Whisper base, beam 4, 6 s of silence after each utterance): 200 streams for 10 minutes
+# against 30 admitted 30 and kept every minute's final p99 between 0.40 and 0.58 s, nothing shed;
+# 36 against 36 fell behind when all started together, and load shedding took 10. The server's
+# work runs on one recogniser thread plus onnxruntime's (--threads 1), so the figure follows a
+# core's speed more than the core count: measure a new machine with the bench.
+MAX_STREAMS = 30
 
 
 @dataclass(frozen=True)
