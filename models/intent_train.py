@@ -409,7 +409,7 @@ def train_banking77(encoder: SentenceEncoder, clinc: Mapping[str, tuple[list[str
     With ``spoken``, that many train sentences are also learnt as our ASR transcribes them
     spoken by TTS voices; ``spoken_dev`` dev sentences spoken by piper measure the head on
     recognised speech (``dev_spoken_accuracy``). Transcripts are cached in ``spoken_dir``
-    (default: ``SPOKEN_DIR`` / the recogniser's name, so that another acoustic model speaks anew).
+    (default: ``SPOKEN_DIR`` / the recogniser's name, so that another acoustic model transcribes anew).
     """
     if spoken_dir is None:
         from models.runtime import recogniser_tag
