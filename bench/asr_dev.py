@@ -53,21 +53,22 @@ def sets(n: int) -> dict[str, list[tuple[Utterance, str]]]:
     return out
 
 
-def _recognizer(system: str):
+def _recognizer(system: str, hotwords: tuple[tuple[str, float], ...] = ()):
+    """``hotwords`` go to callstream's systems only (the peers have none)."""
     from bench.peers import callstream, whisper
     from stream.app import DecodingConfig
 
     if system.startswith("Whisper "):
         return whisper(1, 1, "float32", system.removeprefix("Whisper "))
-    return callstream(1, {"greedy": DecodingConfig(search="greedy", second_pass=False),
-                          "beam+LM": DecodingConfig(second_pass=False),
-                          "two-pass, greedy 2nd": DecodingConfig(second_pass_beam=1),
-                          "two-pass, tiny.en 2nd": DecodingConfig(second_pass_model="tiny.en"),
-                          "two-pass": DecodingConfig()}[system])
+    return callstream(1, {"greedy": DecodingConfig(search="greedy", second_pass=False, hotwords=hotwords),
+                          "beam+LM": DecodingConfig(second_pass=False, hotwords=hotwords),
+                          "two-pass, greedy 2nd": DecodingConfig(second_pass_beam=1, hotwords=hotwords),
+                          "two-pass, tiny.en 2nd": DecodingConfig(second_pass_model="tiny.en", hotwords=hotwords),
+                          "two-pass": DecodingConfig(hotwords=hotwords)}[system])
 
 
-def _score(system: str, n: int) -> dict[str, dict[str, float]]:
-    recognize = _recognizer(system)
+def _score(system: str, n: int, hotwords: tuple[tuple[str, float], ...] = ()) -> dict[str, dict[str, float]]:
+    recognize = _recognizer(system, hotwords)
     out = {}
     for name, items in sets(n).items():
         counter, found, slots, compute, audio = ErrorCounter(), 0, 0, 0.0, 0.0
@@ -87,17 +88,19 @@ def _score(system: str, n: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def dev_table(n: int, systems: tuple[str, ...] = SYSTEMS) -> tuple[str, dict]:
+def dev_table(n: int, systems: tuple[str, ...] = SYSTEMS,
+              hotwords: tuple[tuple[str, float], ...] = ()) -> tuple[str, dict]:  # fmt: skip
     with ProcessPoolExecutor(max_workers=2) as pool:
-        results = dict(zip(systems, pool.map(_score, systems, [n] * len(systems))))
+        results = dict(zip(systems, pool.map(_score, systems, [n] * len(systems), [hotwords] * len(systems))))
     sets = list(next(iter(results.values())))
     rows = []
     for name in sets:
         metric = "slot_recall" if "slot_recall" in results[systems[0]][name] else "wer"
         rows.append((name, results[systems[0]][name]["n"], metric,
                      *(results[s][name][metric] for s in systems)))
+    with_hotwords = f", hotwords {' '.join(f'{p}:{w:g}' for p, w in hotwords)}" if hotwords else ""
     text = table(f"Development sets (WER; slot-value recall for barista), {n} utterances a set at most, "
-                 "one thread each", ["dev set", "utts", "metric", *systems], rows)
+                 f"one thread each{with_hotwords}", ["dev set", "utts", "metric", *systems], rows)
     text += table("Real-time factor (median over the sets, one thread)", ["system", "median RTF"],
                   [(s, sorted(v["rtf"] for v in results[s].values())[len(sets) // 2]) for s in systems])
     return text, results
@@ -139,9 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", choices=SYSTEMS, action="append", help="run only these systems")
     p.add_argument("--latency", type=int, default=0, metavar="N",
                    help="also measure time to final on N utterances a set")
+    p.add_argument("--hotword", action="append", default=[], metavar="PHRASE[:WEIGHT]",
+                   help="hotwords for callstream's systems, as serve's --hotword (repeatable)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    text, results = dev_table(args.n, tuple(args.only or SYSTEMS))
+    from stream.app import parse_hotwords
+
+    text, results = dev_table(args.n, tuple(args.only or SYSTEMS), parse_hotwords(args.hotword))
     if args.latency:
         lat_text, results["time_to_final"] = final_latency(args.latency)
         text += lat_text

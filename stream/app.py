@@ -14,7 +14,8 @@ from operators.ctc import BeamConfig, BeamDecoder, EndpointConfig, GreedyDecoder
 from stream.errors import ModelError
 from stream.pipeline import Pipeline
 
-__all__ = ["DecodingConfig", "add_decoding_arguments", "build_pipeline", "decoding_from_args", "lm_config"]
+__all__ = ["DecodingConfig", "add_decoding_arguments", "build_pipeline", "decoding_from_args", "lm_config",
+           "parse_hotwords"]
 
 BUNDLED_LM = ASSETS / "lm"
 log = logging.getLogger(__name__)
@@ -132,15 +133,20 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
                         "time, less accurately; build it first: callstream build-asr --second-pass tiny.en)")
 
 
-def decoding_from_args(args: argparse.Namespace) -> DecodingConfig:
+def parse_hotwords(items: list[str]) -> tuple[tuple[str, float], ...]:
+    """``--hotword PHRASE[:WEIGHT]`` values as (phrase, weight); weight 0: the decoder's default."""
     hotwords = []
-    for item in args.hotword:
+    for item in items:
         phrase, _, weight = item.partition(":")
         hotwords.append((phrase, float(weight) if weight else 0.0))
+    return tuple(hotwords)
+
+
+def decoding_from_args(args: argparse.Namespace) -> DecodingConfig:
     return DecodingConfig(
         search="greedy" if args.greedy else "beam", beam_width=args.beam, lm=None if args.no_lm else args.lm,
         general_lm=None if args.no_general_lm else args.general_lm,
-        alpha=args.alpha, beta=args.beta, hotwords=tuple(hotwords), vad_endpoint=not args.no_vad_endpoint,
+        alpha=args.alpha, beta=args.beta, hotwords=parse_hotwords(args.hotword), vad_endpoint=not args.no_vad_endpoint,
         second_pass=not args.no_second_pass, second_pass_beam=args.second_pass_beam,
         second_pass_model=args.second_pass_model,
     )

@@ -29,3 +29,12 @@ def test_callstream_bench_parses_the_suite_arguments():
 def test_python_m_bench_still_works():
     proc = subprocess.run([sys.executable, "-m", "bench", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0 and proc.stdout.startswith("usage: python -m bench")
+
+
+def test_hotwords_parse_as_serve_takes_them():
+    from stream.app import parse_hotwords
+
+    assert parse_hotwords(["four:20", "acme bank", "visa:0"]) == (("four", 20.0), ("acme bank", 0.0), ("visa", 0.0))
+    assert parse_hotwords([]) == ()
+    args = build_parser("serve").parse_args(["serve", "--hotword", "four:20", "--hotword", "acme bank"])
+    assert parse_hotwords(args.hotword) == (("four", 20.0), ("acme bank", 0.0))
