@@ -60,11 +60,12 @@ def _recognizer(system: str, hotwords: tuple[tuple[str, float], ...] = ()):
 
     if system.startswith("Whisper "):
         return whisper(1, 1, "float32", system.removeprefix("Whisper "))
-    return callstream(1, {"greedy": DecodingConfig(search="greedy", second_pass=False, hotwords=hotwords),
-                          "beam+LM": DecodingConfig(second_pass=False, hotwords=hotwords),
-                          "two-pass, greedy 2nd": DecodingConfig(second_pass_beam=1, hotwords=hotwords),
-                          "two-pass, tiny.en 2nd": DecodingConfig(second_pass_model="tiny.en", hotwords=hotwords),
-                          "two-pass": DecodingConfig(hotwords=hotwords)}[system])
+    settings = {"greedy": {"search": "greedy", "second_pass": False},
+                "beam+LM": {"second_pass": False},
+                "two-pass, greedy 2nd": {"second_pass_beam": 1},
+                "two-pass, tiny.en 2nd": {"second_pass_model": "tiny.en"},
+                "two-pass": {}}[system]
+    return callstream(1, DecodingConfig(**settings, hotwords=hotwords))
 
 
 def _score(system: str, n: int, hotwords: tuple[tuple[str, float], ...] = ()) -> dict[str, dict[str, float]]:

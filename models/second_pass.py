@@ -47,8 +47,8 @@ _LOG_MEL_FLOOR = -10.0  # the front end's floor (operators.features, kind "whisp
 class SecondPassConfig:
     quantized: bool = False  # int8 graphs: about 3x smaller; measured in the model card
     # Hypotheses kept per utterance by the decoder's beam search; 1: greedy. Measured in the model
-    # card: beam 4 raises barista_dev slot recall (0.889 -> 0.899), and the time to final's p99
-    # from 410 to 584 ms on one thread.
+    # card: beam 4 raises barista_dev slot recall (0.889 -> 0.900), and the time to final's p99
+    # from 225 to 389 ms on one thread.
     beam: int = 4
     # Finals decoded in one batch at most. Each utterance in a batch brings its own cross-attention
     # keys and values of Whisper's whole window, read at every token (base: 6 layers x 2 x 1,500 x
