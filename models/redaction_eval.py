@@ -38,7 +38,7 @@ from operators.redaction import StreamRedactor, luhn_valid, spoken_digits
 from operators.spoken_form import digits_to_words, number_to_words
 from stream.events import Enriched, Event, Final, Partial, Word
 
-__all__ = ["Call", "evaluate", "event_texts", "generate", "leaks", "read_csv", "write_csv"]
+__all__ = ["Call", "evaluate", "event_texts", "generate", "leaks", "number_exchange", "read_csv", "write_csv"]
 
 MIN_DIGITS = 6
 
@@ -143,6 +143,21 @@ def _mishear(rng: random.Random, words: list[str], rate: float) -> list[str]:
         if rng.random() < rate * 0.15:
             out.append(rng.choice(_FILLERS))
     return out
+
+
+def number_exchange(rng: random.Random, kind: str) -> tuple[str, str, str]:
+    """The agent's question, the caller's spoken answer and its digits, for a ``card`` or ``phone`` number.
+
+    The answer is as a caller says it (digit by digit, in pairs, "oh", "double"), with no
+    recogniser errors: for calls rendered by TTS voices, where the recogniser makes its own.
+    """
+    if kind not in ("card", "phone"):
+        raise ValueError(f"expected kind card or phone, got {kind!r}")
+    card = kind == "card"
+    secret = _card(rng) if card else _phone(rng)
+    ask = rng.choice(_AGENT_ASKS if card else _AGENT_PHONE)
+    answer = " ".join(rng.choice(_CARD_LEAD if card else _PHONE_LEAD).split() + _read(rng, secret, spoken=True))
+    return ask, answer, secret
 
 
 def generate(n: int, seed: int = 0, *, spoken: bool = False) -> list[Call]:
