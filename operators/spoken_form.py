@@ -160,7 +160,11 @@ _RE_CAPS = re.compile(r"\b[A-Z]{2,4}\b")
 _RE_HUGE = re.compile(r"\d(?:,?\d){15,}")
 # Three or more groups of 2-4 digits: a card, phone or account number read out ("4111 1111 1111
 # 1111", "555-123-4567"), which a caller says digit by digit, not as "eleven eleven".
-_RE_DIGIT_GROUPS = re.compile(r"(?<![\d,.$])\d{2,4}(?:[ -]\d{2,4}){2,}(?![\d,.%])")
+_RE_DIGIT_GROUPS = re.compile(r"(?<![\d,.$])\d{2,4}(?:[ -]\d{2,4}){2,}(?![\d%]|[.,]\d)")
+# Digits joined by hyphens or dots, as Whisper writes a number it heard read out: "4-9-4-568-2417",
+# "81093-223", "92.07.69.84.56". Three or more groups, or seven or more digits, are a number said
+# digit by digit; "10-15" (a range), "2019-2020" (years) and "2.5" (a decimal) are not.
+_RE_DIGIT_RUN = re.compile(r"(?<![\d,.$])\d+(?:(?P<sep>[-.])\d+)(?:(?P=sep)\d+)*(?![\d%]|[.,]\d)")
 
 
 def amount_words(whole: str, frac: str | None, symbol: str, scale: str | None) -> str:
@@ -205,6 +209,15 @@ def _plain_number(m: re.Match[str]) -> str:
     if len(digits) == 4 and (1100 <= value <= 1999 or 2010 <= value <= 2099):
         return f" {year_to_words(value)} "
     return f" {number_to_words(value)} "
+
+
+def _digit_run(m: re.Match[str]) -> str:
+    groups = m.group(0).split(m.group("sep"))
+    digits = "".join(groups)
+    years = all(len(g) == 4 and 1100 <= int(g) <= 2099 for g in groups)  # "2019-2020"
+    if len(groups) >= 3 or (len(digits) >= 7 and not years):
+        return f" {digits_to_words(digits)} "
+    return m.group(0)
 
 
 def _decade(m: re.Match[str]) -> str:
@@ -256,6 +269,7 @@ def normalize_text(s: str) -> str:
         s = _RE_CAPS.sub(_caps_token, s)
     s = _RE_HUGE.sub(lambda m: f" {digits_to_words(m.group(0).replace(',', ''))} ", s)
     s = _RE_DIGIT_GROUPS.sub(lambda m: f" {digits_to_words(re.sub('[ -]', '', m.group(0)))} ", s)
+    s = _RE_DIGIT_RUN.sub(_digit_run, s)
     s = _RE_CURRENCY.sub(_currency, s)
     s = _RE_PERCENT.sub(lambda m: f" {_number_or_decimal(m.group(1))} percent ", s)
     s = _RE_CLOCK.sub(_clock, s)
