@@ -35,7 +35,7 @@ figures on the same cached audio. Whisper's own figures move a little from run
 to run even so: faster-whisper samples at a higher temperature when its greedy
 text fails its checks.
 
-    python -m bench.calls --calls 20
+    python -m bench.calls --calls 40
     callstream bench --only calls
 """
 
@@ -45,7 +45,6 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the callstream command does (stream/cli.py)
 
-import argparse
 import random
 import time
 from collections.abc import Sequence
@@ -54,7 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
-from bench.common import ROOT, table
+from bench.common import ROOT, calls_main, table
 from bench.peers import whisper_audio
 from bench.redaction import CALL_RATE, render, stream_call
 from models.intent_train import banking77_heldout_head, banking77_split, embed, load_banking77
@@ -253,13 +252,7 @@ def run(calls: int = 20, seed: int = 0) -> tuple[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.calls", description=__doc__.splitlines()[0])
-    p.add_argument("--calls", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    text, _ = run(args.calls, args.seed)
-    print(text)
-    return 0
+    return calls_main(argv, "python -m bench.calls", __doc__, run, 40)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""Shared pieces of the benchmarks: real dev audio, percentiles, tables."""
+"""Shared pieces of the benchmarks: real dev audio, percentiles, tables, the generated calls' command line."""
 
 from __future__ import annotations
 
+import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -56,3 +57,14 @@ def _fmt(value: object) -> str:
             return "-"
         return f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}" if abs(value) < 100 else f"{value:.0f}"
     return str(value)
+
+
+def calls_main(argv: list[str] | None, prog: str, doc: str, run: Callable[[int, int], tuple[str, object]],
+               calls: int) -> int:
+    """The command line of a bench over generated calls: ``--calls N --seed S``, then its table."""
+    p = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    p.add_argument("--calls", type=int, default=calls)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    print(run(args.calls, args.seed)[0])
+    return 0

@@ -14,14 +14,13 @@ finals (text, words, n-best) and enriched events are all read.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Sequence
 
 import numpy as np
 import soxr
 
-from bench.common import table
+from bench.common import calls_main, table
 from models.train.tts import SAMPLE_RATE, speak
 from models.redaction_eval import event_texts, generate, leaks
 from operators.audio import encode_audio
@@ -106,13 +105,7 @@ def run(calls: int = 20, seed: int = 0) -> tuple[str, dict[str, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.redaction", description=__doc__.splitlines()[0])
-    p.add_argument("--calls", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    text, _ = run(args.calls, args.seed)
-    print(text)
-    return 0
+    return calls_main(argv, "python -m bench.redaction", __doc__, run, 20)
 
 
 if __name__ == "__main__":
