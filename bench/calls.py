@@ -61,7 +61,7 @@ from models.metrics import ErrorCounter, edit_distance
 from models.redaction_eval import event_texts, leaks, number_exchange
 from models.train.tts import SAMPLE_RATE
 from operators.audio import mulaw_decode, mulaw_encode
-from operators.intent import DEFAULT_ENCODER, DEFAULT_HEADS, IntentHead, SentenceEncoder, default_encoder_dir
+from operators.intent import load_classifier
 from operators.redaction import spoken_digits
 from operators.spoken_form import normalize_text
 from stream.app import build_pipeline
@@ -190,14 +190,14 @@ def run(calls: int = 20, seed: int = 0) -> tuple[str, dict]:
     """The tables and figures of ``calls`` generated calls (see the module docstring)."""
     pipeline = build_pipeline(enrich=True)
     peer = whisper_audio(1, 1)
-    served = IntentHead.load(DEFAULT_HEADS[DEFAULT_ENCODER]).encoder
-    enc = SentenceEncoder(default_encoder_dir(DEFAULT_ENCODER), quantized=not served.endswith("/fp32"), threads=1)
+    enc = load_classifier().encoder  # the variant the bundled head serves with
     heldout = banking77_heldout_head(enc)
     ours, whisper = _Tally(), _Tally()
     truth, first_intent, confirm = [], [], 0
     leaking = {"redacted": 0, "raw": 0}
     audio_s, t0 = 0.0, time.perf_counter()
-    for index, call in enumerate(scripts(calls, seed)):
+    plan = scripts(calls, seed)
+    for index, call in enumerate(plan):
         audio, spans = _render_cached(call, index, seed)
         audio_s += audio.shape[0] / CALL_RATE
         truth.append(call.intent)
@@ -206,10 +206,10 @@ def run(calls: int = 20, seed: int = 0) -> tuple[str, dict]:
             runs[mode] = stream_call(pipeline, audio, redact)
             leaking[mode] += any(leaks(t, secret) for ev in runs[mode] for t in event_texts(ev)
                                  for secret in (call.card, call.phone))
-        first = next((ev for ev in runs["redacted"]
+        first = next((ev.intent for ev in runs["redacted"]
                       if isinstance(ev, Enriched) and ev.transcript.channel == "customer" and ev.transcript.text), None)
-        first_intent.append(first.intent.label if first is not None and first.intent is not None else "")
-        confirm += bool(first is not None and first.intent is not None and first.intent.needs_confirmation)
+        first_intent.append(first.label if first is not None else "")
+        confirm += bool(first is not None and first.needs_confirmation)
         ours.add(call, turn_texts([ev for ev in runs["raw"] if isinstance(ev, Final)], spans, call.turns))
         customer = _channel_audio(audio, 1)
         whisper.add(call, [peer(customer[int(lo * SAMPLE_RATE) : int(hi * SAMPLE_RATE)]) if t.channel == "customer"
@@ -220,16 +220,15 @@ def run(calls: int = 20, seed: int = 0) -> tuple[str, dict]:
     def heldout_accuracy(texts: Sequence[str]) -> float:
         return float(np.mean(labels[heldout.proba(embed(enc, list(texts), None)).argmax(1)] == truth_a))
 
-    typed = [normalize_text(t.text) for c in scripts(calls, seed) for t in c.turns if t.kind == "question"]
+    typed = [normalize_text(t.text) for c in plan for t in c.turns if t.kind == "question"]
     result: dict = {"calls": calls, "audio_minutes": round(audio_s / 60, 2),
                     "intent_typed_heldout": heldout_accuracy(typed),
                     "first_final_intent": float(np.mean(np.array(first_intent) == truth_a)),
                     "first_final_needs_confirmation": confirm / calls,
                     "calls_leaking": leaking["redacted"], "raw_calls_leaking": leaking["raw"]}
     rows = []
-    for name, tally in (("callstream (streaming, two-pass)", ours),
-                        ("Whisper tiny.en (offline, greedy, turns cut for it)", whisper)):
-        key = "ours" if tally is ours else "whisper_tiny_en"
+    for key, name, tally in (("ours", "callstream (streaming, two-pass)", ours),
+                             ("whisper_tiny_en", "Whisper tiny.en (offline, greedy, turns cut for it)", whisper)):
         figures = {"question_wer": tally.question.wer, "customer_wer": tally.customer.wer,
                    "digit_error_rate": tally.digit_errors / max(tally.digits, 1),
                    "numbers_exact": tally.numbers_exact / max(tally.numbers, 1),
