@@ -115,15 +115,20 @@ class SecondPass:
         self._suppress_begin = self._suppress.copy()
         self._suppress_begin[meta["suppress_ids_begin"]] = True
 
-    def transcribe(self, utterances: list[np.ndarray], prompts: Sequence[str] | None = None) -> list[str]:
+    def transcribe(self, utterances: list[np.ndarray], prompts: Sequence[str] | None = None, *,
+                   beam: int | None = None) -> list[str]:
         """Transcripts of utterances given as raw log10-mel frames, float32 (T_i, n_mels) each.
 
         ``prompts``: per utterance, text Whisper reads as what came before (its prompt, as
         ``initial_prompt`` in Whisper's own decoding): a stream's hotwords, which steer its
         spelling of names. Utterances with the same prompt decode together, in batches of up to
         ``max_batch``. An utterance that does not fit Whisper's 30 s window (less a second of
-        silence) gets "" (the caller keeps its first-pass text).
+        silence) gets "" (the caller keeps its first-pass text). ``beam``: this call's beam
+        instead of the configured one (1: greedy).
         """
+        beam = self.beam if beam is None else beam
+        if not 1 <= beam <= 16:
+            raise ValueError(f"second-pass beam must be 1..16, got {beam}")
         for m in utterances:
             if m.ndim != 2 or m.shape[1] != self.n_mels:
                 raise ValueError(f"expected log-mel frames of shape (T, {self.n_mels}), got {m.shape}")
@@ -140,7 +145,7 @@ class SecondPass:
             for first in range(0, len(fits), self.max_batch):
                 batch = fits[first : first + self.max_batch]
                 chosen = [utterances[i] for i in batch]
-                decoded = self._greedy(chosen, start) if self.beam == 1 else self._beam_search(chosen, start, self.beam)
+                decoded = self._greedy(chosen, start) if beam == 1 else self._beam_search(chosen, start, beam)
                 for i, text in zip(batch, decoded):
                     texts[i] = text
         return texts

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +40,10 @@ class DecodingConfig:
     second_pass: bool = True  # decode finals again with Whisper's decoder, when the model supports it
     second_pass_beam: int = 4  # the second pass's beam (models.second_pass.SecondPassConfig); 1: greedy
     second_pass_model: str = SECOND_PASS_MODELS[0]  # the Whisper model of the second pass
+    # > 0: partials of an open utterance are decoded again by the second pass (greedy) each time
+    # this many more seconds of it are in (Pipeline._refine_partials); 0: partials come from the
+    # CTC search alone
+    partial_second_pass_s: float = 0.0
 
 
 def lm_config(cfg: DecodingConfig) -> LanguageModelConfig | None:
@@ -89,13 +95,18 @@ def build_pipeline(
         decoder = BeamDecoder(spec.vocab, spec.frame_seconds, endpoint, beam=beam, lm=lm, hotwords=decoding.hotwords)
         no_lm = decoder if lm is None else BeamDecoder(
             spec.vocab, spec.frame_seconds, endpoint, beam=beam, hotwords=decoding.hotwords)
-    rescorer = None
+    if decoding.partial_second_pass_s < 0:
+        raise ValueError(f"expected partial_second_pass_s >= 0, got {decoding.partial_second_pass_s}")
+    rescorer = partial_rescorer = None
     if decoding.second_pass and spec.second_pass == "whisper":
         from models.second_pass import SecondPass, SecondPassConfig
 
         config = SecondPassConfig(quantized=spec.quantized, beam=decoding.second_pass_beam)
-        rescorer = SecondPass(default_second_pass_dir(decoding.second_pass_model), config,
-                              SessionOptions(intra_op_threads=threads)).transcribe
+        second_pass = SecondPass(default_second_pass_dir(decoding.second_pass_model), config,
+                                 SessionOptions(intra_op_threads=threads))
+        rescorer = second_pass.transcribe
+        if decoding.partial_second_pass_s > 0:
+            partial_rescorer = functools.partial(second_pass.transcribe, beam=1)
     enricher = None
     if enrich:
         from operators.enrich import default_enricher
@@ -105,7 +116,8 @@ def build_pipeline(
         acoustic=acoustic, ctc=decoder, ctc_no_lm=no_lm, endpoint=endpoint,
         enricher=(lambda state, final, mask: enricher.enrich(state, final, mask_profanity=mask)) if enricher else None,
         new_enrich_state=enricher.new_state if enricher else None, vad_endpoint=decoding.vad_endpoint,
-        second_pass=rescorer, hotwords=decoding.hotwords,
+        second_pass=rescorer, partial_second_pass=partial_rescorer,
+        partial_interval_s=decoding.partial_second_pass_s or 1.0, hotwords=decoding.hotwords,
     )
 
 
@@ -131,6 +143,17 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--second-pass-model", choices=SECOND_PASS_MODELS, default=d.second_pass_model,
                    help="the second pass's Whisper model (default: %(default)s; tiny.en takes about half the "
                         "time, less accurately; build it first: callstream build-asr --second-pass tiny.en)")
+    p.add_argument("--second-pass-partials", type=_seconds, default=d.partial_second_pass_s, metavar="SECONDS",
+                   help="also rewrite the partials of an utterance with the second pass (greedy) each time "
+                        "SECONDS more of it are in; readable live captions for real speech, at a cost that "
+                        "grows with the utterance (default: off)")
+
+
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {value}")
+    return seconds
 
 
 def parse_hotwords(items: list[str]) -> tuple[tuple[str, float], ...]:
@@ -148,5 +171,5 @@ def decoding_from_args(args: argparse.Namespace) -> DecodingConfig:
         general_lm=None if args.no_general_lm else args.general_lm,
         alpha=args.alpha, beta=args.beta, hotwords=parse_hotwords(args.hotword), vad_endpoint=not args.no_vad_endpoint,
         second_pass=not args.no_second_pass, second_pass_beam=args.second_pass_beam,
-        second_pass_model=args.second_pass_model,
+        second_pass_model=args.second_pass_model, partial_second_pass_s=args.second_pass_partials,
     )

@@ -1,0 +1,89 @@
+"""Partials rewritten by the second pass while an utterance is open (``--second-pass-partials``)."""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from operators.audio import encode_audio
+from stream.app import DecodingConfig, add_decoding_arguments, build_pipeline, decoding_from_args
+from stream.events import Final, Partial, StreamConfig
+from tests.recognizer import feed
+
+SAMPLE = Path(__file__).resolve().parents[1] / "models" / "assets" / "sample_call.wav"
+
+
+def channel(index: int, start_s: float, end_s: float) -> np.ndarray:
+    """Part of one of the sample call's channels, at 16 kHz."""
+    x, sr = sf.read(SAMPLE, dtype="float32", always_2d=True)
+    return soxr.resample(x[int(start_s * sr) : int(end_s * sr), index], sr, 16000).astype(np.float32)
+
+
+def stream(pipeline, audio: np.ndarray) -> list:
+    state = pipeline.create_stream("s", StreamConfig(sample_rate=16000, encoding="f32", redact=()))
+    events = []
+    for i in range(0, audio.size, 320):
+        events += feed(pipeline, state, encode_audio(audio[i : i + 320], "f32"))
+    return events + pipeline.finish(state)
+
+
+def test_partials_read_the_second_pass_and_the_words_heard_after_it():
+    """Each refresh decodes the open utterance from its start, once a second more of it is in;
+    its partials read those words, then the first pass's words after the audio they cover, with
+    no stable words. A new utterance starts again from its own start."""
+    pipeline = build_pipeline(decoding=DecodingConfig(partial_second_pass_s=1.0), enrich=False)
+    calls: list[list[int]] = []
+
+    def rescorer(mels: list[np.ndarray], prompts: list[str]) -> list[str]:
+        calls.append([m.shape[0] for m in mels])
+        return ["Refined, words."] * len(mels)
+
+    pipeline.partial_second_pass = rescorer
+    agent = channel(0, 0.0, 4.8)
+    events = stream(pipeline, np.concatenate([agent, np.zeros(24000, np.float32), agent]))
+    finals = [e for e in events if isinstance(e, Final)]
+    assert len(finals) == 2
+    for f in finals:
+        partials = [e for e in events if isinstance(e, Partial) and e.utterance_id == f.utterance_id]
+        refined = [p for p in partials if p.text.startswith("refined words")]
+        assert refined and all(p.stable == 0 for p in refined)
+        assert all(p.end - p.start >= 1.0 for p in refined)  # none before a second of it was in
+        assert all(f.start <= w.start for p in refined for w in p.words)  # this utterance's words
+        # the first pass's words of the audio after a refresh follow its words
+        assert any(len(p.words) > 2 and p.words[2].start >= p.words[1].start for p in refined)
+        assert all([w.text for w in p.words] == p.text.split() for p in refined)
+    lengths = [n for call in calls for n in call]
+    assert len(lengths) >= 4
+    first = lengths[: len(lengths) // 2]
+    assert all(b - a >= 100 for a, b in zip(first, first[1:]))  # 10 ms frames: a second or more between
+    assert lengths[len(lengths) // 2] < lengths[len(lengths) // 2 - 1]  # the second utterance from its start
+
+
+def test_the_last_partial_reads_as_the_final_does():
+    """The first pass spells the sample call's customer "... in need to blockit" until the final;
+    with the second pass on its partials, the last partial before the final already reads right."""
+    customer = channel(1, 4.8, 9.4)
+    texts = {}
+    for name, decoding in (("plain", DecodingConfig()), ("refined", DecodingConfig(partial_second_pass_s=1.0))):
+        events = stream(build_pipeline(decoding=decoding, enrich=False), customer)
+        final = next(e for e in events if isinstance(e, Final))
+        assert final.text.endswith("i lost my card yesterday and i need to block it")
+        last = [e for e in events if isinstance(e, Partial) and e.utterance_id == final.utterance_id][-1]
+        texts[name] = (last.text, final.text)
+    assert texts["plain"][0] != texts["plain"][1]
+    assert texts["refined"][0] == texts["refined"][1]
+
+
+def test_the_interval_is_checked():
+    p = argparse.ArgumentParser()
+    add_decoding_arguments(p)
+    for bad in ("0", "-1", "nan", "inf", "soon"):
+        with pytest.raises(SystemExit):
+            p.parse_args(["--second-pass-partials", bad])
+    assert decoding_from_args(p.parse_args([])).partial_second_pass_s == 0.0
+    assert decoding_from_args(p.parse_args(["--second-pass-partials", "0.5"])).partial_second_pass_s == 0.5
+    with pytest.raises(ValueError, match="partial_second_pass_s"):
+        build_pipeline(decoding=DecodingConfig(partial_second_pass_s=-1.0))
