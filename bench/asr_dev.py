@@ -3,13 +3,14 @@
 Columns: callstream streaming greedy CTC, CTC beam with the LMs, and two-pass
 (the beam's finals decoded again by Whisper's decoder: base with a beam of 4,
 the default; greedy; tiny.en); Whisper tiny.en and base offline over whole
-utterances (greedy) as the peers. Rows: the
-real-speech dev splits, the held-out synthetic voice and the barista set (real
-crowd-sourced sentences, scored by slot-value recall since it has no verbatim
-transcripts). Each system runs in its own process, so two run side by side on
-two cores. Development figures only: none of this audio is trained on.
+utterances (greedy) as the peers. Rows: the real-speech dev splits, the held-out
+synthetic voice and the barista set (real crowd-sourced sentences, scored by
+slot-value recall since it has no verbatim transcripts), also as an 8 kHz µ-law
+telephone line carries it. Each system runs in its own process, so two run side
+by side on two cores. Development figures only: none of this audio is trained on.
 
     python -m bench.asr_dev [--n 100] [--latency 20] [--json]
+    python -m bench.asr_dev --partials 50   # partials with the second pass on them or not
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
+import soundfile as sf
+import soxr
 
 from bench.common import DATA_ROOT, ROOT, dev_sets, percentile, table
 from models.train.data import Utterance, load_audio
@@ -35,6 +40,7 @@ SYSTEMS = ("greedy", "beam+LM", "two-pass, greedy 2nd", "two-pass, tiny.en 2nd",
            "Whisper base")
 HELDOUT_VOICE = ROOT / "runs" / "dev" / "heldout_voice" / "manifest.tsv"
 BARISTA = DATA_ROOT / "barista_dev" / "manifest.tsv"
+TELEPHONE_DIR = ROOT / "runs" / "dev" / "barista_dev_8k"
 
 
 def sets(n: int) -> dict[str, list[tuple[Utterance, str]]]:
@@ -50,6 +56,21 @@ def sets(n: int) -> dict[str, list[tuple[Utterance, str]]]:
             rows = list(csv.DictReader(f, delimiter="\t"))
         out["barista_dev"] = [(Utterance(BARISTA.parent / r["path"], ""), r["slots_json"])
                               for r in rows[:: max(1, len(rows) // n)][:n]]
+        out["barista_dev_8k"] = [(Utterance(telephone_copy(u.path), ""), slots) for u, slots in out["barista_dev"]]
+    return out
+
+
+def telephone_copy(path: Path) -> Path:
+    """``path`` as a telephone line carries it, 8 kHz µ-law (as calls arrive), cached under
+    ``runs/dev/barista_dev_8k``: the barista set is the only real speech in sentences, and call
+    centres hear speech through that band."""
+    out = TELEPHONE_DIR / f"{path.stem}.wav"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        x = soxr.resample(load_audio(path), 16000, 8000)
+        tmp = out.with_suffix(".tmp")
+        sf.write(tmp, np.clip(x, -1.0, 1.0), 8000, subtype="ULAW", format="WAV")
+        tmp.replace(out)
     return out
 
 
@@ -68,10 +89,14 @@ def _recognizer(system: str, hotwords: tuple[tuple[str, float], ...] = ()):
     return callstream(1, DecodingConfig(**settings, hotwords=hotwords))
 
 
-def _score(system: str, n: int, hotwords: tuple[tuple[str, float], ...] = ()) -> dict[str, dict[str, float]]:
+def _score(system: str, n: int, hotwords: tuple[tuple[str, float], ...] = (),
+           names: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
+    """``names``: only these dev sets (all when empty)."""
     recognize = _recognizer(system, hotwords)
     out = {}
     for name, items in sets(n).items():
+        if names and name not in names:
+            continue
         counter, found, slots, compute, audio = ErrorCounter(), 0, 0, 0.0, 0.0
         for u, slots_json in items:
             t0 = time.perf_counter()
@@ -89,10 +114,11 @@ def _score(system: str, n: int, hotwords: tuple[tuple[str, float], ...] = ()) ->
     return out
 
 
-def dev_table(n: int, systems: tuple[str, ...] = SYSTEMS,
-              hotwords: tuple[tuple[str, float], ...] = ()) -> tuple[str, dict]:  # fmt: skip
+def dev_table(n: int, systems: tuple[str, ...] = SYSTEMS, hotwords: tuple[tuple[str, float], ...] = (),
+              names: tuple[str, ...] = ()) -> tuple[str, dict]:
+    k = len(systems)
     with ProcessPoolExecutor(max_workers=2) as pool:
-        results = dict(zip(systems, pool.map(_score, systems, [n] * len(systems), [hotwords] * len(systems))))
+        results = dict(zip(systems, pool.map(_score, systems, [n] * k, [hotwords] * k, [names] * k)))
     sets = list(next(iter(results.values())))
     rows = []
     for name in sets:
@@ -137,19 +163,104 @@ def final_latency(n: int) -> tuple[str, dict]:
                  "one thread, ms)", ["decoding", "finals", "p50", "p99"], rows), raw
 
 
+PARTIAL_INTERVALS = (0.0, 2.0, 1.0, 0.5)
+
+
+def _partials(pipeline, path: Path) -> tuple[dict[str, str], float, float]:
+    """Streams ``path`` in 20 ms messages: per utterance, its last partial before the final and its
+    middle one (joined over the utterances); the compute and the audio seconds."""
+    from stream.events import Partial, StreamConfig
+
+    x = load_audio(path)
+    state = pipeline.create_stream("p", StreamConfig(sample_rate=16000, encoding="f32", redact=()))
+    t0 = time.perf_counter()
+    events = []
+    for i in range(0, x.size, 320):
+        pipeline.accept_waveform(state, x[i : i + 320], 16000)
+        events += pipeline.decode_streams([state])
+    events += pipeline.finish(state)
+    compute = time.perf_counter() - t0
+    by_utt: dict[str, list[str]] = {}
+    for e in events:
+        if isinstance(e, Partial) and e.text:
+            by_utt.setdefault(e.utterance_id, []).append(e.text)
+    texts = {"last": " ".join(ps[-1] for ps in by_utt.values()),
+             "middle": " ".join(ps[len(ps) // 2] for ps in by_utt.values())}
+    return texts, compute, x.size / 16000
+
+
+def partials_table(n: int) -> tuple[str, dict]:
+    """Partials as a live caption shows them, with the second pass refreshing them every few
+    seconds or not (``--second-pass-partials``). One process, one thread: the settings take
+    turns on each utterance, so that their costs are compared in the same minutes."""
+    from stream.app import DecodingConfig, build_pipeline
+
+    pipelines = {iv: build_pipeline(threads=1, decoding=DecodingConfig(partial_second_pass_s=iv))
+                 for iv in PARTIAL_INTERVALS}
+    results: dict[float, dict] = {iv: {} for iv in PARTIAL_INTERVALS}
+    for name in ("barista_dev", "heldout_voice"):
+        items = sets(n).get(name, [])
+        tally = {iv: {"last": ErrorCounter(), "middle": ErrorCounter(), "found": {"last": 0, "middle": 0},
+                      "slots": 0, "compute": 0.0, "audio": 0.0} for iv in PARTIAL_INTERVALS}
+        for u, slots_json in items:
+            for iv, pipeline in pipelines.items():
+                texts, compute, audio = _partials(pipeline, u.path)
+                t = tally[iv]
+                t["compute"] += compute
+                t["audio"] += audio
+                for which, text in texts.items():
+                    hyp = normalize_text(text)
+                    if slots_json:
+                        hit, total = slot_hits(slots_json, hyp)
+                        t["found"][which] += hit
+                        t["slots"] += total if which == "last" else 0
+                    else:
+                        t[which].add(u.text, hyp)
+        for iv, t in tally.items():
+            if items:
+                scores = ({w: t["found"][w] / max(t["slots"], 1) for w in ("last", "middle")} if t["slots"]
+                          else {w: t[w].wer for w in ("last", "middle")})
+                results[iv][name] = {"rtf": t["compute"] / max(t["audio"], 1e-9), **scores}
+    rows = []
+    for iv, r in results.items():
+        b, h = r.get("barista_dev", {}), r.get("heldout_voice", {})
+        rows.append((f"every {iv:g} s" if iv else "off (CTC search)", b.get("last", math.nan),
+                     b.get("middle", math.nan), b.get("rtf", math.nan), h.get("last", math.nan),
+                     h.get("middle", math.nan), h.get("rtf", math.nan)))
+    text = table(f"Partials (--second-pass-partials), {n} utterances a set at most, streamed in 20 ms messages, one "
+                 "thread: of each utterance, the last partial before its final and the middle one; barista_dev slot "
+                 "recall, held-out voice WER", ["second pass on partials", "barista last", "barista middle",
+                                                "barista RTF", "heldout WER last", "heldout WER middle",
+                                                "heldout RTF"], rows)
+    return text, {str(k): v for k, v in results.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=100, help="utterances per dev set at most")
     p.add_argument("--only", choices=SYSTEMS, action="append", help="run only these systems")
     p.add_argument("--latency", type=int, default=0, metavar="N",
                    help="also measure time to final on N utterances a set")
+    p.add_argument("--set", action="append", default=[], metavar="NAME",
+                   help="only this dev set (repeatable; e.g. barista_dev_8k)")
+    p.add_argument("--partials", type=int, default=0, metavar="N",
+                   help="only the partials table (second pass on partials or not) on N utterances a set")
     p.add_argument("--hotword", action="append", default=[], metavar="PHRASE[:WEIGHT]",
                    help="hotwords for callstream's systems, as serve's --hotword (repeatable)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     from stream.app import parse_hotwords
 
-    text, results = dev_table(args.n, tuple(args.only or SYSTEMS), parse_hotwords(args.hotword))
+    known = list(sets(1))
+    if unknown := sorted(set(args.set) - set(known)):
+        p.error(f"--set: no dev set {', '.join(unknown)} (there are: {', '.join(known)})")
+    if args.partials:
+        text, results = partials_table(args.partials)
+        print(text)
+        if args.json:
+            print(json.dumps(results))
+        return 0
+    text, results = dev_table(args.n, tuple(args.only or SYSTEMS), parse_hotwords(args.hotword), tuple(args.set))
     if args.latency:
         lat_text, results["time_to_final"] = final_latency(args.latency)
         text += lat_text

@@ -38,3 +38,23 @@ def test_hotwords_parse_as_serve_takes_them():
     assert parse_hotwords([]) == ()
     args = build_parser("serve").parse_args(["serve", "--hotword", "four:20", "--hotword", "acme bank"])
     assert parse_hotwords(args.hotword) == (("four", 20.0), ("acme bank", 0.0))
+
+
+def test_the_telephone_copy_is_8_khz_mulaw_of_the_same_speech(tmp_path, monkeypatch):
+    import numpy as np
+    import soundfile as sf
+
+    from bench import asr_dev
+
+    monkeypatch.setattr(asr_dev, "TELEPHONE_DIR", tmp_path / "8k")
+    t = np.arange(16000 * 2) / 16000
+    x = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.3 * np.sin(2 * np.pi * 6000 * t)).astype(np.float32)
+    sf.write(tmp_path / "clip.flac", x, 16000)
+    copy = asr_dev.telephone_copy(tmp_path / "clip.flac")
+    info = sf.info(copy)
+    assert (info.samplerate, info.subtype, info.frames) == (8000, "ULAW", 16000)
+    y, _ = sf.read(copy, dtype="float32")
+    spectrum = np.abs(np.fft.rfft(y))
+    # 0.5 Hz bins: 440 Hz kept; 6 kHz, past the line's band, filtered out and not folded to 2 kHz
+    assert spectrum[880] > 100 * spectrum[3990:4010].max()
+    assert asr_dev.telephone_copy(tmp_path / "clip.flac") == copy  # cached
