@@ -53,6 +53,9 @@ class LoadConfig:
     window_s: float = 5.0  # the busy share and the lag growth are measured over this long
     busy: float = 0.9  # the recogniser's share of working time that counts as saturated
     growth: float = 0.02  # lag gained per second (2% of real time) that counts as falling behind
+    # Below this busy share the recogniser has room for optional work: partials from the second
+    # pass (``--second-pass-partials``), which cost about as much again as the rest of decoding.
+    room: float = 0.5
 
 
 @dataclass
@@ -87,6 +90,10 @@ class LoadMonitor:
 
     def _full_window(self) -> bool:
         return len(self._samples) > 1 and self._samples[-1].at - self._samples[0].at >= 0.8 * self.config.window_s
+
+    def has_room(self) -> bool:
+        """Whether optional work may run: the recogniser was busy less than ``room`` of the last window."""
+        return self.busy_share < self.config.room
 
     def behind(self, now: float) -> bool:
         """Refuse new streams: the recogniser is saturated and the streams are late and not catching

@@ -212,6 +212,9 @@ class Pipeline:
             raise ValueError(f"expected a positive partial_interval_s, got {partial_interval_s}")
         self.partial_second_pass = partial_second_pass if second_pass is not None else None
         self.partial_interval_s = partial_interval_s
+        # False pauses the partials' refreshes (partials already rewritten keep their words): the
+        # WebSocket server sets it from its load, so that they run only while there is room.
+        self.refine_partials = True
         self.features = LogMelOperator(spec.features)
         # Ends utterances at 10 ms resolution when the audio's energy and the model agree (_endpoint()).
         self.vad = EnergyVad(VadConfig(sample_rate=self.features.config.sample_rate)) if vad_endpoint else None
@@ -545,7 +548,8 @@ class Pipeline:
             for p in last.values():
                 ch = next(c for c in state.channels if c.name == p.channel)
                 done = ch.refined.end if ch.refined and ch.refined.utterance_id == p.utterance_id else p.start
-                if p.words and p.end - done >= max(self.partial_interval_s, _PARTIAL_GROWTH * (done - p.start)):
+                grown = p.end - done >= max(self.partial_interval_s, _PARTIAL_GROWTH * (done - p.start))
+                if self.refine_partials and p.words and grown:
                     mel = self.acoustic.kept_features(ch.acoustic, round(p.start / shift) - margin,
                                                       round(p.end / shift))
                     if mel.shape[0]:

@@ -247,6 +247,7 @@ class WebSocketServer:
                     if link.conn is not None and link.first_audio is not None and not link.session.ended
                     and wall - link.first_audio >= self.config.load.window_s}
             self.load.observe(now, self.batcher.busy_s, lags)
+            self.batcher.pipeline.refine_partials = self.load.has_room()
             for sid in self.load.to_shed(now):
                 link = self._links.get(sid)
                 if link is not None:

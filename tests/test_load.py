@@ -90,3 +90,10 @@ def test_zero_max_lag_turns_it_off():
     monitor = LoadMonitor(LoadConfig(max_lag_s=0.0))
     machine = _Machine(monitor, [f"s{i}" for i in range(10)], capacity=5).run(30)
     assert machine.shed == [] and not monitor.behind(machine.t)
+
+
+def test_optional_work_runs_only_while_the_recogniser_has_room():
+    idle, saturated = LoadMonitor(LoadConfig()), LoadMonitor(LoadConfig())
+    _Machine(idle, [f"s{i}" for i in range(10)], capacity=30, busy=0.3).run(10)
+    _Machine(saturated, [f"s{i}" for i in range(36)], capacity=38).run(10)
+    assert idle.has_room() and not saturated.has_room()

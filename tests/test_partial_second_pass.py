@@ -87,3 +87,17 @@ def test_the_interval_is_checked():
     assert decoding_from_args(p.parse_args(["--second-pass-partials", "0.5"])).partial_second_pass_s == 0.5
     with pytest.raises(ValueError, match="partial_second_pass_s"):
         build_pipeline(decoding=DecodingConfig(partial_second_pass_s=-1.0))
+
+
+def test_paused_refreshes_leave_the_partials_to_the_first_pass():
+    """The WebSocket server pauses the refreshes while its recogniser has no room (stream.load)."""
+    pipeline = build_pipeline(decoding=DecodingConfig(partial_second_pass_s=1.0), enrich=False)
+    calls = []
+    pipeline.partial_second_pass = lambda mels, prompts: calls.append(len(mels)) or ["refined"] * len(mels)
+    pipeline.refine_partials = False
+    events = stream(pipeline, channel(0, 0.0, 4.8))
+    assert calls == []
+    assert not any(e.text.startswith("refined") for e in events if isinstance(e, Partial))
+    pipeline.refine_partials = True
+    events = stream(pipeline, channel(0, 0.0, 4.8))
+    assert calls and any(e.text.startswith("refined") for e in events if isinstance(e, Partial))
