@@ -93,18 +93,19 @@ def test_unknown_modes_are_refused():
         check_modes(["cards"])
 
 
-@pytest.fixture(scope="module")
-def sample_call_events():
-    """Every event of the bundled sample call (the customer reads a card number), redacted and raw."""
+@pytest.fixture(scope="module", params=[0.0, 1.0], ids=["ctc-partials", "second-pass-partials"])
+def sample_call_events(request):
+    """Every event of the bundled sample call (the customer reads a card number), redacted and raw;
+    partials from the CTC search, or rewritten by the second pass every second."""
     import soundfile as sf
 
     from models.runtime import ASSETS
     from operators.audio import encode_audio
-    from stream.app import build_pipeline
+    from stream.app import DecodingConfig, build_pipeline
     from stream.events import StreamConfig
 
     audio, rate = sf.read(ASSETS / "sample_call.wav", dtype="float32", always_2d=True)
-    pipeline = build_pipeline(enrich=True)
+    pipeline = build_pipeline(decoding=DecodingConfig(partial_second_pass_s=request.param), enrich=True)
     out = {}
     for name, redact in (("redacted", StreamConfig().redact), ("raw", ())):
         state = pipeline.create_stream("call", StreamConfig(sample_rate=rate, encoding="pcm16", channels=2,
