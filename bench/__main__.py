@@ -54,6 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="soak: the server's --second-pass-model (default: serve's own)")
     p.add_argument("--soak-second-pass-beam", type=int, default=None, choices=range(1, 17), metavar="N",
                    help="soak: the server's --second-pass-beam (default: serve's own)")
+    p.add_argument("--soak-second-pass-partials", type=float, default=None, metavar="SECONDS",
+                   help="soak: the server's --second-pass-partials (default: serve's own, off)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
             serve_args += ["--second-pass-beam", str(args.soak_second_pass_beam)]
         if args.soak_second_pass_model is not None:
             serve_args += ["--second-pass-model", args.soak_second_pass_model]
+        if args.soak_second_pass_partials is not None:
+            serve_args += ["--second-pass-partials", str(args.soak_second_pass_partials)]
         if args.soak_max_lag_s is not None:
             serve_args += ["--max-lag-s", str(args.soak_max_lag_s)]
         text, r = soak(streams, seconds, overload_seconds=min(seconds, 120.0), serve_args=serve_args, max_streams=limit,
