@@ -145,8 +145,8 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
                         "time, less accurately; build it first: callstream build-asr --second-pass tiny.en)")
     p.add_argument("--second-pass-partials", type=_seconds, default=d.partial_second_pass_s, metavar="SECONDS",
                    help="also rewrite the partials of an utterance with the second pass (greedy) each time "
-                        "SECONDS more of it are in; readable live captions for real speech, at a cost that "
-                        "grows with the utterance (default: off)")
+                        "SECONDS more of it are in: readable live captions of real speech, at about twice the "
+                        "compute; serve pauses it while busy (default: off)")
 
 
 def _seconds(value: str) -> float:

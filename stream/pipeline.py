@@ -520,16 +520,14 @@ class Pipeline:
     def _refine_partials(self, groups: Sequence[tuple[StreamState, Sequence[Event]]]) -> dict[int, Partial]:
         """Partials rewritten by the second pass (greedy), keyed by ``id`` of the event they replace.
 
-        The first pass's text of a sentence from real speech is often unreadable (barista_dev
-        slot recall 0.16 against 0.90 for finals), and a live caption shows it until the final.
-        Each channel's open utterance is decoded again, from its start to the audio decoded so
-        far, once ``partial_interval_s`` more of it is in (one call for the channels of every
-        group), and once a quarter more than the last refresh covered (``_PARTIAL_GROWTH``). Its
-        partials then read: the second pass's words, followed by the first pass's
-        words that start after the audio it heard. Those words can still change, at the next
-        refresh or in the final, so such partials have no stable words. Each refresh costs about
-        what a final's second pass costs: this is for machines with room to spare (measured in
-        the README).
+        The first pass's text of a sentence from real speech is often unreadable (barista_dev: the
+        last partial before each final finds 15% of the slot values, the final 90%), and a live
+        caption shows it until the final. So each channel's open utterance is decoded again from
+        its start once ``partial_interval_s`` more of it is in, and a quarter more than the last
+        refresh covered (``_PARTIAL_GROWTH``); the channels of every group share one call. Its
+        partials then read the second pass's words, followed by the first pass's words that start
+        after the audio it heard. Those can still change, at the next refresh or in the final, so
+        such partials have no stable words. ``refine_partials`` False pauses the refreshes.
         """
         shift = self.features.config.frame_shift_ms / 1000.0
         margin = round(_SECOND_PASS_MARGIN_S / shift)
@@ -570,22 +568,22 @@ class Pipeline:
                     out[id(ev)] = replace(ev, text=" ".join(w.text for w in words), words=words, stable=0)
         return out
 
-    def _timed_words(self, ch: ChannelState, final: Final | Partial, text: str) -> tuple[Word, ...]:
+    def _timed_words(self, ch: ChannelState, event: Final | Partial, text: str) -> tuple[Word, ...]:
         """Words of ``text`` timed by forced alignment on the utterance's CTC log-probs.
 
         Where the text cannot be aligned (too many characters for the frames), the words share
         the utterance's span evenly, with the first pass's mean confidence.
         """
         fs = self.acoustic.spec.frame_seconds
-        first = round(final.start / fs)
+        first = round(event.start / fs)
         lp = np.concatenate(ch.log_probs) if ch.log_probs else np.zeros((0, len(self.acoustic.spec.vocab)))
-        lp = lp[max(0, first - ch.log_probs_start) : max(0, round(final.end / fs) - ch.log_probs_start)]
+        lp = lp[max(0, first - ch.log_probs_start) : max(0, round(event.end / fs) - ch.log_probs_start)]
         spans = align_words(lp, text, self.acoustic.spec.vocab)
         words = text.split()
         if spans is None:
-            step = (final.end - final.start) / len(words)
-            conf = float(np.mean([w.confidence for w in final.words])) if final.words else 0.0
-            return tuple(Word(w, round(final.start + i * step, 3), round(final.start + (i + 1) * step, 3),
+            step = (event.end - event.start) / len(words)
+            conf = float(np.mean([w.confidence for w in event.words])) if event.words else 0.0
+            return tuple(Word(w, round(event.start + i * step, 3), round(event.start + (i + 1) * step, 3),
                               round(conf, 4)) for i, w in enumerate(words))
         return tuple(Word(w, round((first + a) * fs, 3), round((first + b) * fs, 3), round(c, 4))
                      for w, (a, b, c) in zip(words, spans))
