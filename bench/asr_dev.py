@@ -22,6 +22,7 @@ import math
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,30 @@ def _recognizer(system: str, hotwords: tuple[tuple[str, float], ...] = ()):
     return callstream(1, DecodingConfig(**settings, hotwords=hotwords))
 
 
+@dataclass
+class _Tally:
+    """A dev set's score: slot-value recall where the utterances carry slots, else WER and CER."""
+
+    counter: ErrorCounter = field(default_factory=ErrorCounter)
+    found: int = 0
+    slots: int = 0
+
+    def add(self, u: Utterance, slots_json: str, hyp: str) -> None:
+        if slots_json:
+            hit, total = slot_hits(slots_json, hyp)
+            self.found, self.slots = self.found + hit, self.slots + total
+        else:
+            self.counter.add(u.text, hyp)
+
+    def scores(self) -> dict[str, float]:
+        return {"slot_recall": self.found / self.slots} if self.slots else {"wer": self.counter.wer,
+                                                                             "cer": self.counter.cer}
+
+    def value(self) -> float:
+        """Slot recall or WER: what the tables print."""
+        return next(iter(self.scores().values()))
+
+
 def _score(system: str, n: int, hotwords: tuple[tuple[str, float], ...] = (),
            names: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
     """``names``: only these dev sets (all when empty)."""
@@ -97,20 +122,14 @@ def _score(system: str, n: int, hotwords: tuple[tuple[str, float], ...] = (),
     for name, items in sets(n).items():
         if names and name not in names:
             continue
-        counter, found, slots, compute, audio = ErrorCounter(), 0, 0, 0.0, 0.0
+        tally, compute, audio = _Tally(), 0.0, 0.0
         for u, slots_json in items:
             t0 = time.perf_counter()
             hyp = normalize_text(recognize(u))
             compute += time.perf_counter() - t0
             audio += load_audio(u.path).size / 16000
-            if slots_json:
-                hit, total = slot_hits(slots_json, hyp)
-                found, slots = found + hit, slots + total
-            else:
-                counter.add(u.text, hyp)
-        row = {"n": len(items), "rtf": compute / max(audio, 1e-9)}
-        row.update({"slot_recall": found / max(slots, 1)} if slots else {"wer": counter.wer, "cer": counter.cer})
-        out[name] = row
+            tally.add(u, slots_json, hyp)
+        out[name] = {"n": len(items), "rtf": compute / max(audio, 1e-9), **tally.scores()}
     return out
 
 
@@ -200,27 +219,19 @@ def partials_table(n: int) -> tuple[str, dict]:
     results: dict[float, dict] = {iv: {} for iv in PARTIAL_INTERVALS}
     for name in ("barista_dev", "heldout_voice"):
         items = sets(n).get(name, [])
-        tally = {iv: {"last": ErrorCounter(), "middle": ErrorCounter(), "found": {"last": 0, "middle": 0},
-                      "slots": 0, "compute": 0.0, "audio": 0.0} for iv in PARTIAL_INTERVALS}
+        tallies = {iv: {"last": _Tally(), "middle": _Tally()} for iv in PARTIAL_INTERVALS}
+        compute = {iv: 0.0 for iv in PARTIAL_INTERVALS}
+        audio = 0.0
         for u, slots_json in items:
             for iv, pipeline in pipelines.items():
-                texts, compute, audio = _partials(pipeline, u.path)
-                t = tally[iv]
-                t["compute"] += compute
-                t["audio"] += audio
+                texts, seconds, audio_s = _partials(pipeline, u.path)
+                compute[iv] += seconds
                 for which, text in texts.items():
-                    hyp = normalize_text(text)
-                    if slots_json:
-                        hit, total = slot_hits(slots_json, hyp)
-                        t["found"][which] += hit
-                        t["slots"] += total if which == "last" else 0
-                    else:
-                        t[which].add(u.text, hyp)
-        for iv, t in tally.items():
-            if items:
-                scores = ({w: t["found"][w] / max(t["slots"], 1) for w in ("last", "middle")} if t["slots"]
-                          else {w: t[w].wer for w in ("last", "middle")})
-                results[iv][name] = {"rtf": t["compute"] / max(t["audio"], 1e-9), **scores}
+                    tallies[iv][which].add(u, slots_json, normalize_text(text))
+            audio += audio_s
+        if items:
+            for iv, t in tallies.items():
+                results[iv][name] = {"rtf": compute[iv] / max(audio, 1e-9), **{w: t[w].value() for w in t}}
     rows = []
     for iv, r in results.items():
         b, h = r.get("barista_dev", {}), r.get("heldout_voice", {})

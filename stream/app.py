@@ -117,7 +117,7 @@ def build_pipeline(
         enricher=(lambda state, final, mask: enricher.enrich(state, final, mask_profanity=mask)) if enricher else None,
         new_enrich_state=enricher.new_state if enricher else None, vad_endpoint=decoding.vad_endpoint,
         second_pass=rescorer, partial_second_pass=partial_rescorer,
-        partial_interval_s=decoding.partial_second_pass_s or 1.0, hotwords=decoding.hotwords,
+        partial_interval_s=decoding.partial_second_pass_s, hotwords=decoding.hotwords,
     )
 
 

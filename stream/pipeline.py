@@ -178,6 +178,9 @@ class StreamState:
     prompt: str = ""
     closed: bool = False
 
+    def channel(self, name: str) -> ChannelState:
+        return next(c for c in self.channels if c.name == name)
+
 
 class Pipeline:
     def __init__(
@@ -492,7 +495,7 @@ class Pipeline:
         for state, events in groups:
             for f in events:
                 if isinstance(f, Final) and _worth_a_second_pass(f):
-                    ch = next(c for c in state.channels if c.name == f.channel)
+                    ch = state.channel(f.channel)
                     mel = self.acoustic.kept_features(ch.acoustic, round(f.start / shift) - margin,
                                                       round(f.end / shift) + margin)
                     if mel.shape[0]:
@@ -542,9 +545,9 @@ class Pipeline:
                     last[ev.channel] = ev
                 elif isinstance(ev, Final):
                     last.pop(ev.channel, None)
-                    next(c for c in state.channels if c.name == ev.channel).refined = None
+                    state.channel(ev.channel).refined = None
             for p in last.values():
-                ch = next(c for c in state.channels if c.name == p.channel)
+                ch = state.channel(p.channel)
                 done = ch.refined.end if ch.refined and ch.refined.utterance_id == p.utterance_id else p.start
                 grown = p.end - done >= max(self.partial_interval_s, _PARTIAL_GROWTH * (done - p.start))
                 if self.refine_partials and p.words and grown:
