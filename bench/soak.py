@@ -350,6 +350,12 @@ def _summary(out: dict, seconds: float) -> dict:
     accounted = sum(b for _, b, _ in out["audio"])
     finals = out["finals"]
     all_ms = [1000 * v for _, v in lat]
+    last = scrapes[-1][1] if scrapes else {}
+    calls = last.get("callstream_partial_refresh_seconds_count", 0.0)
+    refresh_s = last.get("callstream_partial_refresh_seconds_sum", 0.0)
+    refreshes = {"utterances": int(last.get("callstream_partial_refreshes_total", 0.0)), "calls": int(calls),
+                 "mean_call_ms": 1000 * refresh_s / calls if calls else 0.0,
+                 "paused_s": last.get("callstream_partial_refresh_paused_seconds_total", 0.0)}
     return {
         "admitted": out["admitted"], "refused": out["refused"], "refused_close_codes": sorted(set(out["refused_close_codes"])),
         "ended": len(out["audio"]), "audio_sent_s": round(sent, 1), "audio_accounted_s": round(accounted, 1),
@@ -365,6 +371,7 @@ def _summary(out: dict, seconds: float) -> dict:
         "rss_growth_mb_per_hour": slope, "loop_lag_p99_ms_per_minute": [1000 * x for x in lag_minutes],
         "loop_lag_p99_ms": 1000 * max((x[2] for x in lag), default=float("nan")),
         "errors": out["errors"][:20], "error_count": len(out["errors"]), "wall_s": out["wall_s"],
+        "partial_refreshes": refreshes,
     }
 
 
@@ -395,6 +402,10 @@ def soak(streams: int, seconds: float, overload_seconds: float, serve_args: Sequ
              f"one's end event says how much) {held['shed_audio_accounted_s']} s\n"
              f"server RSS start / middle / end {r['start']:.0f} / {r['middle']:.0f} / {r['end']:.0f} MB, "
              f"growth over the second half {held['rss_growth_mb_per_hour']:.1f} MB/hour\n")
+    f = held["partial_refreshes"]
+    if f["calls"] or f["paused_s"]:
+        text += (f"partials refreshed by the second pass: {f['utterances']} utterances in {f['calls']} calls "
+                 f"(mean {f['mean_call_ms']:.0f} ms a call), paused for want of room {f['paused_s']:.0f} s\n")
     text += table(f"Overload: {over_n} streams (1.5x) against --max-streams {max_streams}, {overload_seconds:g} s",
                   ["run", "admitted", "refused", "close codes", "shed", "final p50 ms", "final p99 ms", "errors"],
                   [("soak", held["admitted"], sum(held["refused"].values()), "-", held["shed"], held["final_p50_ms"],

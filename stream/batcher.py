@@ -7,7 +7,9 @@ of them on the recogniser thread: one model call for their ready chunks,
 then the search, endpoints and second pass. Every other call into the
 recogniser (audio in, finalize, finish) runs on that same thread too, so a
 stream's state is only ever touched by one thread, and the event loop never
-runs model, feature or search work.
+runs model, feature or search work. The partials' refreshes by the second
+pass, when turned on, run on a thread of their own on copies of the audio's
+features (``Pipeline.refresh_executor``), so finals never wait behind them.
 
 Per stream, order holds: a stream has at most one call in flight (it awaits
 its events before submitting again), and the thread runs calls in order.
@@ -50,6 +52,12 @@ class MicroBatcher:
         # One recogniser thread: onnxruntime parallelises inside a call, and the search holds
         # the GIL, so a second thread would only fight over the same cores.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstream-recognizer")
+        self._refresher: ThreadPoolExecutor | None = None
+        if pipeline.partial_second_pass is not None:
+            # Its onnxruntime calls release the GIL, so it takes the second core while the first
+            # pass runs; the server pauses it when the recogniser has no room (stream.load).
+            self._refresher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstream-refresh")
+            pipeline.refresh_executor = self._refresher
         self._task: asyncio.Task[None] | None = None
         self.busy_s = 0.0  # seconds the recogniser thread has worked: what admission measures (stream.load)
         self.on_batch: Callable[[int, float], None] | None = None  # (channels, seconds) per batch
@@ -68,6 +76,8 @@ class MicroBatcher:
             self._task = None
         # Calls still queued are dropped (a shutdown past its grace); the running one finishes.
         self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._refresher is not None:
+            self._refresher.shutdown(wait=True, cancel_futures=True)
 
     async def call(self, fn: Callable[..., _T], *args: object) -> _T:
         """``fn(*args)`` on the recogniser thread: one stream's audio, finalize or finish."""

@@ -84,6 +84,12 @@ class AsrWorker:
         # The model, the search and the second pass run here, never on the event loop; one thread
         # keeps each call's records in order.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstream-asr")
+        # The partials' refreshes (--second-pass-partials) run beside it, so finals never wait
+        # behind them (Pipeline.refresh_executor).
+        self._refresher: ThreadPoolExecutor | None = None
+        if pipeline.partial_second_pass is not None:
+            self._refresher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstream-refresh")
+            pipeline.refresh_executor = self._refresher
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -117,6 +123,8 @@ class AsrWorker:
             await self._consumer.stop()
             await self._producer.stop()
             self._executor.shutdown(wait=True)
+            if self._refresher is not None:
+                self._refresher.shutdown(wait=True, cancel_futures=True)
 
     async def _handle(self, partition: int, record) -> None:
         key = record.key.decode("utf-8", "replace") if record.key else ""

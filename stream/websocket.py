@@ -143,6 +143,7 @@ class WebSocketServer:
         self.metrics = metrics or Metrics()
         self.batcher = MicroBatcher(pipeline, self.config.batcher)
         self.batcher.on_batch = self.metrics.observe_batch
+        pipeline.on_refresh = self.metrics.observe_refresh
         self._server: Server | None = None
         cfg = self.config
         self.sessions = Sessions(pipeline.create_stream, max_streams=cfg.max_streams,
@@ -247,7 +248,10 @@ class WebSocketServer:
                     if link.conn is not None and link.first_audio is not None and not link.session.ended
                     and wall - link.first_audio >= self.config.load.window_s}
             self.load.observe(now, self.batcher.busy_s, lags)
-            self.batcher.pipeline.refine_partials = self.load.has_room()
+            pipeline = self.batcher.pipeline
+            pipeline.refine_partials = self.load.has_room()
+            if pipeline.partial_second_pass is not None and not pipeline.refine_partials:
+                self.metrics.refresh_paused.inc(_LOAD_SAMPLE_S)
             for sid in self.load.to_shed(now):
                 link = self._links.get(sid)
                 if link is not None:
