@@ -182,23 +182,34 @@ def final_latency(n: int) -> tuple[str, dict]:
                  "one thread, ms)", ["decoding", "finals", "p50", "p99"], rows), raw
 
 
-PARTIAL_INTERVALS = (0.0, 2.0, 1.0, 0.5)
+# (label, --second-pass-partials, live): live streams at real time with the refreshes on their
+# own thread, as serve runs them; the others run as fast as they can, each refresh in its round.
+PARTIAL_SETTINGS = (("off (CTC search)", 0.0, False), ("every 2 s", 2.0, False), ("every 1 s", 1.0, False),
+                    ("every 0.5 s", 0.5, False), ("every 1 s, live", 1.0, True))
 
 
-def _partials(pipeline, path: Path) -> tuple[dict[str, str], float, float]:
-    """Streams ``path`` in 20 ms messages: per utterance, its last partial before the final and its
-    middle one (joined over the utterances); the compute and the audio seconds."""
+def _partials(pipeline, path: Path, live: bool = False) -> tuple[dict[str, str], float, float]:
+    """Streams ``path`` in 20 ms messages (``live``: one every 20 ms of wall time): per utterance,
+    its last partial before the final and its middle one (joined over the utterances); the
+    compute (the recogniser's calls, and the refreshes' on their own thread) and the audio seconds."""
     from stream.events import Partial, StreamConfig
 
     x = load_audio(path)
     state = pipeline.create_stream("p", StreamConfig(sample_rate=16000, encoding="f32", redact=()))
-    t0 = time.perf_counter()
-    events = []
+    refreshes: list[float] = []
+    pipeline.on_refresh = (lambda utterances, seconds: refreshes.append(seconds)) if live else None
+    compute, events = 0.0, []
+    start = time.perf_counter()
     for i in range(0, x.size, 320):
+        if live:
+            time.sleep(max(0.0, start + i / 16000 - time.perf_counter()))
+        t0 = time.perf_counter()
         pipeline.accept_waveform(state, x[i : i + 320], 16000)
         events += pipeline.decode_streams([state])
+        compute += time.perf_counter() - t0
+    t0 = time.perf_counter()
     events += pipeline.finish(state)
-    compute = time.perf_counter() - t0
+    compute += time.perf_counter() - t0 + sum(refreshes)
     by_utt: dict[str, list[str]] = {}
     for e in events:
         if isinstance(e, Partial) and e.text:
@@ -210,40 +221,48 @@ def _partials(pipeline, path: Path) -> tuple[dict[str, str], float, float]:
 
 def partials_table(n: int) -> tuple[str, dict]:
     """Partials as a live caption shows them, with the second pass refreshing them every few
-    seconds or not (``--second-pass-partials``). One process, one thread: the settings take
-    turns on each utterance, so that their costs are compared in the same minutes."""
+    seconds or not (``--second-pass-partials``). One process, one thread for the recogniser (and
+    one for the live setting's refreshes): the settings take turns on each utterance, so that
+    their costs are compared in the same minutes."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from stream.app import DecodingConfig, build_pipeline
 
-    pipelines = {iv: build_pipeline(threads=1, decoding=DecodingConfig(partial_second_pass_s=iv))
-                 for iv in PARTIAL_INTERVALS}
-    results: dict[float, dict] = {iv: {} for iv in PARTIAL_INTERVALS}
+    pipelines = {}
+    for label, interval, live in PARTIAL_SETTINGS:
+        pipelines[label] = build_pipeline(threads=1, decoding=DecodingConfig(partial_second_pass_s=interval))
+        if live:
+            pipelines[label].refresh_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refresh")
+    results: dict[str, dict] = {label: {} for label in pipelines}
     for name in ("barista_dev", "heldout_voice"):
         items = sets(n).get(name, [])
-        tallies = {iv: {"last": _Tally(), "middle": _Tally()} for iv in PARTIAL_INTERVALS}
-        compute = {iv: 0.0 for iv in PARTIAL_INTERVALS}
+        tallies = {label: {"last": _Tally(), "middle": _Tally()} for label in pipelines}
+        compute = {label: 0.0 for label in pipelines}
         audio = 0.0
         for u, slots_json in items:
-            for iv, pipeline in pipelines.items():
-                texts, seconds, audio_s = _partials(pipeline, u.path)
-                compute[iv] += seconds
+            for label, interval, live in PARTIAL_SETTINGS:
+                texts, seconds, audio_s = _partials(pipelines[label], u.path, live)
+                compute[label] += seconds
                 for which, text in texts.items():
-                    tallies[iv][which].add(u, slots_json, normalize_text(text))
+                    tallies[label][which].add(u, slots_json, normalize_text(text))
             audio += audio_s
         if items:
-            for iv, t in tallies.items():
-                results[iv][name] = {"rtf": compute[iv] / max(audio, 1e-9), **{w: t[w].value() for w in t}}
+            for label, t in tallies.items():
+                results[label][name] = {"rtf": compute[label] / max(audio, 1e-9), **{w: t[w].value() for w in t}}
+    for pipeline in pipelines.values():
+        if pipeline.refresh_executor is not None:
+            pipeline.refresh_executor.shutdown()
     rows = []
-    for iv, r in results.items():
+    for label, r in results.items():
         b, h = r.get("barista_dev", {}), r.get("heldout_voice", {})
-        rows.append((f"every {iv:g} s" if iv else "off (CTC search)", b.get("last", math.nan),
-                     b.get("middle", math.nan), b.get("rtf", math.nan), h.get("last", math.nan),
-                     h.get("middle", math.nan), h.get("rtf", math.nan)))
+        rows.append((label, b.get("last", math.nan), b.get("middle", math.nan), b.get("rtf", math.nan),
+                     h.get("last", math.nan), h.get("middle", math.nan), h.get("rtf", math.nan)))
     text = table(f"Partials (--second-pass-partials), {n} utterances a set at most, streamed in 20 ms messages, one "
-                 "thread: of each utterance, the last partial before its final and the middle one; barista_dev slot "
-                 "recall, held-out voice WER", ["second pass on partials", "barista last", "barista middle",
-                                                "barista RTF", "heldout WER last", "heldout WER middle",
-                                                "heldout RTF"], rows)
-    return text, {str(k): v for k, v in results.items()}
+                 "thread (live: at real time, the refreshes on a thread of their own, as serve runs them): of each "
+                 "utterance, the last partial before its final and the middle one; barista_dev slot recall, "
+                 "held-out voice WER", ["second pass on partials", "barista last", "barista middle", "barista RTF",
+                                        "heldout WER last", "heldout WER middle", "heldout RTF"], rows)
+    return text, results
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ import soxr
 from operators.audio import encode_audio
 from stream.app import DecodingConfig, add_decoding_arguments, build_pipeline, decoding_from_args
 from stream.batcher import MicroBatcher
+from stream.kafka import AsrWorker, KafkaConfig
 from stream.events import Final, Partial, StreamConfig
 from tests.recognizer import feed
 
@@ -181,6 +182,13 @@ def test_a_failed_refresh_leaves_the_partials_to_the_first_pass(caplog):
     assert any(isinstance(e, Final) for e in events)
     assert not any(e.text.startswith("refined") for e in events if isinstance(e, Partial))
     assert "no second pass today" in caplog.text
+
+
+def test_the_kafka_worker_gives_the_refreshes_a_thread():
+    pipeline = build_pipeline(decoding=DecodingConfig(partial_second_pass_s=1.0), enrich=False)
+    AsrWorker(pipeline, KafkaConfig())
+    assert pipeline.refresh_executor is not None
+    assert AsrWorker(build_pipeline(enrich=False), KafkaConfig()).pipeline.refresh_executor is None
 
 
 def test_the_batcher_gives_the_refreshes_a_thread_and_stops_it():
