@@ -47,13 +47,13 @@ class Metrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
         self.batch_seconds = Histogram("callstream_acoustic_batch_seconds", "Acoustic-model time per batch",
                                        buckets=_LATENCY_BUCKETS, registry=self.registry)
-
         self.refreshes = Counter("callstream_partial_refreshes",
                                  "Open utterances the second pass decoded again for their partials",
                                  registry=self.registry)
-        self.refresh_seconds = Histogram("callstream_partial_refresh_seconds",
-                                         "Wall time of one call of the partials' second pass (a round's share one)",
-                                         buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.refresh_seconds = Histogram(
+            "callstream_partial_refresh_seconds",
+            "Wall time of one call of the partials' second pass (a round's refreshes share one)",
+            buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.refresh_paused = Counter("callstream_partial_refresh_paused_seconds",
                                       "Seconds the partials' refreshes were paused: the recogniser had no room",
                                       registry=self.registry)
