@@ -15,8 +15,8 @@ import soxr
 from operators.audio import encode_audio
 from stream.app import DecodingConfig, add_decoding_arguments, build_pipeline, decoding_from_args
 from stream.batcher import MicroBatcher
-from stream.kafka import AsrWorker, KafkaConfig
 from stream.events import Final, Partial, StreamConfig
+from stream.kafka import AsrWorker, KafkaConfig
 from tests.recognizer import feed
 
 SAMPLE = Path(__file__).resolve().parents[1] / "models" / "assets" / "sample_call.wav"
