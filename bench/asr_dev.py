@@ -224,15 +224,13 @@ def partials_table(n: int) -> tuple[str, dict]:
     seconds or not (``--second-pass-partials``). One process, one thread for the recogniser (and
     one for the live setting's refreshes): the settings take turns on each utterance, so that
     their costs are compared in the same minutes."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from stream.app import DecodingConfig, build_pipeline
 
     pipelines = {}
     for label, interval, live in PARTIAL_SETTINGS:
         pipelines[label] = build_pipeline(threads=1, decoding=DecodingConfig(partial_second_pass_s=interval))
         if live:
-            pipelines[label].refresh_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refresh")
+            pipelines[label].refresh_in_thread()
     results: dict[str, dict] = {label: {} for label in pipelines}
     for name in ("barista_dev", "heldout_voice"):
         items = sets(n).get(name, [])

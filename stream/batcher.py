@@ -52,12 +52,9 @@ class MicroBatcher:
         # One recogniser thread: onnxruntime parallelises inside a call, and the search holds
         # the GIL, so a second thread would only fight over the same cores.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstream-recognizer")
-        self._refresher: ThreadPoolExecutor | None = None
-        if pipeline.partial_second_pass is not None:
-            # Its onnxruntime calls release the GIL, so it takes the second core while the first
-            # pass runs; the server pauses it when the recogniser has no room (stream.load).
-            self._refresher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstream-refresh")
-            pipeline.refresh_executor = self._refresher
+        # The partials' refreshes, if any; the server pauses them when the recogniser has no room
+        # (stream.load).
+        self._refresher = pipeline.refresh_in_thread()
         self._task: asyncio.Task[None] | None = None
         self.busy_s = 0.0  # seconds the recogniser thread has worked: what admission measures (stream.load)
         self.on_batch: Callable[[int, float], None] | None = None  # (channels, seconds) per batch

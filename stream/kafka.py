@@ -86,10 +86,7 @@ class AsrWorker:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstream-asr")
         # The partials' refreshes (--second-pass-partials) run beside it, so finals never wait
         # behind them (Pipeline.refresh_executor).
-        self._refresher: ThreadPoolExecutor | None = None
-        if pipeline.partial_second_pass is not None:
-            self._refresher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstream-refresh")
-            pipeline.refresh_executor = self._refresher
+        self._refresher = pipeline.refresh_in_thread()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 

@@ -25,7 +25,7 @@ import logging
 import string
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -586,14 +586,14 @@ class Pipeline:
                                                       round(p.end / shift))
                     if mel.shape[0]:
                         jobs.append((state, ch, p, mel))
+        prompts = [state.prompt for state, *_ in jobs]
         if jobs and self.refresh_executor is None:
-            texts = self._run_refresh([mel for *_, mel in jobs], [state.prompt for state, *_ in jobs])
+            texts = self._run_refresh([mel for *_, mel in jobs], prompts)
             for (_, ch, p, _), text in zip(jobs, texts):
                 ch.refined = known[p.utterance_id] = self._refined(ch, p, text)
         elif jobs:
             # copies: the thread reads them while this one goes on with the stream
-            future = self.refresh_executor.submit(self._refresh, [mel.copy() for *_, mel in jobs],
-                                                  [state.prompt for state, *_ in jobs])
+            future = self.refresh_executor.submit(self._refresh, [mel.copy() for *_, mel in jobs], prompts)
             for row, (_, ch, p, _) in enumerate(jobs):
                 ch.refreshing = _Refreshing(p, future, row)
         out: dict[int, Partial] = {}
@@ -604,6 +604,18 @@ class Pipeline:
                     words = (*r.words, *(w for w in ev.words if w.start >= r.end))
                     out[id(ev)] = replace(ev, text=" ".join(w.text for w in words), words=words, stable=0)
         return out
+
+    def refresh_in_thread(self) -> ThreadPoolExecutor | None:
+        """Give the partials' refreshes a thread of their own, as the live transports do; None when
+        this recogniser does not refresh partials. The caller shuts the thread down.
+
+        Its onnxruntime calls release the GIL, so it takes the second core while the first pass
+        runs on the recogniser's thread."""
+        if self.partial_second_pass is None:
+            return None
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstream-refresh")
+        self.refresh_executor = executor
+        return executor
 
     def _run_refresh(self, mels: list[np.ndarray], prompts: list[str]) -> list[str]:
         t0 = time.perf_counter()

@@ -248,7 +248,7 @@ class WebSocketServer:
                     if link.conn is not None and link.first_audio is not None and not link.session.ended
                     and wall - link.first_audio >= self.config.load.window_s}
             self.load.observe(now, self.batcher.busy_s, lags)
-            pipeline = self.batcher.pipeline
+            pipeline = self.pipeline
             pipeline.refine_partials = self.load.has_room()
             if pipeline.partial_second_pass is not None and not pipeline.refine_partials:
                 self.metrics.refresh_paused.inc(_LOAD_SAMPLE_S)
