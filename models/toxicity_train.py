@@ -11,7 +11,10 @@ generated sets that teach what the call centre means by toxic: the same
 requests with a caller's swearing in them ("where is my damn card"), as
 negatives (``swearing_negatives``), and with abuse aimed at the agent
 ("... you useless idiot", "i know where you work"), as positives
-(``abuse_positives``). The model
+(``abuse_positives``); and hate against groups in clean words ("<group> are
+parasites"), as positives, beside the same groups named without hate and violent
+words aimed at things ("get rid of the hidden charges"), as negatives
+(``group_hate_positives``, ``group_mention_negatives``). The model
 (TF-IDF word 1-2 grams + character 2-4 grams, logistic regression) and its
 threshold are chosen on dev. A second logistic regression on the all-MiniLM-L6-v2
 embedding (the intent encoder's, which every final already gets) is fitted on
@@ -27,8 +30,9 @@ scores 1.0). The table is on the held-out test split:
 * a plain word list: ``better-profanity``'s list, flag when any word is on it.
 
 Each row also gives F1 on the hand-written agent-abuse sets
-(``models/assets/agent_abuse.csv``, ``agent_abuse_unseen.csv``; development
-sets, never trained on; per category with ``callstream eval-filter --csv``).
+(``models/assets/agent_abuse.csv``, ``agent_abuse_unseen.csv``) and on the
+hand-written group-hate set (``group_hate.csv``); development sets, never
+trained on; per category with ``callstream eval-filter --csv``.
 
 Usage::
 
@@ -64,6 +68,7 @@ __all__ = [
     "AGENT_ABUSE_UNSEEN",
     "CALL_TURNS",
     "DAVIDSON",
+    "GROUP_HATE",
     "abuse_positives",
     "add_arguments",
     "clean_tweet",
@@ -71,6 +76,8 @@ __all__ = [
     "davidson_splits",
     "fit_embedding_head",
     "fit_toxicity",
+    "group_hate_positives",
+    "group_mention_negatives",
     "prf",
     "profanity_wordlist",
     "run",
@@ -86,6 +93,8 @@ AGENT_ABUSE = _ASSETS / "agent_abuse.csv"
 AGENT_ABUSE_UNSEEN = _ASSETS / "agent_abuse_unseen.csv"
 # Hand-written clean call turns (greetings, thanks, holds, closings), for measurement only.
 CALL_TURNS = _ASSETS / "call_turns_clean.csv"
+# Hand-written hate against groups in clean words, and the same groups named without it, for measurement only.
+GROUP_HATE = _ASSETS / "group_hate.csv"
 _SEED = 0
 # Generated examples per call-centre text set: 8,000 swearing negatives and 2,000 abuse
 # positives. Twice the positives caught more abuse on the agent-abuse set but flagged 0.5% of
@@ -93,6 +102,10 @@ _SEED = 0
 _N_SWEARING = 8000
 _N_ABUSE = 2000
 _N_TURNS = 4000
+# Of five sizes measured on GROUP_HATE, this one found as much of its hate as any (F1 0.807);
+# each cost the unseen agent-abuse set the same 0.04 F1.
+_N_GROUP_HATE = 2000
+_N_GROUP_CLEAN = 3000
 # On the word list, but words for acts, identities or body parts rather than
 # swearing: masking them on their own garbles ordinary speech ("kill the
 # process", "my gay son's account", "strip the flange"). The sentence-level
@@ -223,6 +236,123 @@ _ABUSE = (
     "send me your number sexy", "go back where you came from", "you foreigners are all useless",
     "you sound like a dirty immigrant", "brain dead retard", "you lot are vermin", "your kind shouldn't have jobs",
 )
+
+
+# Hate against a group said in clean words ("<group> are parasites", "get <group> out"), which
+# Davidson's slur-filled tweets do not teach, and the same groups named without hate, so that
+# the group's name alone teaches nothing. Written for training: ``GROUP_HATE`` (measurement only)
+# was written before these parts, and none of its sentences comes out of the generators.
+_GROUPS = (
+    "women", "girls", "men", "feminists", "immigrants", "migrants", "refugees", "foreigners", "asylum seekers",
+    "muslims", "jews", "christians", "catholics", "hindus", "sikhs", "atheists", "black people", "white people",
+    "asians", "africans", "arabs", "mexicans", "latinos", "chinese people", "indians", "pakistanis", "poles",
+    "romanians", "travellers", "gay people", "gay men", "lesbians", "bisexual people", "trans people",
+    "transgender women", "disabled people", "people in wheelchairs", "autistic people", "blind people",
+    "old people", "pensioners", "teenagers", "poor people", "single mothers", "fat people", "people on benefits",
+)
+_THEY = ("those people", "that lot", "their kind", "people like them", "these people", "the lot of them")
+_HATE_TRAITS = (
+    "subhuman", "worthless", "filthy", "scum", "a plague", "a virus", "less than human", "born liars", "evil",
+    "inferior", "dirty thieves", "a drag on everyone", "mentally defective", "a stain on this country",
+    "pointless mouths to feed", "cockroaches", "a pack of dogs", "degenerates", "sick in the head",
+    "genetically stupid",
+    "too dumb to think for themselves", "a danger to our children", "nothing but trouble", "all crooks",
+    "a curse", "a burden nobody asked for", "vile", "lower than animals", "a bunch of leeches", "freaks of nature",
+)
+_HATE_FATES = (
+    "be deported tomorrow", "be banned from working", "be sterilised", "be kicked out", "be wiped out",
+    "never get the vote", "never be allowed to marry", "be sent back where they came from", "be caged",
+    "be shot on sight", "lose all their rights", "know their place", "be kept away from decent people",
+    "be segregated", "disappear for good", "be thrown in prison", "be barred from public places", "be gassed",
+    "be driven out of town", "stop breeding",
+)
+_HATE_FEELINGS = (
+    "i hate", "i despise", "i loathe", "i can't bear", "i'm sick of", "i'm disgusted by", "nobody wants",
+    "i would never trust", "i spit on", "death to", "to hell with", "i wish we could get rid of",
+)
+_HATE_CLAIMS = (
+    "ruin everything they touch", "are taking over", "steal our jobs", "can't be trusted", "don't belong here",
+    "have no place in society", "don't deserve any rights", "don't deserve to live", "only bring crime",
+    "are all the same vermin", "should not be treated as people", "are a disgrace to humanity",
+    "are destroying our way of life", "make me want to vomit", "are ruining the neighbourhood",
+    "spread disease", "are a threat to civilisation",
+)
+_HATE_EXCLUSIONS = (
+    "get {g} out of this country", "kick each of {g} out", "the world would be better without {g}",
+    "we'd be better off without any {g}", "ban {g} from our schools", "never let {g} into this country",
+    "no {g} allowed in here", "round up {g} and ship them off", "don't serve {g} in this shop",
+    "make life hell for {g} until they leave",
+)
+_RELIGIONS = ("islam", "judaism", "christianity", "hinduism", "sikhism", "catholicism")
+_RELIGION_HATE = ("a religion of hate", "a sickness", "pure evil", "a poison", "a death cult", "a scam for idiots",
+                  "a cancer that must be cut out")
+_HATE_OPENERS = ("", "", "", "honestly ", "let's be real ", "everyone knows ", "i'm just saying ", "the truth is ")
+_HATE_CLOSERS = ("", "", "", " and that's a fact", " every last one", " all of them", " and everyone knows it")
+_CLEAN_CLAIMS = (
+    "are welcome here", "have the same rights as everyone", "deserve respect", "face discrimination at work",
+    "are protected by law", "often struggle to get a mortgage", "make up a big part of our customers",
+    "can open an account at any branch", "celebrate different holidays", "are part of our community",
+    "were treated badly in the past", "started many small businesses here", "volunteer at the food bank",
+    "should be paid the same as anyone", "deserve a fair chance", "pay the same fees as anyone",
+    "can ask for a bigger font",
+    "have their own support line", "are eligible for the discount", "use the app more than anyone",
+)
+_CLEAN_CONTEXTS = (
+    "i read an article about {g}", "there's a support group for {g}", "we ran a charity event for {g}",
+    "does the bank have a programme for {g}", "discrimination against {g} is illegal", "my best friends are {g}",
+    "my neighbours are {g}", "i watched a film about {g}", "the survey asked {g} about banking",
+    "the new branch hired a lot of {g}", "the census counts {g} too", "racism against {g} makes me angry",
+    "hate against {g} has to stop", "i stood up for {g} at work", "our charity helps {g} find housing",
+    "is there an account designed for {g}", "the law changed for {g} last year",
+)
+# Words of violence and disgust aimed at things, which a caller says: they must not make a text toxic.
+_CLEAN_THINGS = ("paper statements", "overdraft fees", "expired cards", "spam calls", "hidden charges",
+                 "the hold music", "these weeds", "the bugs in the app", "the mice in the loft", "the mould in my flat",
+                 "the queue at the branch", "late payment fees", "the legacy system", "these pop ups")
+_CLEAN_THING_VERBS = ("get rid of {t}", "wipe out {t}", "ban {t}", "i hate {t}", "{t} are a plague",
+                      "{t} should be destroyed", "i can't bear {t}", "burn {t}", "to hell with {t}",
+                      "{t} make me sick", "we'd be better off without {t}", "i'm sick of {t}")
+
+
+def group_hate_positives(n: int, *, seed: int = _SEED + 3) -> list[str]:
+    """``n`` sentences of hate against a group (or "those people") in clean words, label 1."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        g = rng.choice(_THEY) if rng.random() < 0.15 else rng.choice(_GROUPS)
+        form = rng.randrange(6)
+        if form == 0:
+            core = f"{g} are {rng.choice(_HATE_TRAITS)}"
+        elif form == 1:
+            core = f"{g} should {rng.choice(_HATE_FATES)}"
+        elif form == 2:
+            core = f"{rng.choice(_HATE_FEELINGS)} {g}"
+        elif form == 3:
+            core = f"{g} {rng.choice(_HATE_CLAIMS)}"
+        elif form == 4:
+            core = rng.choice(_HATE_EXCLUSIONS).format(g=g)
+        else:
+            core = f"{rng.choice(_RELIGIONS)} is {rng.choice(_RELIGION_HATE)}"
+        out.append(normalize_text(f"{rng.choice(_HATE_OPENERS)}{core}{rng.choice(_HATE_CLOSERS)}"))
+    return out
+
+
+def group_mention_negatives(n: int, *, seed: int = _SEED + 4) -> list[str]:
+    """``n`` sentences naming the groups of ``group_hate_positives`` without hate, and violent or
+    disgusted words aimed at things, label 0."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        g = rng.choice(_GROUPS)
+        form = rng.randrange(3)
+        if form == 0:
+            text = f"{g} {rng.choice(_CLEAN_CLAIMS)}"
+        elif form == 1:
+            text = rng.choice(_CLEAN_CONTEXTS).format(g=g)
+        else:
+            text = rng.choice(_CLEAN_THING_VERBS).format(t=rng.choice(_CLEAN_THINGS))
+        out.append(normalize_text(text))
+    return out
 
 
 # What callers and agents say around the requests: greetings, thanks, praise, holds, closings.
@@ -440,7 +570,8 @@ def compare(
     assistant requests, none offensive) that each one flags; ``probe_recall`` and
     ``probe_flags_clean`` are on ``PROBE_HATEFUL`` and ``PROBE_CLEAN``;
     ``agent_abuse_f1`` and ``agent_abuse_unseen_f1`` on ``AGENT_ABUSE`` and
-    ``AGENT_ABUSE_UNSEEN``; ``flag_rate_call_turns`` on ``CALL_TURNS`` (clean).
+    ``AGENT_ABUSE_UNSEEN``; ``group_hate_f1`` on ``GROUP_HATE``; ``flag_rate_call_turns`` on
+    ``CALL_TURNS`` (clean).
     """
     from profanity_check import predict_prob
 
@@ -465,7 +596,8 @@ def compare(
     }
     sub = [texts[i] for i in idx]
     abuse = {"agent_abuse_f1": _read_labelled(AGENT_ABUSE),
-             "agent_abuse_unseen_f1": _read_labelled(AGENT_ABUSE_UNSEEN)}
+             "agent_abuse_unseen_f1": _read_labelled(AGENT_ABUSE_UNSEEN),
+             "group_hate_f1": _read_labelled(GROUP_HATE)}
     turns = _read_labelled(CALL_TURNS)[0]
     table = {}
     for name, flags in scorers.items():
@@ -494,13 +626,15 @@ def run(args: argparse.Namespace) -> int:
     abuse = abuse_positives(negatives, _N_ABUSE)
     held = set(_read_labelled(CALL_TURNS)[0])  # measured on, so never trained on, even by chance
     turns = [t for t in conversation_negatives(_N_TURNS) if t not in held]
-    model = fit_toxicity(texts, labels, split, negatives=[*negatives, *swearing, *turns], positives=abuse)
+    extra_negatives = [*negatives, *swearing, *turns, *group_mention_negatives(_N_GROUP_CLEAN)]
+    extra_positives = [*abuse, *group_hate_positives(_N_GROUP_HATE)]
+    model = fit_toxicity(texts, labels, split, negatives=extra_negatives, positives=extra_positives)
     encoder = SentenceEncoder(args.encoder_dir or default_encoder_dir(), threads=0)
-    n_texts = len(texts) + len(negatives) + len(swearing) + len(turns) + len(abuse)
-    print(f"embedding {n_texts} texts with {encoder.name} ...", flush=True)
+    print(f"embedding {len(texts) + len(extra_negatives) + len(extra_positives)} texts with {encoder.name} ...",
+          flush=True)
     model = fit_embedding_head(model, encoder.encode(texts), labels, split, texts,
-                               negatives=encoder.encode([*negatives, *swearing, *turns]),
-                               positives=encoder.encode(abuse), encoder=encoder.name)
+                               negatives=encoder.encode(extra_negatives),
+                               positives=encoder.encode(extra_positives), encoder=encoder.name)
     table = compare(model, texts, labels, split["test"], clean, encoder.encode)
     ours = next(iter(table.values()))
     model = replace(model, metrics={**model.metrics, **{f"test_{k}": v for k, v in ours.items()}})
@@ -509,16 +643,16 @@ def run(args: argparse.Namespace) -> int:
           f"{model.combined_threshold:.2f} (with the embedding head)")
     print(f"held-out Davidson test split, n={len(split['test'])}, label 1 = offensive or hate")
     print(f"{'filter':52s} {'precision':>9s} {'recall':>7s} {'F1':>7s} {'flags clean':>11s} {'probe R':>7s} "
-          f"{'probe FP':>8s} {'abuse F1':>8s} {'unseen F1':>9s} {'turns FP':>8s}")
+          f"{'probe FP':>8s} {'abuse F1':>8s} {'unseen F1':>9s} {'turns FP':>8s} {'group F1':>8s}")
     for name, m in table.items():
         print(f"{name:52s} {m['precision']:9.4f} {m['recall']:7.4f} {m['f1']:7.4f} {m['flag_rate_call_center']:11.4f} "
               f"{m['probe_recall']:7.3f} {m['probe_flags_clean']:8.3f} {m['agent_abuse_f1']:8.3f} "
-              f"{m['agent_abuse_unseen_f1']:9.3f} {m['flag_rate_call_turns']:8.3f}")
+              f"{m['agent_abuse_unseen_f1']:9.3f} {m['flag_rate_call_turns']:8.3f} {m['group_hate_f1']:8.3f}")
     print(f"flags clean: share of {len(clean)} held-out BANKING77 dev + CLINC150 val/oos_val texts flagged; "
           f"probe: {len(PROBE_HATEFUL)} hateful and {len(PROBE_CLEAN)} clean sentences written for the check; "
           f"abuse / unseen: {AGENT_ABUSE.name} and {AGENT_ABUSE_UNSEEN.name} "
           "(per category: callstream eval-filter --csv); "
-          f"turns FP: share of {CALL_TURNS.name}'s clean call turns flagged")
+          f"turns FP: share of {CALL_TURNS.name}'s clean call turns flagged; group: {GROUP_HATE.name}")
     if args.json:
         print(json.dumps(table))
     return 0

@@ -137,6 +137,23 @@ def test_polite_call_turns_are_not_toxic():
     assert len(flagged) <= 0.05 * len(texts), flagged
 
 
+@pytest.mark.skipif(not ENCODER_BUILT, reason="sentence encoder not built: run `python -m models.encoder_export`")
+def test_hate_against_groups_in_clean_words_is_flagged():
+    """The hand-written group-hate set (measured on, never trained on): Davidson's tweets alone
+    taught the filter 40% of its hate and the generated group sets 69%; its clean lines name the
+    same groups ("my brother is gay and getting married next month") and must stay clean."""
+    import csv
+
+    from models.toxicity_train import GROUP_HATE
+
+    with GROUP_HATE.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    flagged = [r for r in rows if "toxicity" in enrich(new_state(), _final(r["text"])).flags.flagged]
+    assert sum(r["label"] == "1" for r in rows) == 70
+    assert sum(r["label"] == "1" for r in flagged) >= 42  # 60%
+    assert sum(r["label"] == "0" for r in flagged) <= 2, [r["text"] for r in flagged if r["label"] == "0"]
+
+
 @pytest.mark.parametrize(
     "module", ["operators.intent", "operators.content", "operators.abuse_lexicon", "operators.redaction", "operators.enrich"]
 )
