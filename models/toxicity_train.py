@@ -31,8 +31,8 @@ scores 1.0). The table is on the held-out test split:
 
 Each row also gives F1 on the hand-written agent-abuse sets
 (``models/assets/agent_abuse.csv``, ``agent_abuse_unseen.csv``) and on the
-hand-written group-hate set (``group_hate.csv``); development sets, never
-trained on; per category with ``callstream eval-filter --csv``.
+hand-written group-hate sets (``group_hate.csv``, ``group_hate_unseen.csv``);
+development sets, never trained on; per category with ``callstream eval-filter --csv``.
 
 Usage::
 
@@ -69,6 +69,7 @@ __all__ = [
     "CALL_TURNS",
     "DAVIDSON",
     "GROUP_HATE",
+    "GROUP_HATE_UNSEEN",
     "abuse_positives",
     "add_arguments",
     "clean_tweet",
@@ -95,6 +96,8 @@ AGENT_ABUSE_UNSEEN = _ASSETS / "agent_abuse_unseen.csv"
 CALL_TURNS = _ASSETS / "call_turns_clean.csv"
 # Hand-written hate against groups in clean words, and the same groups named without it, for measurement only.
 GROUP_HATE = _ASSETS / "group_hate.csv"
+# The same, 80 lines written after the group generators: how far they carry over.
+GROUP_HATE_UNSEEN = _ASSETS / "group_hate_unseen.csv"
 _SEED = 0
 # Generated examples per call-centre text set: 8,000 swearing negatives and 2,000 abuse
 # positives. Twice the positives caught more abuse on the agent-abuse set but flagged 0.5% of
@@ -241,7 +244,8 @@ _ABUSE = (
 # Hate against a group said in clean words ("<group> are parasites", "get <group> out"), which
 # Davidson's slur-filled tweets do not teach, and the same groups named without hate, so that
 # the group's name alone teaches nothing. Written for training: ``GROUP_HATE`` (measurement only)
-# was written before these parts, and none of its sentences comes out of the generators.
+# was written before these parts and ``GROUP_HATE_UNSEEN`` after them, and none of their
+# sentences comes out of the generators.
 _GROUPS = (
     "women", "girls", "men", "feminists", "immigrants", "migrants", "refugees", "foreigners", "asylum seekers",
     "muslims", "jews", "christians", "catholics", "hindus", "sikhs", "atheists", "black people", "white people",
@@ -255,9 +259,9 @@ _HATE_TRAITS = (
     "subhuman", "worthless", "filthy", "scum", "a plague", "a virus", "less than human", "born liars", "evil",
     "inferior", "dirty thieves", "a drag on everyone", "mentally defective", "a stain on this country",
     "pointless mouths to feed", "cockroaches", "a pack of dogs", "degenerates", "sick in the head",
-    "genetically stupid",
-    "too dumb to think for themselves", "a danger to our children", "nothing but trouble", "all crooks",
-    "a curse", "a burden nobody asked for", "vile", "lower than animals", "a bunch of leeches", "freaks of nature",
+    "genetically stupid", "too dumb to think for themselves", "a danger to our children", "nothing but trouble",
+    "all crooks", "a curse", "a burden nobody asked for", "vile", "lower than animals", "a bunch of leeches",
+    "freaks of nature",
 )
 _HATE_FATES = (
     "be deported tomorrow", "be banned from working", "be sterilised", "be kicked out", "be wiped out",
@@ -570,8 +574,8 @@ def compare(
     assistant requests, none offensive) that each one flags; ``probe_recall`` and
     ``probe_flags_clean`` are on ``PROBE_HATEFUL`` and ``PROBE_CLEAN``;
     ``agent_abuse_f1`` and ``agent_abuse_unseen_f1`` on ``AGENT_ABUSE`` and
-    ``AGENT_ABUSE_UNSEEN``; ``group_hate_f1`` on ``GROUP_HATE``; ``flag_rate_call_turns`` on
-    ``CALL_TURNS`` (clean).
+    ``AGENT_ABUSE_UNSEEN``; ``group_hate_f1`` and ``group_hate_unseen_f1`` on ``GROUP_HATE`` and
+    ``GROUP_HATE_UNSEEN``; ``flag_rate_call_turns`` on ``CALL_TURNS`` (clean).
     """
     from profanity_check import predict_prob
 
@@ -597,7 +601,8 @@ def compare(
     sub = [texts[i] for i in idx]
     abuse = {"agent_abuse_f1": _read_labelled(AGENT_ABUSE),
              "agent_abuse_unseen_f1": _read_labelled(AGENT_ABUSE_UNSEEN),
-             "group_hate_f1": _read_labelled(GROUP_HATE)}
+             "group_hate_f1": _read_labelled(GROUP_HATE),
+             "group_hate_unseen_f1": _read_labelled(GROUP_HATE_UNSEEN)}
     turns = _read_labelled(CALL_TURNS)[0]
     table = {}
     for name, flags in scorers.items():
@@ -643,16 +648,18 @@ def run(args: argparse.Namespace) -> int:
           f"{model.combined_threshold:.2f} (with the embedding head)")
     print(f"held-out Davidson test split, n={len(split['test'])}, label 1 = offensive or hate")
     print(f"{'filter':52s} {'precision':>9s} {'recall':>7s} {'F1':>7s} {'flags clean':>11s} {'probe R':>7s} "
-          f"{'probe FP':>8s} {'abuse F1':>8s} {'unseen F1':>9s} {'turns FP':>8s} {'group F1':>8s}")
+          f"{'probe FP':>8s} {'abuse F1':>8s} {'unseen F1':>9s} {'turns FP':>8s} {'group F1':>8s} {'unseen':>6s}")
     for name, m in table.items():
         print(f"{name:52s} {m['precision']:9.4f} {m['recall']:7.4f} {m['f1']:7.4f} {m['flag_rate_call_center']:11.4f} "
               f"{m['probe_recall']:7.3f} {m['probe_flags_clean']:8.3f} {m['agent_abuse_f1']:8.3f} "
-              f"{m['agent_abuse_unseen_f1']:9.3f} {m['flag_rate_call_turns']:8.3f} {m['group_hate_f1']:8.3f}")
+              f"{m['agent_abuse_unseen_f1']:9.3f} {m['flag_rate_call_turns']:8.3f} {m['group_hate_f1']:8.3f} "
+              f"{m['group_hate_unseen_f1']:6.3f}")
     print(f"flags clean: share of {len(clean)} held-out BANKING77 dev + CLINC150 val/oos_val texts flagged; "
           f"probe: {len(PROBE_HATEFUL)} hateful and {len(PROBE_CLEAN)} clean sentences written for the check; "
           f"abuse / unseen: {AGENT_ABUSE.name} and {AGENT_ABUSE_UNSEEN.name} "
           "(per category: callstream eval-filter --csv); "
-          f"turns FP: share of {CALL_TURNS.name}'s clean call turns flagged; group: {GROUP_HATE.name}")
+          f"turns FP: share of {CALL_TURNS.name}'s clean call turns flagged; group / unseen: {GROUP_HATE.name}, "
+          f"{GROUP_HATE_UNSEEN.name}")
     if args.json:
         print(json.dumps(table))
     return 0

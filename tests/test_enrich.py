@@ -138,19 +138,21 @@ def test_polite_call_turns_are_not_toxic():
 
 
 @pytest.mark.skipif(not ENCODER_BUILT, reason="sentence encoder not built: run `python -m models.encoder_export`")
-def test_hate_against_groups_in_clean_words_is_flagged():
-    """The hand-written group-hate set (measured on, never trained on): Davidson's tweets alone
-    taught the filter 40% of its hate and the generated group sets 69%; its clean lines name the
-    same groups ("my brother is gay and getting married next month") and must stay clean."""
+@pytest.mark.parametrize("name", ["GROUP_HATE", "GROUP_HATE_UNSEEN"])
+def test_hate_against_groups_in_clean_words_is_flagged(name):
+    """The hand-written group-hate sets (measured on, never trained on): Davidson's tweets alone
+    taught the filter 40% and 42% of their hate, the generated group sets 69% and 75%; their clean
+    lines name the same groups ("my brother is gay and getting married next month") and must stay
+    clean."""
     import csv
 
-    from models.toxicity_train import GROUP_HATE
+    import models.toxicity_train
 
-    with GROUP_HATE.open(newline="") as f:
+    with getattr(models.toxicity_train, name).open(newline="") as f:
         rows = list(csv.DictReader(f))
     flagged = [r for r in rows if "toxicity" in enrich(new_state(), _final(r["text"])).flags.flagged]
-    assert sum(r["label"] == "1" for r in rows) == 70
-    assert sum(r["label"] == "1" for r in flagged) >= 42  # 60%
+    hate = sum(r["label"] == "1" for r in rows)
+    assert hate >= 40 and sum(r["label"] == "1" for r in flagged) >= 0.6 * hate
     assert sum(r["label"] == "0" for r in flagged) <= 2, [r["text"] for r in flagged if r["label"] == "0"]
 
 
