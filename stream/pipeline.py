@@ -190,8 +190,10 @@ class StreamState:
     enrich_state: object | None = None
     redaction: StreamRedactionState | None = None  # None: the stream asked for raw text
     # The second pass's prompt: the hotword phrases (the server's, then the stream's), so that
-    # finals spell them as the first pass's search is steered to.
+    # finals spell them as the first pass's search is steered to; given only where the first pass
+    # heard one of ``hotword_phrases`` (``_prompt_if_heard``).
     prompt: str = ""
+    hotword_phrases: tuple[tuple[str, ...], ...] = ()
     closed: bool = False
 
     def channel(self, name: str) -> ChannelState:
@@ -294,7 +296,8 @@ class Pipeline:
         audio, resampler = AudioDecoder(fmt), Resampler(fmt.sample_rate, self.sample_rate)
         state = StreamState(stream_id=stream_id, config=config, format=fmt, audio=audio, resampler=resampler,
                             audio_state=audio.new_state(),
-                            prompt=_prompt((*self.hotwords, *config.hotwords)))
+                            prompt=_prompt((*self.hotwords, *config.hotwords)),
+                            hotword_phrases=_phrases((*self.hotwords, *config.hotwords)))
         ctc = self.ctc if config.language_model else self.ctc_no_lm
         first_frame = round(start_s / self.acoustic.spec.frame_seconds)
         for name in channel_names(config):
@@ -523,7 +526,8 @@ class Pipeline:
                                                       round(f.end / shift) + margin)
                     if mel.shape[0]:
                         jobs.append((state, ch, f, mel))
-        texts = self.second_pass([mel for *_, mel in jobs], [state.prompt for state, *_ in jobs]) if jobs else []
+        prompts = [_prompt_if_heard(state, (f.text, *(h.text for h in f.nbest))) for state, _, f, _ in jobs]
+        texts = self.second_pass([mel for *_, mel in jobs], prompts) if jobs else []
         rescored: dict[int, Event] = {}
         for (_, ch, f, _), text in zip(jobs, texts):
             text = normalize_text(text)
@@ -586,7 +590,7 @@ class Pipeline:
                                                       round(p.end / shift))
                     if mel.shape[0]:
                         jobs.append((state, ch, p, mel))
-        prompts = [state.prompt for state, *_ in jobs]
+        prompts = [_prompt_if_heard(state, (p.text,)) for state, _, p, _ in jobs]
         if jobs and self.refresh_executor is None:
             texts = self._run_refresh([mel for *_, mel in jobs], prompts)
             for (_, ch, p, _), text in zip(jobs, texts):
@@ -697,6 +701,28 @@ def _prompt(hotwords: Sequence[tuple[str, float]]) -> str:
     """
     phrases = [" ".join(p.split()) for p, _ in hotwords]
     return ", ".join(p if p != p.lower() else string.capwords(p) for p in phrases if p)
+
+
+def _phrases(hotwords: Sequence[tuple[str, float]]) -> tuple[tuple[str, ...], ...]:
+    """The hotword phrases as the first pass writes words (spoken form, lower case)."""
+    return tuple(words for words in (tuple(normalize_text(p).split()) for p, _ in hotwords) if words)
+
+
+def _prompt_if_heard(state: StreamState, texts: Sequence[str]) -> str:
+    """``state.prompt`` where one of the first pass's ``texts`` has a hotword phrase, else none.
+
+    A prompt costs the utterances that do not name a hotword: with four hotwords that coffee
+    orders never say, barista_dev slot recall fell from 0.900 to 0.874, and on the sample call
+    the prompt "Acme Bank" made Whisper drop the customer's "hi" and "great". The first pass's
+    search is steered to the hotwords, so it finds them where they are said.
+    """
+    for text in texts:
+        words = text.split()
+        for phrase in state.hotword_phrases:
+            n = len(phrase)
+            if any(tuple(words[i : i + n]) == phrase for i in range(len(words) - n + 1)):
+                return state.prompt
+    return ""
 
 
 def _worth_a_second_pass(final: Final) -> bool:

@@ -400,7 +400,23 @@ def test_the_second_pass_reads_the_hotwords_of_the_server_and_the_stream(step_on
                                                      hotwords=(("iPhone", 5.0), (" ", 1.0), ("o'brien", 1.0))))
     feed(pipeline, state, encode_audio(speech, "f32"))
     pipeline.finish(state)
-    assert prompts and set(prompts) == {"Acme Bank, iPhone, O'brien"}  # lower case capitalised; a name's own case kept
+    assert state.prompt == "Acme Bank, iPhone, O'brien"  # lower case capitalised; a name's own case kept
+    assert state.hotword_phrases == (("acme", "bank"), ("iphone",), ("o'brien",))
+    # The untrained head's first pass heard none of them, so no final was prompted.
+    assert prompts and set(prompts) == {""}
+
+
+def test_the_prompt_goes_only_where_the_first_pass_heard_a_hotword(step_onnx):
+    from stream.events import StreamConfig
+    from stream.pipeline import Pipeline, _prompt_if_heard
+
+    pipeline = Pipeline(acoustic=AcousticOperator(AcousticModel(step_onnx)), hotwords=(("Acme Bank", 0.0),))
+    state = pipeline.create_stream("s", StreamConfig(sample_rate=16000, encoding="f32", hotwords=(("3M", 5.0),)))
+    assert state.hotword_phrases == (("acme", "bank"), ("three", "m"))
+    assert _prompt_if_heard(state, ("thank you for calling acme bank",)) == "Acme Bank, 3M"
+    assert _prompt_if_heard(state, ("i bought it at three m", "i bought it at three")) == "Acme Bank, 3M"
+    assert _prompt_if_heard(state, ("thank you for calling acme", "my bank")) == ""  # a whole phrase, in order
+    assert _prompt_if_heard(state, ("",)) == ""
 
 
 def test_finals_of_many_streams_share_one_second_pass_call(speech):
@@ -420,18 +436,22 @@ def test_finals_of_many_streams_share_one_second_pass_call(speech):
     pipeline = build_pipeline(enrich=False)
     pipeline.second_pass = rescorer
     payload = encode_audio(np.concatenate([speech, np.zeros(32000, np.float32)]), "f32")
-    names = ("alpha", "beta", "gamma")
-    states = [pipeline.create_stream(name, StreamConfig(sample_rate=16000, encoding="f32", hotwords=((name, 1.0),)))
-              for name in names]
+    # The agent's "thank you for calling acme bank my name is ...": the first pass hears the first
+    # and last streams' hotwords there.
+    hotwords = {"alpha": "calling", "beta": "zebra", "gamma": "my name"}
+    states = [pipeline.create_stream(name, StreamConfig(sample_rate=16000, encoding="f32", hotwords=((hot, 1.0),)))
+              for name, hot in hotwords.items()]
     for state in states:
         pipeline.accept_bytes(state, payload)
     finals = [e for e in pipeline.decode_streams(states) if isinstance(e, Final)]
-    assert calls == [["Alpha", "Beta", "Gamma"]]
-    assert {(f.stream_id, f.text) for f in finals} == {(n, f"words for {n}") for n in names}
+    assert calls == [["Calling", "", "My Name"]]
+    assert {(f.stream_id, f.text) for f in finals} == {
+        ("alpha", "words for calling"), ("beta", "words for"), ("gamma", "words for my name")}
 
 
 def test_a_hotword_steers_the_spelling_of_the_final():
-    """The sample call's agent names the bank; Whisper base alone hears "acne thank"."""
+    """The sample call's agent names the bank; Whisper base alone hears "acne thank". The
+    customer's closing does not name it, and the prompt would make Whisper drop its "great"."""
     import soundfile as sf
 
     from stream.app import DecodingConfig, build_pipeline
@@ -444,6 +464,9 @@ def test_a_hotword_steers_the_spelling_of_the_final():
     pipeline.accept_waveform(state, opening, rate)
     finals = [e.text for e in pipeline.finish(state) if isinstance(e, Final)]
     assert finals == ["thank you for calling acme bank my name is sarah how can i help you today"]
+    closing = pipeline.create_stream("c", StreamConfig(sample_rate=rate))
+    pipeline.accept_waveform(closing, x[int(22.4 * rate) :, 1:], rate)
+    assert [e.text for e in pipeline.finish(closing) if isinstance(e, Final)] == ["great thank you very much"]
 
 
 def test_the_second_pass_skips_isolated_words_but_not_a_sentence_run_together():
