@@ -58,6 +58,13 @@ def _words_of(final: Final) -> tuple[Word, ...]:
     return tuple(Word(t, final.start, final.end, 1.0) for t in final.text.split())
 
 
+def _unmasked(text: str) -> str:
+    """``text`` without the words the recogniser redacted (``####``): the encoder would read the
+    marks as words (the sample call's card number, all marks, came out ``atm_support`` at 0.66),
+    and a turn that is only a redacted number asks for nothing."""
+    return " ".join(w for w in text.split() if w.strip("#"))
+
+
 class Enricher:
     """Shared models; ``enrich(state, final)`` is pure apart from updating ``state``."""
 
@@ -94,8 +101,9 @@ class Enricher:
         intents: list[IntentResult | None] = [None] * len(finals)
         embeddings: list[np.ndarray | None] = [None] * len(finals)
         if self.intent is not None:
-            live = [i for i, f in enumerate(finals) if f.text.strip()]
-            results, x = self.intent.embed_and_classify([finals[i].text for i in live])
+            texts = [_unmasked(f.text) for f in finals]
+            live = [i for i, t in enumerate(texts) if t]
+            results, x = self.intent.embed_and_classify([texts[i] for i in live])
             shared = self.toxicity.uses_embeddings_of(self.intent.encoder.name)
             for row, (i, result) in enumerate(zip(live, results)):
                 intents[i] = result

@@ -115,6 +115,15 @@ def test_enriched_intent_says_when_to_confirm():
 
 
 @pytest.mark.skipif(not ENCODER_BUILT, reason="sentence encoder not built: run `python -m models.encoder_export`")
+def test_intent_reads_the_words_around_a_redacted_number():
+    """The recogniser masks a card number in the final itself; the marks are no words to classify."""
+    assert enrich(new_state(), _final("#### ### ### ### ### ### ### ###")).intent is None
+    masked = enrich(new_state(), _final("i lost my card the number is #### ### ### ###")).intent
+    assert masked.label == enrich(new_state(), _final("i lost my card the number is")).intent.label
+    assert masked.label == "lost_or_stolen_card"
+
+
+@pytest.mark.skipif(not ENCODER_BUILT, reason="sentence encoder not built: run `python -m models.encoder_export`")
 def test_toxicity_reads_the_intent_embedding(filters_only):
     hateful, clean = _final("women are too stupid to vote"), _final("my gay son needs an account")
     assert "toxicity" in enrich(new_state(), hateful).flags.flagged  # the embedding head catches it
