@@ -298,8 +298,8 @@ _CLEAN_CLAIMS = (
     "can open an account at any branch", "celebrate different holidays", "are part of our community",
     "were treated badly in the past", "started many small businesses here", "volunteer at the food bank",
     "should be paid the same as anyone", "deserve a fair chance", "pay the same fees as anyone",
-    "can ask for a bigger font",
-    "have their own support line", "are eligible for the discount", "use the app more than anyone",
+    "can ask for a bigger font", "have their own support line", "are eligible for the discount",
+    "use the app more than anyone",
 )
 _CLEAN_CONTEXTS = (
     "i read an article about {g}", "there's a support group for {g}", "we ran a charity event for {g}",
