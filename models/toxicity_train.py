@@ -105,8 +105,8 @@ _SEED = 0
 _N_SWEARING = 8000
 _N_ABUSE = 2000
 _N_TURNS = 4000
-# Of five sizes measured on GROUP_HATE, this one found as much of its hate as any (F1 0.807);
-# each cost the unseen agent-abuse set the same 0.04 F1.
+# Of five sizes measured on GROUP_HATE, this one gave F1 0.807 there with Davidson's F1 unchanged
+# (3,000 / 4,500: 0.814, Davidson 0.001 lower); each cost the unseen agent-abuse set about 0.04 F1.
 _N_GROUP_HATE = 2000
 _N_GROUP_CLEAN = 3000
 # On the word list, but words for acts, identities or body parts rather than
