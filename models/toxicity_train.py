@@ -599,10 +599,10 @@ def compare(
         "word list (better-profanity 0.7.0)": lambda xs: _word_list_flags(xs, words).astype(bool),
     }
     sub = [texts[i] for i in idx]
-    abuse = {"agent_abuse_f1": _read_labelled(AGENT_ABUSE),
-             "agent_abuse_unseen_f1": _read_labelled(AGENT_ABUSE_UNSEEN),
-             "group_hate_f1": _read_labelled(GROUP_HATE),
-             "group_hate_unseen_f1": _read_labelled(GROUP_HATE_UNSEEN)}
+    hand_written = {"agent_abuse_f1": _read_labelled(AGENT_ABUSE),
+                    "agent_abuse_unseen_f1": _read_labelled(AGENT_ABUSE_UNSEEN),
+                    "group_hate_f1": _read_labelled(GROUP_HATE),
+                    "group_hate_unseen_f1": _read_labelled(GROUP_HATE_UNSEEN)}
     turns = _read_labelled(CALL_TURNS)[0]
     table = {}
     for name, flags in scorers.items():
@@ -611,7 +611,7 @@ def compare(
         row["probe_recall"] = float(np.mean(flags(PROBE_HATEFUL)))
         row["probe_flags_clean"] = float(np.mean(flags(PROBE_CLEAN)))
         row["flag_rate_call_turns"] = float(np.mean(flags(turns)))
-        for key, (xs, y) in abuse.items():
+        for key, (xs, y) in hand_written.items():
             row[key] = prf(y, flags(xs).astype(np.int64))["f1"]
         table[name] = row
     return table

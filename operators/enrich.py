@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from operators.content import ToxicityModel
-from operators.redaction import RedactionConfig, RedactionState, mask_text, redact, spans_for_words
+from operators.redaction import RedactionConfig, RedactionState, is_redacted, mask_text, redact, spans_for_words
 from operators.intent import IntentClassifier, IntentConfig, load_classifier
 from stream.events import ContentFlags, Enriched, Final, IntentResult, RedactedSpan, Word
 
@@ -62,7 +62,7 @@ def _unmasked(text: str) -> str:
     """``text`` without the words the recogniser redacted (``####``): the encoder would read the
     marks as words (the sample call's card number, all marks, came out ``atm_support`` at 0.66),
     and a turn that is only a redacted number asks for nothing."""
-    return " ".join(w for w in text.split() if w.strip("#"))
+    return " ".join(w for w in text.split() if not is_redacted(w))
 
 
 class Enricher:

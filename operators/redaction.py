@@ -46,12 +46,21 @@ __all__ = [
     "StreamRedactionState",
     "StreamRedactor",
     "check_modes",
+    "is_redacted",
     "luhn_valid",
     "mask_text",
     "redact",
     "spans_for_words",
     "spoken_digits",
 ]
+
+_MARK = "#"  # a redacted word becomes one mark per letter
+
+
+def is_redacted(word: str) -> bool:
+    """Whether ``word`` is a redacted word's marks."""
+    return bool(word) and not word.strip(_MARK)
+
 
 def mask_text(words: Sequence[str], spans: Sequence[RedactedSpan]) -> str:
     """One output token per input word: PII words become ``#``s, profane words keep their first letter.
@@ -63,7 +72,7 @@ def mask_text(words: Sequence[str], spans: Sequence[RedactedSpan]) -> str:
     for span in spans:
         for i in range(span.first_word, span.last_word + 1):
             w = words[i]
-            out[i] = w[:1] + "*" * (len(w) - 1) if span.kind == "profanity" else "#" * max(len(w), 1)
+            out[i] = w[:1] + "*" * (len(w) - 1) if span.kind == "profanity" else _MARK * max(len(w), 1)
     return " ".join(out)
 
 
@@ -683,7 +692,7 @@ def _timed_tokens(text: str, words: Sequence[Word], start: float, end: float) ->
 
 def _masked(words: Sequence[Word], spans: Sequence[RedactedSpan]) -> tuple[Word, ...]:
     hidden = {i for s in spans for i in range(s.first_word, s.last_word + 1)}
-    return tuple(replace(w, text="#" * max(len(w.text), 1)) if i in hidden else w for i, w in enumerate(words))
+    return tuple(replace(w, text=_MARK * max(len(w.text), 1)) if i in hidden else w for i, w in enumerate(words))
 
 
 def spoken_digits(text: str) -> list[str]:

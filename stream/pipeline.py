@@ -716,13 +716,9 @@ def _prompt_if_heard(state: StreamState, texts: Sequence[str]) -> str:
     the prompt "Acme Bank" made Whisper drop the customer's "hi" and "great". The first pass's
     search is steered to the hotwords, so it finds them where they are said.
     """
-    for text in texts:
-        words = text.split()
-        for phrase in state.hotword_phrases:
-            n = len(phrase)
-            if any(tuple(words[i : i + n]) == phrase for i in range(len(words) - n + 1)):
-                return state.prompt
-    return ""
+    padded = [f" {' '.join(text.split())} " for text in texts]
+    heard = any(f" {' '.join(phrase)} " in text for phrase in state.hotword_phrases for text in padded)
+    return state.prompt if heard else ""
 
 
 def _worth_a_second_pass(final: Final) -> bool:
