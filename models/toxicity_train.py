@@ -18,8 +18,10 @@ words aimed at things ("get rid of the hidden charges"), as negatives
 (TF-IDF word 1-2 grams + character 2-4 grams, logistic regression) and its
 threshold are chosen on dev. A second logistic regression on the all-MiniLM-L6-v2
 embedding (the intent encoder's, which every final already gets) is fitted on
-the same texts, and the threshold of the larger of the two scores is tuned on
-dev too. The phrase rules of ``operators.abuse_lexicon`` come on top (a match
+the same texts, and the threshold of the larger of the two scores is tuned for
+the call centre (``tune_combined_threshold``): for the mean F1 of Davidson dev
+and the hand-written sets seen in development, among the thresholds that flag
+few clean call-centre requests. The phrase rules of ``operators.abuse_lexicon`` come on top (a match
 scores 1.0). The table is on the held-out test split:
 
 * ours, exported to numpy (``operators.content.ToxicityModel``): as served,
@@ -83,6 +85,7 @@ __all__ = [
     "profanity_wordlist",
     "run",
     "swearing_negatives",
+    "tune_combined_threshold",
 ]
 
 DAVIDSON = Path(__file__).resolve().parents[2] / "shared" / "data" / "toxicity" / "davidson" / "data" / "labeled_data.csv"
@@ -105,10 +108,17 @@ _SEED = 0
 _N_SWEARING = 8000
 _N_ABUSE = 2000
 _N_TURNS = 4000
-# Of five sizes measured on GROUP_HATE, this one gave F1 0.807 there with Davidson's F1 unchanged
-# (3,000 / 4,500: 0.814, Davidson 0.001 lower); each cost the unseen agent-abuse set about 0.04 F1.
+# Of five sizes measured on GROUP_HATE (with the threshold then tuned on Davidson dev alone), this
+# one gave F1 0.807 there with Davidson's F1 unchanged (3,000 / 4,500: 0.814, Davidson 0.001
+# lower); each cost the unseen agent-abuse set about 0.04 F1 at that threshold.
 _N_GROUP_HATE = 2000
 _N_GROUP_CLEAN = 3000
+# The combined threshold flags at most this share of clean call-centre text (held-out BANKING77 and
+# CLINC150 requests, and CALL_TURNS): most of what a call centre hears is clean, so a false flag
+# costs more than F1 counts. At 1 in 200 of the requests alone the threshold came out 0.56, which
+# flagged an agent's "i'll put you on hold for a moment" and 3 of the 70 clean group mentions
+# ("women deserve equal pay").
+_MAX_CLEAN_FLAG_RATE = 0.004
 # On the word list, but words for acts, identities or body parts rather than
 # swearing: masking them on their own garbles ordinary speech ("kill the
 # process", "my gay son's account", "strip the flange"). The sentence-level
@@ -506,8 +516,7 @@ def fit_embedding_head(
     c: float = 10.0,
 ) -> ToxicityModel:
     """Add the sentence-embedding head: logistic regression on ``x[split["train"]]`` plus ``negatives``
-    (embeddings, label 0) and ``positives`` (label 1); the threshold of ``max(n-gram, embedding)`` is
-    tuned for F1 on dev."""
+    (embeddings, label 0) and ``positives`` (label 1). Its threshold is ``tune_combined_threshold``'s."""
     from sklearn.linear_model import LogisticRegression
 
     train = split["train"]
@@ -517,14 +526,34 @@ def fit_embedding_head(
         [labels[train], np.zeros(len(negatives), dtype=np.int64), np.ones(len(positives), dtype=np.int64)]
     )
     clf = LogisticRegression(C=c, max_iter=5000).fit(xs, ys)
-    model = replace(model, embedding_coef=clf.coef_[0].astype(np.float32), embedding_bias=float(clf.intercept_[0]),
-                    embedding_encoder=encoder)
-    dev = split["dev"]
-    scores = np.array([model.score(texts[i], x[i]) for i in dev])
-    threshold = _best_threshold(scores, labels[dev])
-    m = prf(labels[dev], (scores >= threshold).astype(np.int64))
-    return replace(model, combined_threshold=threshold,
-                   metrics={**model.metrics, **{f"dev_combined_{k}": v for k, v in m.items()}})
+    return replace(model, embedding_coef=clf.coef_[0].astype(np.float32), embedding_bias=float(clf.intercept_[0]),
+                   embedding_encoder=encoder)
+
+
+def tune_combined_threshold(
+    model: ToxicityModel, dev: dict[str, tuple[np.ndarray, np.ndarray]], clean: np.ndarray
+) -> ToxicityModel:
+    """``model`` flagged at the threshold of ``max(n-gram, embedding)`` with the best mean F1 over
+    ``dev`` (name -> (scores, labels)) among those that flag at most ``_MAX_CLEAN_FLAG_RATE`` of
+    ``clean`` (scores of texts with nothing offensive); each set's F1 and the clean flag rate go
+    to its metrics.
+
+    Not Davidson dev alone: there F1 is flat from 0.46 to 0.70 (0.960-0.966), and its peak (0.71)
+    found 69% of the hand-written hate against groups and lost a fifth of the insults written
+    after the rules, which a call centre hears and tweets rarely say.
+    """
+    grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
+    allowed = [t for t in grid if np.mean(clean >= t) <= _MAX_CLEAN_FLAG_RATE]
+    if not allowed:
+        raise ValueError(f"every threshold flags more than {_MAX_CLEAN_FLAG_RATE:.1%} of the clean texts")
+
+    def f1s(t: float) -> dict[str, float]:
+        return {name: prf(y, (s >= t).astype(np.int64))["f1"] for name, (s, y) in dev.items()}
+
+    threshold = float(max(allowed, key=lambda t: np.mean(list(f1s(t).values()))))
+    metrics = {f"dev_combined_{name}_f1": f1 for name, f1 in f1s(threshold).items()}
+    metrics["dev_combined_clean_flag_rate"] = float(np.mean(clean >= threshold))
+    return replace(model, combined_threshold=threshold, metrics={**model.metrics, **metrics})
 
 
 # Hate said in clean words, and clean call-centre text with words that sound bad, written for
@@ -637,9 +666,19 @@ def run(args: argparse.Namespace) -> int:
     encoder = SentenceEncoder(args.encoder_dir or default_encoder_dir(), threads=0)
     print(f"embedding {len(texts) + len(extra_negatives) + len(extra_positives)} texts with {encoder.name} ...",
           flush=True)
-    model = fit_embedding_head(model, encoder.encode(texts), labels, split, texts,
-                               negatives=encoder.encode(extra_negatives),
+    x = encoder.encode(texts)
+    model = fit_embedding_head(model, x, labels, split, texts, negatives=encoder.encode(extra_negatives),
                                positives=encoder.encode(extra_positives), encoder=encoder.name)
+
+    def scores(xs: Sequence[str], embedded: np.ndarray) -> np.ndarray:
+        return np.array([model.score(t, e) for t, e in zip(xs, embedded)])
+
+    dev = {"davidson": (scores([texts[i] for i in split["dev"]], x[split["dev"]]), labels[split["dev"]])}
+    for name, path in (("group_hate", GROUP_HATE), ("agent_abuse", AGENT_ABUSE)):
+        xs, y = _read_labelled(path)
+        dev[name] = (scores(xs, encoder.encode(xs)), y)
+    clean_turns = [*clean, *_read_labelled(CALL_TURNS)[0]]
+    model = tune_combined_threshold(model, dev, scores(clean_turns, encoder.encode(clean_turns)))
     table = compare(model, texts, labels, split["test"], clean, encoder.encode)
     ours = next(iter(table.values()))
     model = replace(model, metrics={**model.metrics, **{f"test_{k}": v for k, v in ours.items()}})

@@ -421,6 +421,23 @@ def test_group_generators_never_write_a_line_of_the_group_hate_sets():
     assert len(set(hate)) > 2000 and len(set(clean)) > 1000 and not set(hate) & set(clean)
 
 
+def test_combined_threshold_has_the_best_mean_f1_that_flags_little_clean_text():
+    """Set a is right at thresholds up to 0.45, set b above 0.5; their mean F1 peaks at 0.21-0.45,
+    where 2 of 100 clean texts (scored 0.5) are flagged, over the 0.4% cap, so the threshold is
+    the best above 0.5."""
+    from models.toxicity_train import tune_combined_threshold
+
+    model = ToxicityModel.load()
+    a = (np.array([0.45, 0.45, 0.45, 0.1]), np.array([1, 1, 1, 0]))
+    b = (np.array([0.85, 0.5, 0.2]), np.array([1, 0, 0]))
+    clean = np.r_[np.zeros(98), 0.5, 0.5]
+    tuned = tune_combined_threshold(model, {"a": a, "b": b}, clean)
+    assert tuned.combined_threshold > 0.5
+    assert tuned.metrics["dev_combined_b_f1"] == 1.0 and tuned.metrics["dev_combined_clean_flag_rate"] == 0.0
+    with pytest.raises(ValueError, match="clean"):
+        tune_combined_threshold(model, {"a": a}, np.ones(10))
+
+
 @pytest.mark.skipif(not DATA.is_dir(), reason="intent corpora not found under /work/shared/data/intent")
 def test_abuse_rules_rarely_fire_on_intent_corpora():
     from models.train.corpus import load_intent_sentences

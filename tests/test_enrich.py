@@ -150,7 +150,7 @@ def test_polite_call_turns_are_not_toxic():
 @pytest.mark.parametrize("name", ["GROUP_HATE", "GROUP_HATE_UNSEEN"])
 def test_hate_against_groups_in_clean_words_is_flagged(name):
     """The hand-written group-hate sets (measured on, never trained on): Davidson's tweets alone
-    taught the filter 40% and 42% of their hate, the generated group sets 69% and 75%; their clean
+    taught the filter 40% and 42% of their hate, the generated group sets 77% and 82.5%; their clean
     lines name the same groups ("my brother is gay and getting married next month") and must stay
     clean."""
     import csv
