@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--soak-second-pass-beam", type=int, default=None, choices=range(1, 17), metavar="N",
                    help="soak: the server's --second-pass-beam (default: serve's own)")
     p.add_argument("--soak-second-pass-partials", type=float, default=None, metavar="SECONDS",
-                   help="soak: the server's --second-pass-partials (default: serve's own, off)")
+                   help="soak: the server's --second-pass-partials (default: serve's own, 1 s; 0: off)")
 
 
 def main(argv: list[str] | None = None) -> int:

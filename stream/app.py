@@ -121,7 +121,8 @@ def build_pipeline(
     )
 
 
-def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
+def add_decoding_arguments(p: argparse.ArgumentParser, *, second_pass_partials: float = 0.0) -> None:
+    """``second_pass_partials``: the default of ``--second-pass-partials`` (0: off)."""
     d = DecodingConfig()
     p.add_argument("--greedy", action="store_true", help="greedy CTC instead of beam search")
     p.add_argument("--beam", type=int, default=d.beam_width, help="beam width")
@@ -143,16 +144,16 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--second-pass-model", choices=SECOND_PASS_MODELS, default=d.second_pass_model,
                    help="the second pass's Whisper model (default: %(default)s; tiny.en takes about half the "
                         "time, less accurately; build it first: callstream build-asr --second-pass tiny.en)")
-    p.add_argument("--second-pass-partials", type=_seconds, default=d.partial_second_pass_s, metavar="SECONDS",
+    p.add_argument("--second-pass-partials", type=_seconds_or_off, default=second_pass_partials, metavar="SECONDS",
                    help="also rewrite the partials of an utterance with the second pass (greedy) each time "
                         "SECONDS more of it are in: readable live captions of real speech, at about twice the "
-                        "compute; serve pauses it while busy (default: off)")
+                        "compute; serve pauses it while busy (default: %(default)s; 0: off)")
 
 
-def _seconds(value: str) -> float:
+def _seconds_or_off(value: str) -> float:
     seconds = float(value)
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {value}")
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0 (0: off), got {value}")
     return seconds
 
 

@@ -527,7 +527,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="onnxruntime threads per call (0: all cores); CTC decoding runs on its own thread, "
                         "so on 2 cores 1 thread served more real-time streams than 2 (make bench)")
     p.add_argument("--no-enrich", action="store_true", help="skip in-process intent and content filtering")
-    add_decoding_arguments(p)
+    # Live captions are what this server is for, and the first pass's partials of real speech are
+    # often unreadable until the final (README, Partials). The refreshes pause while the recogniser
+    # is busy half the time or more (LoadConfig.room), so they take only room the streams leave.
+    add_decoding_arguments(p, second_pass_partials=1.0)
 
 
 def run(args: argparse.Namespace) -> int:
