@@ -165,6 +165,22 @@ def test_hate_against_groups_in_clean_words_is_flagged(name):
     assert sum(r["label"] == "0" for r in flagged) <= 2, [r["text"] for r in flagged if r["label"] == "0"]
 
 
+
+@pytest.mark.skipif(not ENCODER_BUILT, reason="sentence encoder not built: run `python -m models.encoder_export`")
+def test_threats_without_a_violent_verb_are_flagged_and_their_words_elsewhere_are_not():
+    """The hand-written threat set (written after the menace generators, never trained on): without
+    those generators the filter found 6 of its 40 threats and advances, with them 12; none of its
+    40 clean lines in the same words ("i'm parked outside the branch can i still come in") is flagged."""
+    import csv
+
+    from models.toxicity_train import AGENT_THREATS_UNSEEN
+
+    with AGENT_THREATS_UNSEEN.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    flagged = [r for r in rows if "toxicity" in enrich(new_state(), _final(r["text"])).flags.flagged]
+    assert sum(r["label"] == "1" for r in flagged) >= 10
+    assert not [r["text"] for r in flagged if r["label"] == "0"]
+
 @pytest.mark.parametrize(
     "module", ["operators.intent", "operators.content", "operators.abuse_lexicon", "operators.redaction", "operators.enrich"]
 )
