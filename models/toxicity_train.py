@@ -383,6 +383,7 @@ def group_mention_negatives(n: int, *, seed: int = _SEED + 4) -> list[str]:
         out.append(normalize_text(text))
     return out
 
+
 # Threats made without a violent verb, and advances, aimed at the agent: the abuse a call centre
 # most needs routed. _ABUSE's threats name the harm ("i'll kill you") and Davidson's tweets are
 # mostly slurs and swearing, so neither teaches "you'll end up in a ditch". Beside them, the same
@@ -406,13 +407,14 @@ _MENACE = (
     "i know which bus you take home", "you'll be sorry you were born", "you're a dead man walking",
     "you'll end up {place}", "keep talking and you'll be {place}", "there's a {tool} waiting for you{when}",
     "i'm bringing a {tool} to your branch", "your days are numbered", "enjoy your last shift",
-    "i'll make sure you never work again", "you'd better hope we never meet", "say that to my face and see what happens",
+    "i'll make sure you never work again", "you'd better hope we never meet",
+    "say that to my face and see what happens",
     "{who} will {do}{when}", "i'm outside your building{when}", "i've got your address now",
     "people like you have accidents", "you'll be eating through a straw", "i hope you've got good insurance",
 )
 _ADVANCES = (
-    "what have you got on under that headset", "got a boyfriend have you love", "i bet you look sexy", "you sound so sexy",
-    "text me a selfie babe", "come home with me tonight", "i'd love to get you alone",
+    "what have you got on under that headset", "got a boyfriend have you love", "i bet you look sexy",
+    "you sound so sexy", "text me a selfie babe", "come home with me tonight", "i'd love to get you alone",
     "how about you and me go for a drink after work", "give me your personal number gorgeous",
     "talk dirty to me", "make those little noises for me again", "are you in bed right now", "you've got a sexy voice",
     "i'll give you a good time", "sit on my lap and we'll sort it", "let me take you out sweetheart",
@@ -603,7 +605,6 @@ def fit_embedding_head(
     x: np.ndarray,
     labels: np.ndarray,
     split: dict[str, np.ndarray],
-    texts: Sequence[str],
     *,
     negatives: np.ndarray,
     positives: np.ndarray | None = None,
@@ -765,7 +766,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"embedding {len(texts) + len(extra_negatives) + len(extra_positives)} texts with {encoder.name} ...",
           flush=True)
     x = encoder.encode(texts)
-    model = fit_embedding_head(model, x, labels, split, texts, negatives=encoder.encode(extra_negatives),
+    model = fit_embedding_head(model, x, labels, split, negatives=encoder.encode(extra_negatives),
                                positives=encoder.encode(extra_positives), encoder=encoder.name)
 
     def scores(xs: Sequence[str], embedded: np.ndarray) -> np.ndarray:
