@@ -436,6 +436,14 @@ _MENACE_CLEAN = (
 )
 
 
+def _said_with_a_request(rng: random.Random, core: str, texts: Sequence[str]) -> str:
+    """``core`` alone (60%), or before or after one of ``texts``."""
+    if rng.random() < 0.4:
+        text = rng.choice(texts)
+        return f"{core} {text}" if rng.random() < 0.5 else f"{text} {core}"
+    return core
+
+
 def menace_positives(texts: Sequence[str], n: int, *, seed: int = _SEED + 5) -> list[str]:
     """``n`` threats without a violent verb, or advances, aimed at the agent (``_MENACE``,
     ``_ADVANCES``), alone or beside one of ``texts`` (clean requests), label 1."""
@@ -445,10 +453,7 @@ def menace_positives(texts: Sequence[str], n: int, *, seed: int = _SEED + 5) -> 
         core = rng.choice(_MENACE if rng.random() < 0.7 else _ADVANCES).format(
             when=rng.choice(_MENACE_WHEN), place=rng.choice(_MENACE_PLACES), tool=rng.choice(_MENACE_TOOLS),
             whose=rng.choice(_MENACE_WHOSE), who=rng.choice(_MENACE_WHO), do=rng.choice(_MENACE_DO))
-        if rng.random() < 0.4:
-            text = rng.choice(texts)
-            core = f"{core} {text}" if rng.random() < 0.5 else f"{text} {core}"
-        out.append(normalize_text(core))
+        out.append(normalize_text(_said_with_a_request(rng, core, texts)))
     return out
 
 
@@ -459,10 +464,7 @@ def menace_negatives(texts: Sequence[str], n: int, *, seed: int = _SEED + 6) -> 
     out = []
     for _ in range(n):
         core = rng.choice(_MENACE_CLEAN).format(who=rng.choice(_MENACE_WHO), when=rng.choice(_MENACE_WHEN))
-        if rng.random() < 0.4:
-            text = rng.choice(texts)
-            core = f"{core} {text}" if rng.random() < 0.5 else f"{text} {core}"
-        out.append(normalize_text(core))
+        out.append(normalize_text(_said_with_a_request(rng, core, texts)))
     return out
 
 
