@@ -29,7 +29,8 @@ def format_event(event: Event, *, with_transcript: bool = False) -> str | None:
     if isinstance(event, Enriched):
         parts = []
         if event.intent is not None:
-            parts.append(f"intent={event.intent.label} ({event.intent.score:.2f})")
+            unsure = ", needs confirmation" if event.intent.needs_confirmation else ""
+            parts.append(f"intent={event.intent.label} ({event.intent.score:.2f}{unsure})")
         if event.flags.flagged:
             parts.append(f"flags={','.join(event.flags.flagged)}")
         if event.redacted_text != event.transcript.text:

@@ -20,6 +20,8 @@ def test_final_and_enriched_lines():
     assert format_event(ENRICHED) == enriched
     assert format_event(ENRICHED, with_transcript=True) == f"{format_event(FINAL)}\n{enriched}"
     assert format_event(Enriched(FINAL, redacted_text=FINAL.text)).endswith("enriched: nothing flagged")
+    unsure = Enriched(FINAL, IntentResult("card_linking", 0.5, needs_confirmation=True), redacted_text=FINAL.text)
+    assert format_event(unsure).endswith("enriched: intent=card_linking (0.50, needs confirmation)")
     assert format_event(EndOfStream("call-1", audio_seconds=12.34)) == "-- end of stream call-1 (12.3 s of audio)"
 
 
