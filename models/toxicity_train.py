@@ -14,9 +14,7 @@ negatives (``swearing_negatives``), and with abuse aimed at the agent
 (``abuse_positives``); and hate against groups in clean words ("<group> are
 parasites"), as positives, beside the same groups named without hate and violent
 words aimed at things ("get rid of the hidden charges"), as negatives
-(``group_hate_positives``, ``group_mention_negatives``); and threats that name no harm
-and advances aimed at the agent, beside the same shapes about money and the branch
-(``menace_positives``, ``menace_negatives``). The model
+(``group_hate_positives``, ``group_mention_negatives``). The model
 (TF-IDF word 1-2 grams + character 2-4 grams, logistic regression) and its
 threshold are chosen on dev. A second logistic regression on the all-MiniLM-L6-v2
 embedding (the intent encoder's, which every final already gets) is fitted on
@@ -85,8 +83,6 @@ __all__ = [
     "fit_toxicity",
     "group_hate_positives",
     "group_mention_negatives",
-    "menace_negatives",
-    "menace_positives",
     "prf",
     "profanity_wordlist",
     "run",
@@ -107,8 +103,8 @@ CALL_TURNS = _ASSETS / "call_turns_clean.csv"
 GROUP_HATE = _ASSETS / "group_hate.csv"
 # The same, 80 lines written after the group generators: how far they carry over.
 GROUP_HATE_UNSEEN = _ASSETS / "group_hate_unseen.csv"
-# Threats without a violent verb and advances aimed at the agent, and clean lines in the same
-# words, 80 lines written after the menace generators, for measurement only.
+# Threats that name no harm and advances aimed at the agent, and clean lines in the same words,
+# for measurement only.
 AGENT_THREATS_UNSEEN = _ASSETS / "agent_threats_unseen.csv"
 _SEED = 0
 # Generated examples per call-centre text set: 8,000 swearing negatives and 2,000 abuse
@@ -122,12 +118,6 @@ _N_TURNS = 4000
 # lower); each cost the unseen agent-abuse set about 0.04 F1 at that threshold.
 _N_GROUP_HATE = 2000
 _N_GROUP_CLEAN = 3000
-# Three sizes measured (threats / negatives): 600 / 1,500 finds 30% of AGENT_THREATS_UNSEEN's
-# threats and advances (15% without), with group hate F1 0.862 and Davidson 0.9614; 1,500 / 1,500
-# found 35% but the clean cap pushed the threshold to 0.75 (group hate 0.765, Davidson 0.9597);
-# 1,500 / 4,000 found 30% at 0.76 (both before one template was reworded).
-_N_MENACE = 600
-_N_MENACE_CLEAN = 1500
 # The combined threshold flags at most this share of clean call-centre text (held-out BANKING77 and
 # CLINC150 requests, and CALL_TURNS): most of what a call centre hears is clean, so a false flag
 # costs more than F1 counts. At 1 in 200 of the requests alone the threshold came out 0.56, which
@@ -381,90 +371,6 @@ def group_mention_negatives(n: int, *, seed: int = _SEED + 4) -> list[str]:
         else:
             text = rng.choice(_CLEAN_THING_VERBS).format(t=rng.choice(_CLEAN_THINGS))
         out.append(normalize_text(text))
-    return out
-
-
-# Threats made without a violent verb, and advances, aimed at the agent: the abuse a call centre
-# most needs routed. _ABUSE's threats name the harm ("i'll kill you") and Davidson's tweets are
-# mostly slurs and swearing, so neither teaches "you'll end up in a ditch". Beside them, the same
-# shapes about things, money and the branch, as negatives, so that "my brother will pay you a
-# visit" is learned and "my brother will pay the bill" is not. Written for training: none is part
-# of a line of the agent-abuse sets (tests/test_content.py checks).
-_MENACE_WHO = ("my brother", "my mates", "a couple of my friends", "my cousin", "the lads", "some people i know",
-               "my boys", "my family")
-_MENACE_DO = ("pay you a visit", "have a quiet word with you", "come looking for you", "deal with you",
-              "teach you a lesson", "make you sorry", "wait for you in the car park", "take care of you",
-              "make sure you remember this call", "pop round to see you")
-_MENACE_WHEN = ("", "", " after your shift", " tonight", " when you leave work", " one of these days",
-                " if this isn't fixed", " very soon")
-_MENACE_PLACES = ("in a ditch", "in hospital", "in the canal", "six feet under", "in a wheelchair",
-                  "at the bottom of the lake", "in a box", "on a drip")
-_MENACE_TOOLS = ("knife", "crowbar", "hammer", "shotgun", "machete", "cricket bat", "golf club", "blade")
-_MENACE_WHOSE = ("you", "your family", "your kids", "your car", "your house", "your pretty face", "your wife")
-_MENACE = (
-    "keep looking over your shoulder{when}", "you won't see it coming", "sleep with one eye open",
-    "it would be a shame if something happened to {whose}", "i know what car you drive",
-    "i know which bus you take home", "you'll be sorry you were born", "you're a dead man walking",
-    "you'll end up {place}", "keep talking and you'll be {place}", "there's a {tool} waiting for you{when}",
-    "i'm bringing a {tool} to your branch", "your days are numbered", "enjoy your last shift",
-    "i'll make sure you never work again", "you'd better hope we never meet",
-    "say that to my face and see what happens",
-    "{who} will {do}{when}", "i'm outside your building{when}", "i've got your address now",
-    "people like you have accidents", "you'll be eating through a straw", "i hope you've got good insurance",
-)
-_ADVANCES = (
-    "what have you got on under that headset", "got a boyfriend have you love", "i bet you look sexy",
-    "you sound so sexy", "text me a selfie babe", "come home with me tonight", "i'd love to get you alone",
-    "how about you and me go for a drink after work", "give me your personal number gorgeous",
-    "talk dirty to me", "make those little noises for me again", "are you in bed right now", "you've got a sexy voice",
-    "i'll give you a good time", "sit on my lap and we'll sort it", "let me take you out sweetheart",
-    "i bet you're a naughty one", "tell me what you look like", "kiss me and i'll stay a customer",
-    "meet me at the hotel and we'll talk", "i'm touching myself listening to you",
-)
-_MENACE_CLEAN = (
-    "{who} will pay the bill{when}", "{who} will bring the paperwork to the branch", "{who} will call you back{when}",
-    "{who} will sort out the transfer", "{who} want to open accounts too", "watch out for the late fee{when}",
-    "the payment ended up in the wrong account", "my car ended up in the garage again", "i ended up in hospital so "
-    "i missed the payment", "i know what car i want the loan for", "i know which account i want to use",
-    "it would be a shame if the transfer failed again", "there's a cheque waiting for you to cash{when}",
-    "i'm bringing my passport to your branch", "the offer's days are numbered", "i'll make sure the rent is paid",
-    "i'm outside your branch now can you let me in", "i've got my new address now", "i'll come by the branch{when}",
-    "i'll give you a call back{when}", "send me a picture of the form", "can you give me your direct number",
-    "what time are you open tonight", "i'd love to get the loan sorted", "are you able to take me through it",
-    "i'd like to go for the fixed rate", "tell me what the form looks like", "let me take you through the payments",
-    "i hope you've got good news for me", "my kids have accidents with their cards all the time",
-)
-
-
-def _said_with_a_request(rng: random.Random, core: str, texts: Sequence[str]) -> str:
-    """``core`` alone (60%), or before or after one of ``texts``."""
-    if rng.random() < 0.4:
-        text = rng.choice(texts)
-        return f"{core} {text}" if rng.random() < 0.5 else f"{text} {core}"
-    return core
-
-
-def menace_positives(texts: Sequence[str], n: int, *, seed: int = _SEED + 5) -> list[str]:
-    """``n`` threats without a violent verb, or advances, aimed at the agent (``_MENACE``,
-    ``_ADVANCES``), alone or beside one of ``texts`` (clean requests), label 1."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        core = rng.choice(_MENACE if rng.random() < 0.7 else _ADVANCES).format(
-            when=rng.choice(_MENACE_WHEN), place=rng.choice(_MENACE_PLACES), tool=rng.choice(_MENACE_TOOLS),
-            whose=rng.choice(_MENACE_WHOSE), who=rng.choice(_MENACE_WHO), do=rng.choice(_MENACE_DO))
-        out.append(normalize_text(_said_with_a_request(rng, core, texts)))
-    return out
-
-
-def menace_negatives(texts: Sequence[str], n: int, *, seed: int = _SEED + 6) -> list[str]:
-    """``n`` sentences of ``_MENACE_CLEAN``'s shapes about money, papers and the branch, alone or
-    beside one of ``texts``, label 0."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        core = rng.choice(_MENACE_CLEAN).format(who=rng.choice(_MENACE_WHO), when=rng.choice(_MENACE_WHEN))
-        out.append(normalize_text(_said_with_a_request(rng, core, texts)))
     return out
 
 
@@ -760,9 +666,8 @@ def run(args: argparse.Namespace) -> int:
     abuse = abuse_positives(negatives, _N_ABUSE)
     held = set(_read_labelled(CALL_TURNS)[0])  # measured on, so never trained on, even by chance
     turns = [t for t in conversation_negatives(_N_TURNS) if t not in held]
-    extra_negatives = [*negatives, *swearing, *turns, *group_mention_negatives(_N_GROUP_CLEAN),
-                       *menace_negatives(negatives, _N_MENACE_CLEAN)]
-    extra_positives = [*abuse, *group_hate_positives(_N_GROUP_HATE), *menace_positives(negatives, _N_MENACE)]
+    extra_negatives = [*negatives, *swearing, *turns, *group_mention_negatives(_N_GROUP_CLEAN)]
+    extra_positives = [*abuse, *group_hate_positives(_N_GROUP_HATE)]
     model = fit_toxicity(texts, labels, split, negatives=extra_negatives, positives=extra_positives)
     encoder = SentenceEncoder(args.encoder_dir or default_encoder_dir(), threads=0)
     print(f"embedding {len(texts) + len(extra_negatives) + len(extra_positives)} texts with {encoder.name} ...",

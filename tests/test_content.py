@@ -421,25 +421,6 @@ def test_group_generators_never_write_a_line_of_the_group_hate_sets():
     assert len(set(hate)) > 2000 and len(set(clean)) > 1000 and not set(hate) & set(clean)
 
 
-def test_menace_generators_never_write_a_line_of_the_agent_abuse_sets():
-    """The agent-abuse and threat sets measure the filter, so no generated training line holds one of
-    their lines, and no fixed part of a generated line is part of one of theirs."""
-    from models.toxicity_train import (_ADVANCES, _MENACE, _MENACE_CLEAN, AGENT_ABUSE, AGENT_ABUSE_UNSEEN,
-                                       AGENT_THREATS_UNSEEN, menace_negatives, menace_positives)
-    from operators.spoken_form import normalize_text
-
-    measured = []
-    for path in (AGENT_ABUSE, AGENT_ABUSE_UNSEEN, AGENT_THREATS_UNSEEN):
-        with path.open(newline="") as f:
-            measured += [normalize_text(r["text"]) for r in csv.DictReader(f)]
-    requests = ["where is my card", "i want to close my account", "why was i charged twice"]
-    generated = {*menace_positives(requests, 2000), *menace_negatives(requests, 2000)}
-    assert len(measured) == 389 and len(generated) > 800
-    assert not [m for m in measured if any(m in g for g in generated)]
-    fixed = [part for t in (*_MENACE, *_ADVANCES, *_MENACE_CLEAN) for part in t.split("{")[0:1] if len(part) > 12]
-    assert not [(m, part) for m in measured for part in fixed if part in m]
-
-
 def test_combined_threshold_has_the_best_mean_f1_that_flags_little_clean_text():
     """Set a is right at thresholds up to 0.45, set b above 0.5; their mean F1 peaks at 0.21-0.45,
     where 2 of 100 clean texts (scored 0.5) are flagged, over the 0.4% cap, so the threshold is

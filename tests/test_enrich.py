@@ -167,10 +167,11 @@ def test_hate_against_groups_in_clean_words_is_flagged(name):
 
 
 @pytest.mark.skipif(not ENCODER_BUILT, reason="sentence encoder not built: run `python -m models.encoder_export`")
-def test_threats_without_a_violent_verb_are_flagged_and_their_words_elsewhere_are_not():
-    """The hand-written threat set (written after the menace generators, never trained on): without
-    those generators the filter found 6 of its 40 threats and advances, with them 12; none of its
-    40 clean lines in the same words ("i'm parked outside the branch can i still come in") is flagged."""
+def test_threats_that_name_no_harm_are_sometimes_flagged_and_their_words_elsewhere_never():
+    """The hand-written threat set (never trained on) is the filter's weakest case: it finds 6 of
+    its 40 threats and advances (generated threats of the same kind were tried and not kept:
+    docs/text-intelligence.md). None of its 40 clean lines in the same words ("i'm parked outside
+    the branch can i still come in") may be flagged."""
     import csv
 
     from models.toxicity_train import AGENT_THREATS_UNSEEN
@@ -178,7 +179,7 @@ def test_threats_without_a_violent_verb_are_flagged_and_their_words_elsewhere_ar
     with AGENT_THREATS_UNSEEN.open(newline="") as f:
         rows = list(csv.DictReader(f))
     flagged = [r for r in rows if "toxicity" in enrich(new_state(), _final(r["text"])).flags.flagged]
-    assert sum(r["label"] == "1" for r in flagged) >= 10
+    assert sum(r["label"] == "1" for r in flagged) >= 5
     assert not [r["text"] for r in flagged if r["label"] == "0"]
 
 @pytest.mark.parametrize(
