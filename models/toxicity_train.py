@@ -21,8 +21,8 @@ embedding (the intent encoder's, which every final already gets) is fitted on
 the same texts, and the threshold of the larger of the two scores is tuned for
 the call centre (``tune_combined_threshold``): for the mean F1 of Davidson dev
 and the hand-written sets seen in development, among the thresholds that flag
-few clean call-centre requests. The phrase rules of ``operators.abuse_lexicon`` come on top (a match
-scores 1.0). The table is on the held-out test split:
+few clean call-centre requests. The phrase rules of ``operators.abuse_lexicon``
+come on top (a match scores 1.0). The table is on the held-out test split:
 
 * ours, exported to numpy (``operators.content.ToxicityModel``): as served,
   without the phrase rules, and the n-grams alone;
@@ -675,17 +675,24 @@ def run(args: argparse.Namespace) -> int:
     x = encoder.encode(texts)
     model = fit_embedding_head(model, x, labels, split, negatives=encoder.encode(extra_negatives),
                                positives=encoder.encode(extra_positives), encoder=encoder.name)
+    embedded: dict[tuple[str, ...], np.ndarray] = {}  # the threshold and the table read the same sets
 
-    def scores(xs: Sequence[str], embedded: np.ndarray) -> np.ndarray:
-        return np.array([model.score(t, e) for t, e in zip(xs, embedded)])
+    def embed(xs: Sequence[str]) -> np.ndarray:
+        if tuple(xs) not in embedded:
+            embedded[tuple(xs)] = encoder.encode(xs)
+        return embedded[tuple(xs)]
+
+    def scores(xs: Sequence[str], rows: np.ndarray) -> np.ndarray:
+        return np.array([model.score(t, e) for t, e in zip(xs, rows)])
 
     dev = {"davidson": (scores([texts[i] for i in split["dev"]], x[split["dev"]]), labels[split["dev"]])}
     for name, path in (("group_hate", GROUP_HATE), ("agent_abuse", AGENT_ABUSE)):
         xs, y = _read_labelled(path)
-        dev[name] = (scores(xs, encoder.encode(xs)), y)
-    clean_turns = [*clean, *_read_labelled(CALL_TURNS)[0]]
-    model = tune_combined_threshold(model, dev, scores(clean_turns, encoder.encode(clean_turns)))
-    table = compare(model, texts, labels, split["test"], clean, encoder.encode)
+        dev[name] = (scores(xs, embed(xs)), y)
+    call_turns = _read_labelled(CALL_TURNS)[0]
+    clean_scores = np.concatenate([scores(clean, embed(clean)), scores(call_turns, embed(call_turns))])
+    model = tune_combined_threshold(model, dev, clean_scores)
+    table = compare(model, texts, labels, split["test"], clean, embed)
     ours = next(iter(table.values()))
     model = replace(model, metrics={**model.metrics, **{f"test_{k}": v for k, v in ours.items()}})
     model.save(args.out)
